@@ -1,0 +1,180 @@
+"""The seven point ops of JSNet, with the original's names and argument order.
+
+Two implementations with identical semantics:
+  * ``custom``: compiled CPU (multithreaded) and CUDA kernels from ``tf_ops/`` (fast; the
+    default when the library is built);
+  * ``reference``: pure-TF twins from builtin ops (XLA-compilable, no library needed; used as the
+    test reference and for exported SavedModels).
+
+The implementation is chosen when an op is called (so, for a ``tf.function``, when it is traced):
+the innermost ``use_implementation(...)`` block, else ``set_implementation(...)``, else the
+``JSNET_OPS`` environment variable (``custom`` or ``reference``), else ``custom`` when the
+library is built and current and ``reference`` otherwise.
+
+Shapes: xyz (B, N, 3), new_xyz (B, M, 3), points (B, N, C); all float32, indices int32.
+"""
+
+import contextlib
+import contextvars
+import os
+
+from jsnet_tf.ops import checks, custom, library, reference
+from jsnet_tf.ops.library import OpLibraryError
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "OpLibraryError",
+    "farthest_point_sample",
+    "gather_point",
+    "group_point",
+    "implementation",
+    "knn_point",
+    "query_ball_point",
+    "set_implementation",
+    "three_interpolate",
+    "three_nn",
+    "use_implementation",
+]
+
+IMPLEMENTATIONS = ("custom", "reference")
+_MODULES = {"custom": custom, "reference": reference}
+_scoped = contextvars.ContextVar("jsnet_ops_implementation", default=None)
+_default = None
+
+
+def _checked_name(name, source):
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"{source}: unknown op implementation {name!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+    return name
+
+
+def implementation():
+    """The name of the implementation the next op call will use."""
+    name = _scoped.get() or _default
+    if name is None and os.environ.get("JSNET_OPS"):
+        name = _checked_name(os.environ["JSNET_OPS"].strip().lower(), "JSNET_OPS environment variable")
+    if name is None:
+        name = "custom" if library.available() else "reference"
+    return name
+
+
+def set_implementation(name):
+    """Selects the implementation process-wide; None goes back to the environment/default."""
+    global _default
+    _default = None if name is None else _checked_name(name, "set_implementation")
+
+
+@contextlib.contextmanager
+def use_implementation(name):
+    """Uses `name` for the ops called (or traced) inside the block."""
+    token = _scoped.set(_checked_name(name, "use_implementation"))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+def _impl():
+    name = implementation()
+    if name == "custom":
+        library.load()  # raises OpLibraryError saying how to build it
+    return _MODULES[name]
+
+
+def farthest_point_sample(npoint, xyz):
+    """Farthest point sampling from index 0.
+
+    Args: npoint: int, 1 <= npoint <= N. xyz: (B, N, 3).
+    Returns: idx (B, npoint) int32; each next point is the first index farthest from those chosen.
+    """
+    op = "farthest_point_sample"
+    npoint = checks.check_positive_int(op, "npoint", npoint)
+    xyz = checks.as_float32(xyz)
+    checks.check_points(op, "xyz", xyz)
+    checks.check_at_most_points(op, "npoint", npoint, xyz, "xyz")
+    return _impl().farthest_point_sample(npoint, xyz)
+
+
+def gather_point(xyz, idx):
+    """xyz (B, N, 3), idx (B, M) -> (B, M, 3) = xyz[b, idx[b, m]]. Differentiable w.r.t. xyz."""
+    op = "gather_point"
+    xyz, idx = checks.as_float32(xyz), checks.as_int32(idx)
+    checks.check_points(op, "xyz", xyz)
+    checks.check_rank(op, "idx", idx, 2, "(batch, npoint)")
+    checks.check_same_batch(op, "xyz", xyz, "idx", idx)
+    return _impl().gather_point(xyz, idx)
+
+
+def query_ball_point(radius, nsample, xyz, new_xyz):
+    """Ball query.
+
+    Args: radius > 0; nsample >= 1; xyz (B, N, 3) candidates; new_xyz (B, M, 3) centres.
+    Returns: idx (B, M, nsample) int32, the first nsample candidates in index order with squared
+      distance < radius^2, remaining slots padded with the first hit (all 0 when there is no hit);
+      pts_cnt (B, M) int32, the number of hits kept (0 <= pts_cnt <= nsample).
+    """
+    op = "query_ball_point"
+    radius = checks.check_radius(op, radius)
+    nsample = checks.check_positive_int(op, "nsample", nsample)
+    xyz, new_xyz = checks.as_float32(xyz), checks.as_float32(new_xyz)
+    checks.check_points(op, "xyz", xyz)
+    checks.check_points(op, "new_xyz", new_xyz)
+    checks.check_same_batch(op, "xyz", xyz, "new_xyz", new_xyz)
+    return _impl().query_ball_point(radius, nsample, xyz, new_xyz)
+
+
+def group_point(points, idx):
+    """points (B, N, C), idx (B, M, S) -> (B, M, S, C) = points[b, idx[b, m, s]]. Differentiable."""
+    op = "group_point"
+    points, idx = checks.as_float32(points), checks.as_int32(idx)
+    checks.check_points(op, "points", points, channels=None)
+    checks.check_rank(op, "idx", idx, 3, "(batch, npoint, nsample)")
+    checks.check_same_batch(op, "points", points, "idx", idx)
+    return _impl().group_point(points, idx)
+
+
+def knn_point(k, xyz, new_xyz):
+    """Exact k nearest neighbours.
+
+    Args: k, 1 <= k <= N; xyz (B, N, 3) candidates; new_xyz (B, M, 3) queries.
+    Returns: dist (B, M, k) squared distances ascending, idx (B, M, k) int32; ties by lower index.
+    """
+    op = "knn_point"
+    k = checks.check_positive_int(op, "k", k)
+    xyz, new_xyz = checks.as_float32(xyz), checks.as_float32(new_xyz)
+    checks.check_points(op, "xyz", xyz)
+    checks.check_points(op, "new_xyz", new_xyz)
+    checks.check_same_batch(op, "xyz", xyz, "new_xyz", new_xyz)
+    checks.check_at_most_points(op, "k", k, xyz, "xyz")
+    return _impl().knn_point(k, xyz, new_xyz)
+
+
+def three_nn(xyz1, xyz2):
+    """Three nearest xyz2 points of every xyz1 point.
+
+    Args: xyz1 (B, N, 3) queries; xyz2 (B, M, 3) candidates.
+    Returns: dist (B, N, 3) squared distances ascending, idx (B, N, 3) int32; ties by lower index;
+      with M < 3 the missing slots hold dist inf and idx 0.
+    """
+    op = "three_nn"
+    xyz1, xyz2 = checks.as_float32(xyz1), checks.as_float32(xyz2)
+    checks.check_points(op, "xyz1", xyz1)
+    checks.check_points(op, "xyz2", xyz2)
+    checks.check_same_batch(op, "xyz1", xyz1, "xyz2", xyz2)
+    return _impl().three_nn(xyz1, xyz2)
+
+
+def three_interpolate(points, idx, weight):
+    """points (B, M, C), idx (B, N, 3), weight (B, N, 3) -> (B, N, C) weighted sums of 3 points.
+
+    Differentiable w.r.t. points only (the weights come from three_nn, which is not).
+    """
+    op = "three_interpolate"
+    points, idx, weight = checks.as_float32(points), checks.as_int32(idx), checks.as_float32(weight)
+    checks.check_points(op, "points", points, channels=None)
+    checks.check_points(op, "idx", idx)
+    checks.check_points(op, "weight", weight)
+    if not idx.shape.is_compatible_with(weight.shape):
+        raise checks.invalid(op, f"idx {idx.shape} and weight {weight.shape} must have the same shape")
+    checks.check_same_batch(op, "points", points, "idx", idx)
+    return _impl().three_interpolate(points, idx, weight)

@@ -1,0 +1,59 @@
+"""The point ops backed by the compiled kernels (CPU, and CUDA where built), with gradients.
+
+The library is loaded on first use (`library.load`), so importing this module never fails; the
+kernels validate shapes, indices and coordinates themselves and raise InvalidArgumentError.
+Gradients: gather_point, group_point and three_interpolate (w.r.t. points) are differentiable;
+the search ops are not, as in the original.
+"""
+
+import tensorflow as tf
+
+from jsnet_tf.ops import library
+
+
+def farthest_point_sample(npoint, xyz):
+    return library.load().jsnet_farthest_point_sample(xyz, npoint=npoint)
+
+
+def gather_point(xyz, idx):
+    return library.load().jsnet_gather_point(xyz, idx)
+
+
+def query_ball_point(radius, nsample, xyz, new_xyz):
+    return tuple(library.load().jsnet_query_ball_point(xyz, new_xyz, radius=radius, nsample=nsample))
+
+
+def group_point(points, idx):
+    return library.load().jsnet_group_point(points, idx)
+
+
+def knn_point(k, xyz, new_xyz):
+    return tuple(library.load().jsnet_knn_point(xyz, new_xyz, k=k))
+
+
+def three_nn(xyz1, xyz2):
+    return tuple(library.load().jsnet_three_nn(xyz1, xyz2))
+
+
+def three_interpolate(points, idx, weight):
+    return library.load().jsnet_three_interpolate(points, idx, weight)
+
+
+@tf.RegisterGradient("JsnetGatherPoint")
+def _gather_point_grad(op, grad):
+    return [library.load().jsnet_gather_point_grad(op.inputs[0], op.inputs[1], grad), None]
+
+
+@tf.RegisterGradient("JsnetGroupPoint")
+def _group_point_grad(op, grad):
+    return [library.load().jsnet_group_point_grad(op.inputs[0], op.inputs[1], grad), None]
+
+
+@tf.RegisterGradient("JsnetThreeInterpolate")
+def _three_interpolate_grad(op, grad):
+    points, idx, weight = op.inputs
+    return [library.load().jsnet_three_interpolate_grad(points, idx, weight, grad), None, None]
+
+
+for _name in ("JsnetFarthestPointSample", "JsnetQueryBallPoint", "JsnetKnnPoint", "JsnetThreeNN"):
+    tf.no_gradient(_name)

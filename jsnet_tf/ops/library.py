@@ -1,0 +1,94 @@
+"""Where the compiled op library lives, how it is recognised as current, and loading it.
+
+`python tf_ops/build.py` writes `lib/libjsnet_ops.so` next to this file together with
+`lib/build_info.json` (TensorFlow version, digest of the sources, CUDA or not). Loading refuses a
+library built for another TensorFlow or from other sources, with a message saying how to rebuild,
+instead of failing later with an undefined symbol or a segfault.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+
+import tensorflow as tf
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+LIB_DIR = PACKAGE_DIR / "lib"
+LIB_PATH = LIB_DIR / "libjsnet_ops.so"
+INFO_PATH = LIB_DIR / "build_info.json"
+SOURCE_DIR = PACKAGE_DIR.parents[1] / "tf_ops" / "src"
+SOURCE_FILES = ("ops.cc", "point_kernels.cc", "point_kernels.h", "point_kernels.cu")
+BUILD_HINT = "build it with `python tf_ops/build.py` (or `make build`) from the repository root"
+
+
+class OpLibraryError(RuntimeError):
+    """The compiled op library is missing, stale or was built for another TensorFlow."""
+
+
+def tf_version_key():
+    """TensorFlow major.minor: a library built against another one must not be loaded."""
+    return ".".join(tf.__version__.split(".")[:2])
+
+
+def source_digest(source_dir=SOURCE_DIR):
+    """SHA-256 over the op sources, or None when they are not present (installed package)."""
+    digest = hashlib.sha256()
+    for name in SOURCE_FILES:
+        path = pathlib.Path(source_dir) / name
+        if not path.exists():
+            return None
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_build_info():
+    try:
+        return json.loads(INFO_PATH.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def problem():
+    """Why the library cannot be used as it is, or None when it is current."""
+    if not LIB_PATH.exists():
+        return f"the JSNet op library {LIB_PATH} is not built; {BUILD_HINT}"
+    info = read_build_info()
+    if info is None:
+        return f"{INFO_PATH} is missing or unreadable, so {LIB_PATH} cannot be trusted; {BUILD_HINT}"
+    if info.get("tf_version") != tf_version_key():
+        return (
+            f"{LIB_PATH} was built for TensorFlow {info.get('tf_version')} but this is "
+            f"TensorFlow {tf.__version__}; rebuild it: {BUILD_HINT}"
+        )
+    current = source_digest()
+    if current is not None and info.get("source_digest") != current:
+        return f"{LIB_PATH} is stale: the sources in {SOURCE_DIR} changed since it was built; {BUILD_HINT}"
+    return None
+
+
+_module = None
+
+
+def load():
+    """The loaded op module (cached). Raises OpLibraryError when the library is unusable."""
+    global _module
+    if _module is None:
+        reason = problem()
+        if reason is not None:
+            raise OpLibraryError(reason)
+        try:
+            _module = tf.load_op_library(os.fspath(LIB_PATH))
+        except tf.errors.NotFoundError as error:
+            raise OpLibraryError(f"loading {LIB_PATH} failed ({error}); {BUILD_HINT}") from None
+    return _module
+
+
+def available():
+    """True when the library is built, current, and loads."""
+    try:
+        load()
+    except OpLibraryError:
+        return False
+    return True

@@ -1,0 +1,137 @@
+"""Pure-TensorFlow twins of the point ops, built only from builtin ops.
+
+They have the exact semantics of the compiled kernels (tie-breaking, padding, squared distances
+computed as dx*dx + dy*dy + dz*dz), compile under XLA (`jit_compile=True`), and need no op library,
+which makes them the reference in tests and the implementation of exported SavedModels.
+
+Arguments arrive converted and statically checked by `jsnet_tf.ops`; what only the data can
+reveal is asserted here with `tf.debugging` (a no-op under XLA). Like the compiled ops, the
+search ops (sampling, ball query, kNN, three_nn) are not differentiable, and three_interpolate is
+differentiable with respect to `points` only.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from jsnet_tf.ops import checks
+
+
+def _run_checks(assertions, *outputs):
+    """Ties run-time assertions to the outputs so graphs cannot prune them."""
+    with tf.control_dependencies(assertions):
+        return tuple(tf.identity(o) for o in outputs) if len(outputs) > 1 else tf.identity(outputs[0])
+
+
+def pairwise_squared_distances(queries, points):
+    """(B, M, 3), (B, N, 3) -> (B, M, N) float32 squared distances, same arithmetic as the kernels."""
+    q = queries[:, :, None, :]
+    p = points[:, None, :, :]
+    dx = p[..., 0] - q[..., 0]
+    dy = p[..., 1] - q[..., 1]
+    dz = p[..., 2] - q[..., 2]
+    return dx * dx + dy * dy + dz * dz
+
+
+def farthest_point_sample(npoint, xyz):
+    op = "farthest_point_sample"
+    assertions = [checks.assert_at_most_points(op, "npoint", npoint, xyz, "xyz"), checks.assert_finite(op, "xyz", xyz)]
+    xyz = tf.stop_gradient(xyz)
+    batch = tf.shape(xyz)[0]
+
+    def step(i, last, nearest, chosen):
+        centre = tf.gather(xyz, last, batch_dims=1)[:, None, :]  # (B, 1, 3)
+        dx = xyz[..., 0] - centre[..., 0]
+        dy = xyz[..., 1] - centre[..., 1]
+        dz = xyz[..., 2] - centre[..., 2]
+        nearest = tf.minimum(nearest, dx * dx + dy * dy + dz * dz)
+        last = tf.argmax(nearest, axis=1, output_type=tf.int32)  # first index of the maximum
+        return i + 1, last, nearest, chosen.write(i, last)
+
+    first = tf.zeros([batch], tf.int32)
+    nearest = tf.fill(tf.shape(xyz)[:2], np.float32(np.inf))
+    chosen = tf.TensorArray(tf.int32, size=npoint, element_shape=[None]).write(0, first)
+    _, _, _, chosen = tf.while_loop(
+        lambda i, *_: i < npoint, step, (tf.constant(1), first, nearest, chosen), maximum_iterations=npoint - 1
+    )
+    return _run_checks(assertions, tf.transpose(chosen.stack()))
+
+
+def gather_point(xyz, idx):
+    assertions = checks.assert_indices_in_range("gather_point", "idx", idx, tf.shape(xyz)[1], "xyz")
+    assertions.append(checks.assert_same_batch("gather_point", "xyz", xyz, "idx", idx))
+    return _run_checks(assertions, tf.gather(xyz, idx, batch_dims=1))
+
+
+def query_ball_point(radius, nsample, xyz, new_xyz):
+    op = "query_ball_point"
+    assertions = [
+        checks.assert_finite(op, "xyz", xyz),
+        checks.assert_finite(op, "new_xyz", new_xyz),
+        checks.assert_same_batch(op, "xyz", xyz, "new_xyz", new_xyz),
+    ]
+    xyz, new_xyz = tf.stop_gradient(xyz), tf.stop_gradient(new_xyz)
+    n = tf.shape(xyz)[1]
+    radius_sq = np.float32(radius) * np.float32(radius)
+    within = pairwise_squared_distances(new_xyz, xyz) < radius_sq  # (B, M, N)
+    # Hits keep their index, misses become N; the nsample smallest are the first hits in order.
+    order = tf.where(within, tf.range(n)[None, None, :], n)
+    static_n = xyz.shape[1]
+    k = min(nsample, static_n) if static_n is not None else tf.minimum(nsample, n)
+    negated, _ = tf.math.top_k(-order, k=k, sorted=True)
+    first = -negated
+    if static_n is None or static_n < nsample:
+        short = nsample - tf.shape(first)[2]
+        first = tf.concat([first, tf.fill(tf.concat([tf.shape(first)[:2], [short]], 0), n)], axis=2)
+    pts_cnt = tf.minimum(tf.reduce_sum(tf.cast(within, tf.int32), axis=2), nsample)
+    pad = tf.where(pts_cnt > 0, first[:, :, 0], 0)[:, :, None]
+    idx = tf.where(first < n, first, pad)
+    return _run_checks(assertions, idx, pts_cnt)
+
+
+def group_point(points, idx):
+    assertions = checks.assert_indices_in_range("group_point", "idx", idx, tf.shape(points)[1], "points")
+    assertions.append(checks.assert_same_batch("group_point", "points", points, "idx", idx))
+    return _run_checks(assertions, tf.gather(points, idx, batch_dims=1))
+
+
+def _nearest(op, k, points, queries, points_name, queries_name):
+    """k nearest of `points` for each query; k may exceed N: missing slots get inf and idx 0."""
+    assertions = [
+        checks.assert_finite(op, points_name, points),
+        checks.assert_finite(op, queries_name, queries),
+        checks.assert_same_batch(op, points_name, points, queries_name, queries),
+    ]
+    points, queries = tf.stop_gradient(points), tf.stop_gradient(queries)
+    d2 = pairwise_squared_distances(queries, points)
+    n = tf.shape(points)[1]
+    if points.shape[1] is None or points.shape[1] < k:
+        # Candidates at index N.. with infinite distance stand in for missing points.
+        d2 = tf.concat([d2, tf.fill(tf.concat([tf.shape(d2)[:2], [k]], 0), np.float32(np.inf))], axis=2)
+    negated, idx = tf.math.top_k(-d2, k=k, sorted=True)  # equal values: lower index first
+    idx = tf.where(idx < n, idx, 0)
+    return assertions, -negated, idx
+
+
+def knn_point(k, xyz, new_xyz):
+    assertions, dist, idx = _nearest("knn_point", k, xyz, new_xyz, "xyz", "new_xyz")
+    assertions.append(checks.assert_at_most_points("knn_point", "k", k, xyz, "xyz"))
+    return _run_checks(assertions, dist, idx)
+
+
+def three_nn(xyz1, xyz2):
+    assertions, dist, idx = _nearest("three_nn", 3, xyz2, xyz1, "xyz2", "xyz1")
+    return _run_checks(assertions, dist, idx)
+
+
+def three_interpolate(points, idx, weight):
+    op = "three_interpolate"
+    assertions = checks.assert_indices_in_range(op, "idx", idx, tf.shape(points)[1], "points")
+    assertions.append(checks.assert_same_batch(op, "points", points, "idx", idx))
+    assertions.append(
+        tf.debugging.assert_equal(tf.shape(idx), tf.shape(weight), message=f"{op}: idx and weight shapes differ")
+    )
+    weight = tf.stop_gradient(weight)
+    neighbours = tf.gather(points, idx, batch_dims=1)  # (B, N, 3, C)
+    w = weight[..., None]
+    out = w[:, :, 0] * neighbours[:, :, 0] + w[:, :, 1] * neighbours[:, :, 1] + w[:, :, 2] * neighbours[:, :, 2]
+    return _run_checks(assertions, out)
