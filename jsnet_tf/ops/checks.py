@@ -94,3 +94,21 @@ def assert_same_batch(op, a_name, a, b_name, b):
     return tf.debugging.assert_equal(
         tf.shape(a)[0], tf.shape(b)[0], message=f"{op}: batch sizes of {a_name} and {b_name} differ"
     )
+
+
+def ensure_shape(op, name, x, shape, layout):
+    """x with static shape `shape` (None: any size); when the static shape cannot prove it, a
+    run-time assertion reports a mismatch before any computation uses x."""
+    known = x.shape.rank == len(shape) and all(d is None or x.shape[i] == d for i, d in enumerate(shape))
+    if known:
+        return x
+    dims = tf.shape(x)
+    ok = tf.equal(tf.size(dims), len(shape))
+    padded = tf.concat([dims, -tf.ones([len(shape)], tf.int32)], 0)[: len(shape)]
+    for i, d in enumerate(shape):
+        if d is not None:
+            ok = tf.logical_and(ok, tf.equal(padded[i], d))
+    with tf.control_dependencies([tf.debugging.Assert(ok, [f"{op}: {name} must have shape {layout}, got", dims])]):
+        x = tf.identity(x)
+    x.set_shape(shape)
+    return x

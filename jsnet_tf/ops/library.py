@@ -31,8 +31,9 @@ def tf_version_key():
     return ".".join(tf.__version__.split(".")[:2])
 
 
-def source_digest(source_dir=SOURCE_DIR):
+def source_digest(source_dir=None):
     """SHA-256 over the op sources, or None when they are not present (installed package)."""
+    source_dir = SOURCE_DIR if source_dir is None else source_dir
     digest = hashlib.sha256()
     for name in SOURCE_FILES:
         path = pathlib.Path(source_dir) / name

@@ -16,10 +16,16 @@ import tensorflow as tf
 from jsnet_tf.ops import checks
 
 
-def _run_checks(assertions, *outputs):
-    """Ties run-time assertions to the outputs so graphs cannot prune them."""
+def _checked(assertions, *inputs):
+    """The inputs, usable only after the run-time assertions passed (so the assertion, not some
+    later op, reports bad data, and graphs cannot prune the checks)."""
     with tf.control_dependencies(assertions):
-        return tuple(tf.identity(o) for o in outputs) if len(outputs) > 1 else tf.identity(outputs[0])
+        return [tf.identity(x) for x in inputs]
+
+
+def _points(op, name, x, channels=3):
+    layout = f"(batch, points, {channels})" if channels else "(batch, points, channels)"
+    return checks.ensure_shape(op, name, x, [None, None, channels], layout)
 
 
 def pairwise_squared_distances(queries, points):
@@ -34,8 +40,9 @@ def pairwise_squared_distances(queries, points):
 
 def farthest_point_sample(npoint, xyz):
     op = "farthest_point_sample"
+    xyz = _points(op, "xyz", xyz)
     assertions = [checks.assert_at_most_points(op, "npoint", npoint, xyz, "xyz"), checks.assert_finite(op, "xyz", xyz)]
-    xyz = tf.stop_gradient(xyz)
+    (xyz,) = _checked(assertions, tf.stop_gradient(xyz))
     batch = tf.shape(xyz)[0]
 
     def step(i, last, nearest, chosen):
@@ -53,23 +60,27 @@ def farthest_point_sample(npoint, xyz):
     _, _, _, chosen = tf.while_loop(
         lambda i, *_: i < npoint, step, (tf.constant(1), first, nearest, chosen), maximum_iterations=npoint - 1
     )
-    return _run_checks(assertions, tf.transpose(chosen.stack()))
+    return tf.transpose(chosen.stack())
 
 
 def gather_point(xyz, idx):
+    xyz = _points("gather_point", "xyz", xyz)
+    idx = checks.ensure_shape("gather_point", "idx", idx, [None, None], "(batch, npoint)")
     assertions = checks.assert_indices_in_range("gather_point", "idx", idx, tf.shape(xyz)[1], "xyz")
     assertions.append(checks.assert_same_batch("gather_point", "xyz", xyz, "idx", idx))
-    return _run_checks(assertions, tf.gather(xyz, idx, batch_dims=1))
+    xyz, idx = _checked(assertions, xyz, idx)
+    return tf.gather(xyz, idx, batch_dims=1)
 
 
 def query_ball_point(radius, nsample, xyz, new_xyz):
     op = "query_ball_point"
+    xyz, new_xyz = _points(op, "xyz", xyz), _points(op, "new_xyz", new_xyz)
     assertions = [
         checks.assert_finite(op, "xyz", xyz),
         checks.assert_finite(op, "new_xyz", new_xyz),
         checks.assert_same_batch(op, "xyz", xyz, "new_xyz", new_xyz),
     ]
-    xyz, new_xyz = tf.stop_gradient(xyz), tf.stop_gradient(new_xyz)
+    xyz, new_xyz = _checked(assertions, tf.stop_gradient(xyz), tf.stop_gradient(new_xyz))
     n = tf.shape(xyz)[1]
     radius_sq = np.float32(radius) * np.float32(radius)
     within = pairwise_squared_distances(new_xyz, xyz) < radius_sq  # (B, M, N)
@@ -82,56 +93,61 @@ def query_ball_point(radius, nsample, xyz, new_xyz):
     if static_n is None or static_n < nsample:
         short = nsample - tf.shape(first)[2]
         first = tf.concat([first, tf.fill(tf.concat([tf.shape(first)[:2], [short]], 0), n)], axis=2)
+        first.set_shape([None, None, nsample])
     pts_cnt = tf.minimum(tf.reduce_sum(tf.cast(within, tf.int32), axis=2), nsample)
     pad = tf.where(pts_cnt > 0, first[:, :, 0], 0)[:, :, None]
-    idx = tf.where(first < n, first, pad)
-    return _run_checks(assertions, idx, pts_cnt)
+    return tf.where(first < n, first, pad), pts_cnt
 
 
 def group_point(points, idx):
+    points = _points("group_point", "points", points, channels=None)
+    idx = checks.ensure_shape("group_point", "idx", idx, [None, None, None], "(batch, npoint, nsample)")
     assertions = checks.assert_indices_in_range("group_point", "idx", idx, tf.shape(points)[1], "points")
     assertions.append(checks.assert_same_batch("group_point", "points", points, "idx", idx))
-    return _run_checks(assertions, tf.gather(points, idx, batch_dims=1))
+    points, idx = _checked(assertions, points, idx)
+    return tf.gather(points, idx, batch_dims=1)
 
 
-def _nearest(op, k, points, queries, points_name, queries_name):
+def _nearest(op, k, points, queries, points_name, queries_name, assertions=()):
     """k nearest of `points` for each query; k may exceed N: missing slots get inf and idx 0."""
+    points, queries = _points(op, points_name, points), _points(op, queries_name, queries)
     assertions = [
+        *assertions,
         checks.assert_finite(op, points_name, points),
         checks.assert_finite(op, queries_name, queries),
         checks.assert_same_batch(op, points_name, points, queries_name, queries),
     ]
-    points, queries = tf.stop_gradient(points), tf.stop_gradient(queries)
+    points, queries = _checked(assertions, tf.stop_gradient(points), tf.stop_gradient(queries))
     d2 = pairwise_squared_distances(queries, points)
     n = tf.shape(points)[1]
     if points.shape[1] is None or points.shape[1] < k:
         # Candidates at index N.. with infinite distance stand in for missing points.
         d2 = tf.concat([d2, tf.fill(tf.concat([tf.shape(d2)[:2], [k]], 0), np.float32(np.inf))], axis=2)
     negated, idx = tf.math.top_k(-d2, k=k, sorted=True)  # equal values: lower index first
-    idx = tf.where(idx < n, idx, 0)
-    return assertions, -negated, idx
+    return -negated, tf.where(idx < n, idx, 0)
 
 
 def knn_point(k, xyz, new_xyz):
-    assertions, dist, idx = _nearest("knn_point", k, xyz, new_xyz, "xyz", "new_xyz")
-    assertions.append(checks.assert_at_most_points("knn_point", "k", k, xyz, "xyz"))
-    return _run_checks(assertions, dist, idx)
+    xyz = _points("knn_point", "xyz", xyz)
+    k_fits = checks.assert_at_most_points("knn_point", "k", k, xyz, "xyz")
+    return _nearest("knn_point", k, xyz, new_xyz, "xyz", "new_xyz", [k_fits])
 
 
 def three_nn(xyz1, xyz2):
-    assertions, dist, idx = _nearest("three_nn", 3, xyz2, xyz1, "xyz2", "xyz1")
-    return _run_checks(assertions, dist, idx)
+    return _nearest("three_nn", 3, xyz2, xyz1, "xyz2", "xyz1")
 
 
 def three_interpolate(points, idx, weight):
     op = "three_interpolate"
+    points = _points(op, "points", points, channels=None)
+    idx, weight = _points(op, "idx", idx), _points(op, "weight", weight)
     assertions = checks.assert_indices_in_range(op, "idx", idx, tf.shape(points)[1], "points")
     assertions.append(checks.assert_same_batch(op, "points", points, "idx", idx))
     assertions.append(
         tf.debugging.assert_equal(tf.shape(idx), tf.shape(weight), message=f"{op}: idx and weight shapes differ")
     )
-    weight = tf.stop_gradient(weight)
+    points, idx, weight = _checked(assertions, points, idx, tf.stop_gradient(weight))
     neighbours = tf.gather(points, idx, batch_dims=1)  # (B, N, 3, C)
     w = weight[..., None]
     out = w[:, :, 0] * neighbours[:, :, 0] + w[:, :, 1] * neighbours[:, :, 1] + w[:, :, 2] * neighbours[:, :, 2]
-    return _run_checks(assertions, out)
+    return out

@@ -88,7 +88,6 @@ class SortedTopK {
     ++size_;
   }
 
-  float worst() const { return size_ == k_ ? dist_[k_ - 1] : kInf; }
   int size() const { return size_; }
 
  private:
@@ -225,7 +224,7 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
     if (k <= kInsertionMaxK) {
       SortedTopK top(k, out_d, out_i);
       for (int j = 0; j < n; ++j) {
-        if (d2[j] < top.worst()) top.offer(d2[j], j);
+        top.offer(d2[j], j);
       }
     } else {
       order.resize(n);
@@ -257,7 +256,7 @@ void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* x
     squared_distances(p.x.data(), p.y.data(), p.z.data(), m, c, d2.data());
     SortedTopK top(3, out_d, out_i);
     for (int j = 0; j < m; ++j) {
-      if (d2[j] < top.worst()) top.offer(d2[j], j);
+      top.offer(d2[j], j);
     }
     for (int s = top.size(); s < 3; ++s) {
       out_d[s] = kInf;

@@ -1,0 +1,91 @@
+"""Float64 NumPy brute force of the point ops: the independent reference of the op tests.
+
+Plain loops and sorts over every candidate, written from the documented semantics, sharing no
+code with either implementation under test.
+"""
+
+import numpy as np
+
+
+def squared_distances(queries, points):
+    """(M, 3), (N, 3) -> (M, N) float64."""
+    diff = queries.astype(np.float64)[:, None, :] - points.astype(np.float64)[None, :, :]
+    return np.sum(diff * diff, axis=-1)
+
+
+def farthest_point_sample(npoint, xyz):
+    out = np.zeros((xyz.shape[0], npoint), np.int64)
+    for b, pts in enumerate(xyz):
+        nearest = np.full(len(pts), np.inf)
+        last = 0
+        for i in range(1, npoint):
+            nearest = np.minimum(nearest, squared_distances(pts[last : last + 1], pts)[0])
+            last = int(np.argmax(nearest))  # numpy: first index of the maximum
+            out[b, i] = last
+    return out
+
+
+def gather_point(xyz, idx):
+    return np.stack([xyz[b][idx[b]] for b in range(len(xyz))]).astype(np.float64)
+
+
+def query_ball_point(radius, nsample, xyz, new_xyz):
+    radius_sq = float(np.float32(radius) * np.float32(radius))
+    b_size, m = new_xyz.shape[:2]
+    idx = np.zeros((b_size, m, nsample), np.int64)
+    cnt = np.zeros((b_size, m), np.int64)
+    for b in range(b_size):
+        d2 = squared_distances(new_xyz[b], xyz[b])
+        for q in range(m):
+            hits = list(np.flatnonzero(d2[q] < radius_sq)[:nsample])
+            cnt[b, q] = len(hits)
+            if hits:
+                idx[b, q] = hits + [hits[0]] * (nsample - len(hits))
+    return idx, cnt
+
+
+def group_point(points, idx):
+    return np.stack([points[b][idx[b]] for b in range(len(points))]).astype(np.float64)
+
+
+def k_nearest(k, points, queries):
+    """Stable sort by distance, so equal distances keep index order; missing slots: inf, 0."""
+    b_size, m = queries.shape[:2]
+    dist = np.full((b_size, m, k), np.inf)
+    idx = np.zeros((b_size, m, k), np.int64)
+    for b in range(b_size):
+        d2 = squared_distances(queries[b], points[b])
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        found = order.shape[1]
+        idx[b, :, :found] = order
+        dist[b, :, :found] = np.take_along_axis(d2, order, axis=1)
+    return dist, idx
+
+
+def three_interpolate(points, idx, weight):
+    out = np.zeros(idx.shape[:2] + points.shape[2:], np.float64)
+    for b in range(len(points)):
+        for i in range(idx.shape[1]):
+            for s in range(3):
+                out[b, i] += weight[b, i, s] * points[b, idx[b, i, s]].astype(np.float64)
+    return out
+
+
+def scatter_add(grad_out, idx, n):
+    """Gradient of a gather: grad_out (B, ..., C) summed into (B, n, C) at idx (B, ...)."""
+    b_size, c = grad_out.shape[0], grad_out.shape[-1]
+    grad = np.zeros((b_size, n, c), np.float64)
+    for b in range(b_size):
+        np.add.at(grad[b], idx[b].reshape(-1), grad_out[b].reshape(-1, c))
+    return grad
+
+
+def grid_points(rng, shape, cells=64):
+    """Coordinates on a 1/cells grid in [0, 1): float32 distances are then exact, so the kernels
+    must agree with float64 to the bit, and equal distances (ties) are frequent."""
+    return (rng.integers(0, cells, size=shape) / cells).astype(np.float32)
+
+
+def grid_radius(rng, cells=64, max_sq_cells=800):
+    """A radius whose square falls halfway between grid distances: no point lies on the sphere."""
+    return float(np.sqrt((rng.integers(1, max_sq_cells) + 0.5) / cells**2))
