@@ -31,6 +31,7 @@ Every call is timed for
   * and for kNN also the original's path, an sklearn KDTree (leaf_size=30, float64, exact) built
     per batch element on the support points and queried with k, both as the network runs it
     inside tf.py_function ("KDTree") and as bare sklearn on numpy arrays ("sklearn").
+Everything runs on /CPU:0, also where a GPU is visible (the targets are the CPU kernels').
 Each function is called once to trace/compile, then timed: each repetition runs it back to back
 for at least --min_time seconds and takes the mean per call; the table shows the median over
 --repeats repetitions. The implementations of one call are interleaved (rotated order each
@@ -86,7 +87,8 @@ flags.DEFINE_string("json", None, "also write all numbers to this JSON file")
 flags.DEFINE_list(
     "ops",
     [],
-    "only these ops (default all): fps, gather, gather_grad, ball, group, group_grad, knn, three_nn, interp, interp_grad",
+    "only these ops (default all): fps, gather, gather_grad, ball, group, group_grad, knn, three_nn, interp, "
+    "interp_grad",
 )
 flags.DEFINE_integer(
     "threads", os.cpu_count(), "TensorFlow intra-op threads (the CPU kernels shard over them); default os.cpu_count()"
@@ -234,7 +236,8 @@ def build_cases(tf, ops, batch):
         group_idx = [ops.query_ball_point(r, k, t[s], t[c])[0] for r, k, s, c, _, _ in balls]
     for (radius, nsample, support, centres, size, points), gidx in zip(balls, group_idx):
         cases.append(
-            Case("ball", size, 1, lambda s, c, radius=radius, nsample=nsample: ops.query_ball_point(radius, nsample, s, c),
+            Case("ball", size, 1,
+                 lambda s, c, radius=radius, nsample=nsample: ops.query_ball_point(radius, nsample, s, c),
                  (t[support], t[centres]), quick=support == 0)
         )
         gsize = f"({LEVELS[support]},{points.shape[2]}) K={nsample} x{LEVELS[centres]}"
@@ -545,17 +548,18 @@ def main(argv):
     if not have_custom:
         log(f"WARNING: no custom kernels, timing the twins only: {problem or 'the library does not load'}")
 
-    cases = build_cases(tf, ops, FLAGS.batch)
-    if FLAGS.quick:
-        cases = [c for c in cases if c.quick]
-    if FLAGS.ops:
-        cases = [c for c in cases if c.op in FLAGS.ops]
-
     global call_overhead_s
-    overhead = call_overhead_s = empty_call_overhead(tf, repeats)
-    for i, case in enumerate(cases, 1):
-        log(f"[{i}/{len(cases)}] {OPS[case.op][0]} {case.size}  ({time.perf_counter() - started:.0f} s)")
-        measure(case, make_callables(tf, ops, case, have_custom), repeats, min_time, log)
+    with tf.device("/CPU:0"):  # the CPU kernels, also where a GPU is visible
+        cases = build_cases(tf, ops, FLAGS.batch)
+        if FLAGS.quick:
+            cases = [c for c in cases if c.quick]
+        if FLAGS.ops:
+            cases = [c for c in cases if c.op in FLAGS.ops]
+
+        overhead = call_overhead_s = empty_call_overhead(tf, repeats)
+        for i, case in enumerate(cases, 1):
+            log(f"[{i}/{len(cases)}] {OPS[case.op][0]} {case.size}  ({time.perf_counter() - started:.0f} s)")
+            measure(case, make_callables(tf, ops, case, have_custom), repeats, min_time, log)
 
     rows = []
     for op in OPS:
@@ -572,7 +576,7 @@ def main(argv):
     out = sys.stdout
     out.write(
         f"JSNet point ops, batch {FLAGS.batch}, S3DIS sizes; TensorFlow {tf.__version__}, {platform.machine()}, "
-        f"os.cpu_count()={os.cpu_count()}, intra-op threads {threads}\n"
+        f"os.cpu_count()={os.cpu_count()}, intra-op threads {threads}, all on /CPU:0\n"
         f"median of {repeats} repetitions, each >= {min_time * 1e3:g} ms of back-to-back calls; "
         f"tf.function call overhead (empty function) {overhead * 1e6:.0f} us\n"
         f"custom: {'compiled kernels' if have_custom else 'NOT AVAILABLE (' + str(problem) + ')'}; "
