@@ -18,7 +18,7 @@ LIB_DIR = PACKAGE_DIR / "lib"
 LIB_PATH = LIB_DIR / "libjsnet_ops.so"
 INFO_PATH = LIB_DIR / "build_info.json"
 SOURCE_DIR = PACKAGE_DIR.parents[1] / "tf_ops" / "src"
-SOURCE_FILES = ("ops.cc", "point_kernels.cc", "point_kernels.h", "point_kernels.cu")
+SOURCE_FILES = ("ops.cc", "point_kernels.cc", "point_kernels.h", "point_kernels_simd.inc", "point_kernels.cu")
 BUILD_HINT = "build it with `python tf_ops/build.py` (or `make build`) from the repository root"
 
 

@@ -7,16 +7,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// One AVX2 clone and a baseline clone, chosen at load time (no FMA: -ffp-contract=off holds).
-#define JSNET_HOT __attribute__((target_clones("avx2", "default")))
-#else
-#define JSNET_HOT
+#define JSNET_X86_SIMD 1
+#include <immintrin.h>
 #endif
 
 namespace {
@@ -34,37 +34,6 @@ struct PointColumns {
     }
   }
 };
-
-// d2[j] = squared distance from (qx, qy, qz) to point j, for j in [0, n).
-JSNET_HOT void squared_distances(const float* x, const float* y, const float* z, int n,
-                                 const float* q, float* d2) {
-  const float qx = q[0], qy = q[1], qz = q[2];
-  for (int j = 0; j < n; ++j) {
-    const float dx = x[j] - qx;
-    const float dy = y[j] - qy;
-    const float dz = z[j] - qz;
-    d2[j] = dx * dx + dy * dy + dz * dz;
-  }
-}
-
-// temp[j] = min(temp[j], d2 to the centre); returns the largest updated value.
-JSNET_HOT float relax_and_max(const PointColumns& p, int n, float qx, float qy, float qz,
-                              float* temp) {
-  const float* x = p.x.data();
-  const float* y = p.y.data();
-  const float* z = p.z.data();
-  float best = -1.0f;
-  for (int j = 0; j < n; ++j) {
-    const float dx = x[j] - qx;
-    const float dy = y[j] - qy;
-    const float dz = z[j] - qz;
-    const float d = dx * dx + dy * dy + dz * dz;
-    const float t = d < temp[j] ? d : temp[j];
-    temp[j] = t;
-    best = t > best ? t : best;
-  }
-  return best;
-}
 
 // Keeps the k smallest (d2, index) pairs seen so far, sorted ascending, ties by lower index,
 // for points offered in increasing index order.
@@ -88,6 +57,9 @@ class SortedTopK {
     ++size_;
   }
 
+  bool full() const { return size_ == k_; }
+  // The distance a later candidate must be strictly below to enter a full list.
+  float limit() const { return dist_[k_ - 1]; }
   int size() const { return size_; }
 
  private:
@@ -99,26 +71,187 @@ class SortedTopK {
 // Above this k an insertion list costs more than sorting the candidates.
 constexpr int kInsertionMaxK = 64;
 
+// ---------------------------------------------------------------- per-ISA search loops
+
+// Plain C++ lanes of width 1: the portable path (and the reference for the SIMD ones).
+struct ScalarSimd {
+  static constexpr int kWidth = 1;
+  using F = float;
+  using I = int;
+  static F load(const float* p) { return *p; }
+  static void store(float* p, F v) { *p = v; }
+  static void istore(int* p, I v) { *p = v; }
+  static F set1(float v) { return v; }
+  static I iset1(int v) { return v; }
+  static I iota() { return 0; }
+  static I iadd(I a, I b) { return a + b; }
+  static F sub(F a, F b) { return a - b; }
+  static F add(F a, F b) { return a + b; }
+  static F mul(F a, F b) { return a * b; }
+  static F min(F a, F b) { return a < b ? a : b; }
+  static unsigned less_mask(F a, F b) { return a < b ? 1u : 0u; }
+  static unsigned less_equal_mask(F a, F b) { return a <= b ? 1u : 0u; }
+  static void track_max(F t, I index, F* max, I* arg) {
+    if (t > *max) {
+      *max = t;
+      *arg = index;
+    }
+  }
+};
+
+namespace scalar {
+using Simd = ScalarSimd;
+#include "point_kernels_simd.inc"
+}  // namespace scalar
+
+#ifdef JSNET_X86_SIMD
+#pragma GCC push_options
+#pragma GCC target("avx2")
+struct Avx2Simd {
+  static constexpr int kWidth = 8;
+  using F = __m256;
+  using I = __m256i;
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static void istore(int* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static F set1(float v) { return _mm256_set1_ps(v); }
+  static I iset1(int v) { return _mm256_set1_epi32(v); }
+  static I iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+  static I iadd(I a, I b) { return _mm256_add_epi32(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }  // a < b ? a : b
+  static unsigned less_mask(F a, F b) {
+    return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LT_OQ)));
+  }
+  static unsigned less_equal_mask(F a, F b) {
+    return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)));
+  }
+  static void track_max(F t, I index, F* max, I* arg) {
+    const F greater = _mm256_cmp_ps(t, *max, _CMP_GT_OQ);
+    *max = _mm256_blendv_ps(*max, t, greater);
+    *arg = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(*arg), _mm256_castsi256_ps(index), greater));
+  }
+};
+namespace avx2 {
+using Simd = Avx2Simd;
+#include "point_kernels_simd.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+struct Avx512Simd {
+  static constexpr int kWidth = 16;
+  using F = __m512;
+  using I = __m512i;
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static void istore(int* p, I v) { _mm512_storeu_si512(p, v); }
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static I iset1(int v) { return _mm512_set1_epi32(v); }
+  static I iota() { return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
+  static I iadd(I a, I b) { return _mm512_add_epi32(a, b); }
+  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F min(F a, F b) { return _mm512_min_ps(a, b); }  // a < b ? a : b
+  static unsigned less_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static unsigned less_equal_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+  static void track_max(F t, I index, F* max, I* arg) {
+    const __mmask16 greater = _mm512_cmp_ps_mask(t, *max, _CMP_GT_OQ);
+    *max = _mm512_mask_blend_ps(greater, *max, t);
+    *arg = _mm512_mask_blend_epi32(greater, *arg, index);
+  }
+};
+namespace avx512 {
+using Simd = Avx512Simd;
+#include "point_kernels_simd.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#endif  // JSNET_X86_SIMD
+
+// The widest instruction set this CPU runs; JSNET_CPU_ISA=scalar|avx2|avx512 narrows it (tests
+// and benchmarks use that to exercise every path).
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+Isa DetectIsa() {
+  Isa best = Isa::kScalar;
+#ifdef JSNET_X86_SIMD
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) best = Isa::kAvx2;
+  if (__builtin_cpu_supports("avx512f")) best = Isa::kAvx512;
+#endif
+  const char* wanted = std::getenv("JSNET_CPU_ISA");
+  if (wanted != nullptr) {
+    const std::string name(wanted);
+    const Isa asked = name == "scalar" ? Isa::kScalar : name == "avx2" ? Isa::kAvx2 : best;
+    if (asked < best) best = asked;
+  }
+  return best;
+}
+
+const Isa kIsa = DetectIsa();
+
+void FarthestPointSampleOne(const PointColumns& p, int n, int npoint, float* nearest, int* out) {
+  switch (kIsa) {
+#ifdef JSNET_X86_SIMD
+    case Isa::kAvx512:
+      return avx512::farthest_point_sample(p.x.data(), p.y.data(), p.z.data(), n, npoint, nearest, out);
+    case Isa::kAvx2:
+      return avx2::farthest_point_sample(p.x.data(), p.y.data(), p.z.data(), n, npoint, nearest, out);
+#endif
+    default:
+      return scalar::farthest_point_sample(p.x.data(), p.y.data(), p.z.data(), n, npoint, nearest, out);
+  }
+}
+
+void NearestOne(const PointColumns& p, int n, const float* q, int k, float* d2, SortedTopK* top) {
+  switch (kIsa) {
+#ifdef JSNET_X86_SIMD
+    case Isa::kAvx512:
+      return avx512::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+    case Isa::kAvx2:
+      return avx2::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+#endif
+    default:
+      return scalar::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+  }
+}
+
+int BallOne(const PointColumns& p, int n, const float* q, float radius_sq, int nsample, int* out) {
+  switch (kIsa) {
+#ifdef JSNET_X86_SIMD
+    case Isa::kAvx512:
+      return avx512::ball(p.x.data(), p.y.data(), p.z.data(), n, q, radius_sq, nsample, out);
+    case Isa::kAvx2:
+      return avx2::ball(p.x.data(), p.y.data(), p.z.data(), n, q, radius_sq, nsample, out);
+#endif
+    default:
+      return scalar::ball(p.x.data(), p.y.data(), p.z.data(), n, q, radius_sq, nsample, out);
+  }
+}
+
+// d2[j] = squared distance from q to point j, for j in [0, n) (the k > kInsertionMaxK path).
+void SquaredDistances(const PointColumns& p, int n, const float* q, float* d2) {
+  for (int j = 0; j < n; ++j) {
+    const float dx = p.x[j] - q[0], dy = p.y[j] - q[1], dz = p.z[j] - q[2];
+    d2[j] = dx * dx + dy * dy + dz * dz;
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 void jsnet_farthest_point_sample_cpu(int64_t begin, int64_t end, int n, int npoint,
                                      const float* xyz, int* idx) {
-  std::vector<float> temp(n);
+  std::vector<float> nearest(n);
   for (int64_t b = begin; b < end; ++b) {
     const PointColumns p(xyz + b * n * 3, n);
-    int* out = idx + b * npoint;
-    std::fill(temp.begin(), temp.end(), kInf);
-    int last = 0;
-    out[0] = 0;
-    for (int i = 1; i < npoint; ++i) {
-      const float best = relax_and_max(p, n, p.x[last], p.y[last], p.z[last], temp.data());
-      int next = 0;
-      while (temp[next] != best) ++next;  // first index holding the maximum
-      out[i] = next;
-      last = next;
-    }
+    FarthestPointSampleOne(p, n, npoint, nearest.data(), idx + b * npoint);
   }
 }
 
@@ -152,9 +285,7 @@ void jsnet_gather_point_grad_cpu(int64_t begin, int64_t end, int n, int m,
 void jsnet_query_ball_point_cpu(int64_t begin, int64_t end, int n, int m, float radius,
                                 int nsample, const float* xyz, const float* new_xyz, int* idx,
                                 int* pts_cnt) {
-  constexpr int kChunk = 256;
-  const float r2 = radius * radius;
-  float d2[kChunk];
+  const float radius_sq = radius * radius;
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
   for (int64_t q = begin; q < end; ++q) {
@@ -163,17 +294,8 @@ void jsnet_query_ball_point_cpu(int64_t begin, int64_t end, int n, int m, float 
       p = PointColumns(xyz + b * n * 3, n);
       loaded_batch = b;
     }
-    const float* c = new_xyz + q * 3;
     int* out = idx + q * nsample;
-    int cnt = 0;
-    for (int start = 0; start < n && cnt < nsample; start += kChunk) {
-      const int len = std::min(kChunk, n - start);
-      // Distances of a chunk first (vectorised), then the ordered scan.
-      squared_distances(p.x.data() + start, p.y.data() + start, p.z.data() + start, len, c, d2);
-      for (int j = 0; j < len && cnt < nsample; ++j) {
-        if (d2[j] < r2) out[cnt++] = start + j;
-      }
-    }
+    const int cnt = BallOne(p, n, new_xyz + q * 3, radius_sq, nsample, out);
     const int pad = cnt > 0 ? out[0] : 0;
     for (int s = cnt; s < nsample; ++s) out[s] = pad;
     pts_cnt[q] = cnt;
@@ -207,7 +329,7 @@ void jsnet_group_point_grad_cpu(int64_t begin, int64_t end, int n, int c, int m,
 
 void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const float* xyz,
                          const float* new_xyz, float* dist, int* idx) {
-  std::vector<float> d2(n);
+  std::vector<float> d2;
   std::vector<int> order;
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
@@ -220,13 +342,12 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
     const float* c = new_xyz + q * 3;
     float* out_d = dist + q * k;
     int* out_i = idx + q * k;
-    squared_distances(p.x.data(), p.y.data(), p.z.data(), n, c, d2.data());
+    d2.resize(n);
     if (k <= kInsertionMaxK) {
       SortedTopK top(k, out_d, out_i);
-      for (int j = 0; j < n; ++j) {
-        top.offer(d2[j], j);
-      }
+      NearestOne(p, n, c, k, d2.data(), &top);
     } else {
+      SquaredDistances(p, n, c, d2.data());
       order.resize(n);
       std::iota(order.begin(), order.end(), 0);
       auto closer = [&](int a, int bb) { return d2[a] < d2[bb] || (d2[a] == d2[bb] && a < bb); };
@@ -250,14 +371,10 @@ void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* x
       p = PointColumns(xyz2 + b * m * 3, m);
       loaded_batch = b;
     }
-    const float* c = xyz1 + q * 3;
     float* out_d = dist + q * 3;
     int* out_i = idx + q * 3;
-    squared_distances(p.x.data(), p.y.data(), p.z.data(), m, c, d2.data());
     SortedTopK top(3, out_d, out_i);
-    for (int j = 0; j < m; ++j) {
-      top.offer(d2[j], j);
-    }
+    NearestOne(p, m, xyz1 + q * 3, 3, d2.data(), &top);
     for (int s = top.size(); s < 3; ++s) {
       out_d[s] = kInf;
       out_i[s] = 0;
