@@ -91,6 +91,7 @@ struct ScalarSimd {
   static F min(F a, F b) { return a < b ? a : b; }
   static unsigned less_mask(F a, F b) { return a < b ? 1u : 0u; }
   static unsigned less_equal_mask(F a, F b) { return a <= b ? 1u : 0u; }
+  static unsigned equal_mask(F a, F b) { return a == b ? 1u : 0u; }
   static void track_max(F t, I index, F* max, I* arg) {
     if (t > *max) {
       *max = t;
@@ -128,6 +129,9 @@ struct Avx2Simd {
   static unsigned less_equal_mask(F a, F b) {
     return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)));
   }
+  static unsigned equal_mask(F a, F b) {
+    return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
+  }
   static void track_max(F t, I index, F* max, I* arg) {
     const F greater = _mm256_cmp_ps(t, *max, _CMP_GT_OQ);
     *max = _mm256_blendv_ps(*max, t, greater);
@@ -160,6 +164,7 @@ struct Avx512Simd {
   static F min(F a, F b) { return _mm512_min_ps(a, b); }  // a < b ? a : b
   static unsigned less_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static unsigned less_equal_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+  static unsigned equal_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static void track_max(F t, I index, F* max, I* arg) {
     const __mmask16 greater = _mm512_cmp_ps_mask(t, *max, _CMP_GT_OQ);
     *max = _mm512_mask_blend_ps(greater, *max, t);
@@ -208,16 +213,28 @@ void FarthestPointSampleOne(const PointColumns& p, int n, int npoint, float* nea
   }
 }
 
-void NearestOne(const PointColumns& p, int n, const float* q, int k, float* d2, SortedTopK* top) {
+// Scratch of one thread for NearestOne over up to n candidates.
+struct NearestScratch {
+  std::vector<float> d2, cand_d;
+  std::vector<int> cand_i;
+  explicit NearestScratch(int n) : d2(n + 16), cand_d(n + 16), cand_i(n + 16) {}
+};
+
+// Writes the k nearest of p's n points to q (sorted, ties by index); returns min(k, n).
+int NearestOne(const PointColumns& p, int n, const float* q, int k, NearestScratch* s,
+               float* out_d, int* out_i) {
   switch (kIsa) {
 #ifdef JSNET_X86_SIMD
     case Isa::kAvx512:
-      return avx512::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+      return avx512::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, s->d2.data(),
+                             s->cand_d.data(), s->cand_i.data(), out_d, out_i);
     case Isa::kAvx2:
-      return avx2::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+      return avx2::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, s->d2.data(),
+                           s->cand_d.data(), s->cand_i.data(), out_d, out_i);
 #endif
     default:
-      return scalar::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, d2, top);
+      return scalar::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, s->d2.data(),
+                             s->cand_d.data(), s->cand_i.data(), out_d, out_i);
   }
 }
 
@@ -331,6 +348,7 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
                          const float* new_xyz, float* dist, int* idx) {
   std::vector<float> d2;
   std::vector<int> order;
+  NearestScratch scratch(n);
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
   for (int64_t q = begin; q < end; ++q) {
@@ -342,11 +360,10 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
     const float* c = new_xyz + q * 3;
     float* out_d = dist + q * k;
     int* out_i = idx + q * k;
-    d2.resize(n);
     if (k <= kInsertionMaxK) {
-      SortedTopK top(k, out_d, out_i);
-      NearestOne(p, n, c, k, d2.data(), &top);
+      NearestOne(p, n, c, k, &scratch, out_d, out_i);
     } else {
+      d2.resize(n);
       SquaredDistances(p, n, c, d2.data());
       order.resize(n);
       std::iota(order.begin(), order.end(), 0);
@@ -362,7 +379,7 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
 
 void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* xyz1,
                         const float* xyz2, float* dist, int* idx) {
-  std::vector<float> d2(m);
+  NearestScratch scratch(m);
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
   for (int64_t q = begin; q < end; ++q) {
@@ -373,9 +390,8 @@ void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* x
     }
     float* out_d = dist + q * 3;
     int* out_i = idx + q * 3;
-    SortedTopK top(3, out_d, out_i);
-    NearestOne(p, m, xyz1 + q * 3, 3, d2.data(), &top);
-    for (int s = top.size(); s < 3; ++s) {
+    const int found = NearestOne(p, m, xyz1 + q * 3, 3, &scratch, out_d, out_i);
+    for (int s = found; s < 3; ++s) {
       out_d[s] = kInf;
       out_i[s] = 0;
     }
