@@ -56,6 +56,13 @@ Status SameBatch(InferenceContext* c, ShapeHandle a, ShapeHandle b, DimensionHan
   return c->Merge(c->Dim(a, 0), c->Dim(b, 0), batch);
 }
 
+// Inputs 0 and 1 are point clouds (batch, points, 3) of one batch.
+Status TwoClouds(InferenceContext* c, ShapeHandle* a, ShapeHandle* b, DimensionHandle* batch) {
+  TF_RETURN_IF_ERROR(PointsShape(c, 0, 3, a));
+  TF_RETURN_IF_ERROR(PointsShape(c, 1, 3, b));
+  return SameBatch(c, *a, *b, batch);
+}
+
 // ------------------------------------------------------------------------------ op definitions
 
 REGISTER_OP("JsnetFarthestPointSample")
@@ -106,10 +113,8 @@ REGISTER_OP("JsnetQueryBallPoint")
     .Output("pts_cnt: int32")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle xyz, new_xyz;
-      TF_RETURN_IF_ERROR(PointsShape(c, 0, 3, &xyz));
-      TF_RETURN_IF_ERROR(PointsShape(c, 1, 3, &new_xyz));
       DimensionHandle batch;
-      TF_RETURN_IF_ERROR(SameBatch(c, xyz, new_xyz, &batch));
+      TF_RETURN_IF_ERROR(TwoClouds(c, &xyz, &new_xyz, &batch));
       int nsample;
       TF_RETURN_IF_ERROR(c->GetAttr("nsample", &nsample));
       c->set_output(0, c->MakeShape({batch, c->Dim(new_xyz, 1), c->MakeDim(nsample)}));
@@ -151,10 +156,8 @@ REGISTER_OP("JsnetKnnPoint")
     .Output("idx: int32")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle xyz, new_xyz;
-      TF_RETURN_IF_ERROR(PointsShape(c, 0, 3, &xyz));
-      TF_RETURN_IF_ERROR(PointsShape(c, 1, 3, &new_xyz));
       DimensionHandle batch;
-      TF_RETURN_IF_ERROR(SameBatch(c, xyz, new_xyz, &batch));
+      TF_RETURN_IF_ERROR(TwoClouds(c, &xyz, &new_xyz, &batch));
       int k;
       TF_RETURN_IF_ERROR(c->GetAttr("k", &k));
       ShapeHandle out = c->MakeShape({batch, c->Dim(new_xyz, 1), c->MakeDim(k)});
@@ -171,10 +174,8 @@ REGISTER_OP("JsnetThreeNN")
     .Output("idx: int32")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle xyz1, xyz2;
-      TF_RETURN_IF_ERROR(PointsShape(c, 0, 3, &xyz1));
-      TF_RETURN_IF_ERROR(PointsShape(c, 1, 3, &xyz2));
       DimensionHandle batch;
-      TF_RETURN_IF_ERROR(SameBatch(c, xyz1, xyz2, &batch));
+      TF_RETURN_IF_ERROR(TwoClouds(c, &xyz1, &xyz2, &batch));
       ShapeHandle out = c->MakeShape({batch, c->Dim(xyz1, 1), c->MakeDim(3)});
       c->set_output(0, out);
       c->set_output(1, out);
@@ -538,6 +539,19 @@ Status CheckIndices(OpKernelContext* ctx, const std::string& op, const char* nam
   return absl::OkStatus();
 }
 
+// Two point clouds (batch, points, 3) of one batch, with finite coordinates.
+template <typename Device>
+Status CheckTwoClouds(OpKernelContext* ctx, const std::string& op, const char* name_a,
+                      const Tensor& a, const char* name_b, const Tensor& b) {
+  TF_RETURN_IF_ERROR(CheckPoints(op, name_a, a, 3));
+  TF_RETURN_IF_ERROR(CheckPoints(op, name_b, b, 3));
+  TF_RETURN_IF_ERROR(CheckSameBatch(op, name_a, a, name_b, b));
+  TF_RETURN_IF_ERROR(CheckIntSizes(op, a));
+  TF_RETURN_IF_ERROR(CheckIntSizes(op, b));
+  TF_RETURN_IF_ERROR(CheckFinite<Device>(ctx, op, name_a, a));
+  return CheckFinite<Device>(ctx, op, name_b, b);
+}
+
 // ------------------------------------------------------------------------------ kernels
 
 template <typename Device>
@@ -639,13 +653,7 @@ class QueryBallPointOp : public OpKernel {
     const std::string op = type_string();
     const Tensor& xyz = ctx->input(0);
     const Tensor& new_xyz = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz", xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "new_xyz", new_xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz", xyz, "new_xyz", new_xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, new_xyz));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "xyz", xyz));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "new_xyz", new_xyz));
+    OP_REQUIRES_OK(ctx, CheckTwoClouds<Device>(ctx, op, "xyz", xyz, "new_xyz", new_xyz));
     const int b = xyz.dim_size(0), n = xyz.dim_size(1), m = new_xyz.dim_size(1);
     Tensor *idx = nullptr, *pts_cnt = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, m, nsample_}), &idx));
@@ -730,17 +738,11 @@ class KnnPointOp : public OpKernel {
     const std::string op = type_string();
     const Tensor& xyz = ctx->input(0);
     const Tensor& new_xyz = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz", xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "new_xyz", new_xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz", xyz, "new_xyz", new_xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, new_xyz));
+    OP_REQUIRES_OK(ctx, CheckTwoClouds<Device>(ctx, op, "xyz", xyz, "new_xyz", new_xyz));
     const int b = xyz.dim_size(0), n = xyz.dim_size(1), m = new_xyz.dim_size(1);
     OP_REQUIRES(ctx, k_ <= n,
                 errors::InvalidArgument(op, ": k (", k_, ") exceeds the number of points N (", n,
                                         ")"));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "xyz", xyz));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "new_xyz", new_xyz));
     Tensor *dist = nullptr, *idx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, m, k_}), &dist));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({b, m, k_}), &idx));
@@ -772,13 +774,7 @@ class ThreeNNOp : public OpKernel {
     const std::string op = type_string();
     const Tensor& xyz1 = ctx->input(0);
     const Tensor& xyz2 = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz1", xyz1, 3));
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz2", xyz2, 3));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz1", xyz1, "xyz2", xyz2));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz1));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz2));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "xyz1", xyz1));
-    OP_REQUIRES_OK(ctx, CheckFinite<Device>(ctx, op, "xyz2", xyz2));
+    OP_REQUIRES_OK(ctx, CheckTwoClouds<Device>(ctx, op, "xyz1", xyz1, "xyz2", xyz2));
     const int b = xyz1.dim_size(0), n = xyz1.dim_size(1), m = xyz2.dim_size(1);
     Tensor *dist = nullptr, *idx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, n, 3}), &dist));
