@@ -140,9 +140,15 @@ def build(force=False, cuda="auto", cuda_archs=None, verbose=False):
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             list(pool.map(lambda c: run(c, verbose), compile_commands(work, use_cuda, archs)))
         objects = sorted(str(p) for p in work.glob("*.o"))
-        link = ["g++", "-shared", "-o", str(work / "lib.so"), *objects, *tf.sysconfig.get_link_flags()]
+        link = ["g++", "-shared", "-o", str(work / "lib.so"), *objects]
         if use_cuda:
-            link += [f"-L{CUDA_HOME / 'lib64'}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+            # Our own static CUDA runtime, linked before TensorFlow (whose framework library
+            # exports CUDA runtime entry points of its own CUDA version) and kept private, so the
+            # kernels nvcc compiled run on the runtime they were compiled for.
+            link += [f"-L{CUDA_HOME / 'lib64'}", "-lcudart_static", "-Wl,--exclude-libs,libcudart_static.a"]
+        link += tf.sysconfig.get_link_flags()
+        if use_cuda:
+            link += ["-ldl", "-lrt", "-lpthread"]
         run(link, verbose)
         # Library first, then its description: a crash in between leaves a library that
         # library.problem() reports as stale rather than one described wrongly.

@@ -21,6 +21,8 @@
 
 #if GOOGLE_CUDA
 #include <cuda_runtime_api.h>
+
+#include "tensorflow/core/util/determinism.h"
 #endif
 
 namespace jsnet {
@@ -255,13 +257,17 @@ Status CheckSameShape(const std::string& op, const char* name_a, const Tensor& a
   return absl::OkStatus();
 }
 
-// Tensors larger than this cannot be indexed by the int32 sizes the kernels take.
+// The kernels take int32 sizes and index one batch element with int32 offsets.
 Status CheckIntSizes(const std::string& op, const Tensor& t) {
   for (int d = 0; d < t.dims(); ++d) {
     if (t.dim_size(d) > INT32_MAX) {
       return errors::InvalidArgument(op, ": dimension ", d, " of ", ShapeString(t),
                                      " exceeds 2^31 - 1");
     }
+  }
+  if (t.dims() > 0 && t.dim_size(0) > 0 && t.NumElements() / t.dim_size(0) > INT32_MAX) {
+    return errors::InvalidArgument(op, ": one batch element of ", ShapeString(t),
+                                   " holds more than 2^31 - 1 values");
   }
   return absl::OkStatus();
 }
@@ -452,8 +458,20 @@ struct Backend<GPUDevice> {
     return Check(jsnet_gather_point_cuda(b, n, m, xyz, idx, out, Stream(ctx)), "gather_point");
   }
 
+  // The GPU gradients accumulate with atomics, so their float sums are not reproducible.
+  static Status RefuseUnderDeterminism(const char* what) {
+    if (::tensorflow::OpDeterminismRequired()) {
+      return errors::Unimplemented(
+          "A deterministic GPU implementation of ", what,
+          " is not available (it accumulates with atomics); run it on the CPU or disable "
+          "tf.config.experimental.enable_op_determinism");
+    }
+    return absl::OkStatus();
+  }
+
   static Status GatherPointGrad(OpKernelContext* ctx, int b, int n, int m, const float* grad_out,
                                 const int* idx, float* grad_xyz) {
+    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the gather_point gradient"));
     return Check(jsnet_gather_point_grad_cuda(b, n, m, grad_out, idx, grad_xyz, Stream(ctx)),
                  "gather_point_grad");
   }
@@ -474,6 +492,7 @@ struct Backend<GPUDevice> {
 
   static Status GroupPointGrad(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
                                const float* grad_out, const int* idx, float* grad_points) {
+    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the group_point gradient"));
     return Check(jsnet_group_point_grad_cuda(b, n, c, m, nsample, grad_out, idx, grad_points,
                                              Stream(ctx)),
                  "group_point_grad");
@@ -502,6 +521,7 @@ struct Backend<GPUDevice> {
   static Status ThreeInterpolateGrad(OpKernelContext* ctx, int b, int m, int c, int n,
                                      const float* grad_out, const int* idx, const float* weight,
                                      float* grad_points) {
+    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the three_interpolate gradient"));
     return Check(jsnet_three_interpolate_grad_cuda(b, m, c, n, grad_out, idx, weight,
                                                    grad_points, Stream(ctx)),
                  "three_interpolate_grad");
@@ -623,6 +643,7 @@ class GatherPointGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 2, "(batch, npoint)"));
     OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz", xyz, "idx", idx));
     OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz));
+    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
     const int b = xyz.dim_size(0), n = xyz.dim_size(1), m = idx.dim_size(1);
     OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, 3}),
                 errors::InvalidArgument(op, ": grad_out must have shape ", b, "x", m,
@@ -711,6 +732,7 @@ class GroupPointGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 3, "(batch, npoint, nsample)"));
     OP_REQUIRES_OK(ctx, CheckSameBatch(op, "points", points, "idx", idx));
     OP_REQUIRES_OK(ctx, CheckIntSizes(op, points));
+    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
     const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
     const int m = idx.dim_size(1), nsample = idx.dim_size(2);
     OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, nsample, c}),
