@@ -70,19 +70,22 @@ def problem():
 
 
 _module = None
+_failure = None  # why loading failed: a process cannot load a rebuilt library later anyway
 
 
 def load():
     """The loaded op module (cached). Raises OpLibraryError when the library is unusable."""
-    global _module
+    global _module, _failure
     if _module is None:
-        reason = problem()
-        if reason is not None:
-            raise OpLibraryError(reason)
-        try:
-            _module = tf.load_op_library(os.fspath(LIB_PATH))
-        except tf.errors.NotFoundError as error:
-            raise OpLibraryError(f"loading {LIB_PATH} failed ({error}); {BUILD_HINT}") from None
+        if _failure is None:
+            _failure = problem()
+        if _failure is None:
+            try:
+                _module = tf.load_op_library(os.fspath(LIB_PATH))
+            except tf.errors.NotFoundError as error:
+                _failure = f"loading {LIB_PATH} failed ({error}); {BUILD_HINT}"
+        if _failure is not None:
+            raise OpLibraryError(_failure)
     return _module
 
 

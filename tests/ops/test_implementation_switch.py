@@ -67,6 +67,7 @@ def test_choice_decides_the_graph():
 def test_missing_library_falls_back_or_explains(monkeypatch, tmp_path):
     monkeypatch.setattr(library, "LIB_PATH", tmp_path / "libjsnet_ops.so")
     monkeypatch.setattr(library, "_module", None)
+    monkeypatch.setattr(library, "_failure", None)
     assert ops.implementation() == "reference"
     xyz = np.zeros((1, 4, 3), np.float32)
     assert ops.farthest_point_sample(2, xyz).shape == (1, 2)  # works through the twins

@@ -3,6 +3,7 @@ data (the same float32 arithmetic: identical indices, distances and features).""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from jsnet_tf import ops
 
@@ -51,3 +52,20 @@ def test_three_nn_and_interpolate(rng, n, m):
     weight /= weight.sum(-1, keepdims=True)
     custom, reference = _both(ops.three_interpolate, features, custom[1], weight)
     np.testing.assert_allclose(custom[0], reference[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ops.IMPLEMENTATIONS)
+def test_neighbour_distances_have_no_gradient(rng, name):
+    """As in the original, the neighbour searches are not differentiable: the twins stop the
+    gradient of their float distances, as the compiled ops declare none."""
+    if name == "custom":
+        ops.library.load()
+    xyz = tf.constant(rng.random((1, 64, 3), dtype=np.float32))
+    with ops.use_implementation(name), tf.GradientTape(persistent=True) as tape:
+        tape.watch(xyz)
+        outputs = {
+            "knn dist": ops.knn_point(4, xyz, xyz)[0],
+            "three_nn dist": ops.three_nn(xyz, xyz)[0],
+        }
+    for label, out in outputs.items():
+        assert tape.gradient(out, xyz) is None, label

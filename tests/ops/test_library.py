@@ -26,6 +26,7 @@ def fake_library(monkeypatch, tmp_path):
     monkeypatch.setattr(library, "INFO_PATH", lib / "build_info.json")
     monkeypatch.setattr(library, "SOURCE_DIR", sources)
     monkeypatch.setattr(library, "_module", None)
+    monkeypatch.setattr(library, "_failure", None)
     info = {"tf_version": library.tf_version_key(), "source_digest": library.source_digest(sources)}
     (lib / "build_info.json").write_text(json.dumps(info))
     return lib, sources
