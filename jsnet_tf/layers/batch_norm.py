@@ -1,0 +1,81 @@
+"""The original JSNet batch norm, reproduced exactly so converted weights give the original outputs.
+
+Differences from `keras.layers.BatchNormalization` (facts of the TF1 graph):
+  * moving mean and variance start at 0 (not 1) and update on every training-mode call as
+    m -= (1 - decay) * (m - batch_statistic), with the biased batch variance;
+  * epsilon 1e-3; decay 0.9 unless a schedule drives it (the paper's BN-decay, 0.5 at step 0);
+  * `scalar_moments=True`: ONE mean and variance over every axis, channels included, with scalar
+    moving statistics and per-channel gamma/beta (the decoders' sum-pool norm).
+"""
+
+import keras
+import tensorflow as tf
+
+
+class BatchNormDecay:
+    """A decay shared by many batch norms, set each training step by the schedule.
+
+    Held outside Keras' weight tracking on purpose: it is training state of the loop, not a weight
+    of the network (the inventory equals the original checkpoint's).
+    """
+
+    def __init__(self, value=0.9):
+        self.variable = tf.Variable(float(value), trainable=False, dtype=tf.float32, name="bn_decay")
+
+    def assign(self, value):
+        self.variable.assign(value)
+
+
+@keras.saving.register_keras_serializable(package="jsnet_tf")
+class PointBatchNorm(keras.layers.Layer):
+    """Batch norm over all axes but the last (or all axes): (..., C) -> (..., C).
+
+    Args:
+      scalar_moments: one mean/variance over all axes, scalar moving statistics.
+      epsilon: added to the variance.
+      decay: moving-average decay when no shared `BatchNormDecay` is attached.
+    """
+
+    def __init__(self, scalar_moments=False, epsilon=1e-3, decay=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.scalar_moments = scalar_moments
+        self.epsilon = epsilon
+        self.decay = decay
+        self.decay_source = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        stat_shape = () if self.scalar_moments else (channels,)
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.moving_mean = self.add_weight(
+            shape=stat_shape, initializer="zeros", trainable=False, aggregation="mean", name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=stat_shape, initializer="zeros", trainable=False, aggregation="mean", name="moving_variance"
+        )
+
+    def attach_decay(self, source):
+        """Makes this layer follow a shared, schedule-driven `BatchNormDecay`."""
+        self.decay_source = source
+
+    def _current_decay(self):
+        return self.decay_source.variable if self.decay_source is not None else self.decay
+
+    def call(self, inputs, training=False):
+        if training:
+            rank = len(inputs.shape)
+            axes = list(range(rank)) if self.scalar_moments else list(range(rank - 1))
+            mean, variance = tf.nn.moments(inputs, axes)
+            keep = 1.0 - self._current_decay()
+            self.moving_mean.assign(self.moving_mean - keep * (self.moving_mean - mean))
+            self.moving_variance.assign(self.moving_variance - keep * (self.moving_variance - variance))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scalar_moments": self.scalar_moments, "epsilon": self.epsilon, "decay": self.decay}

@@ -1,0 +1,64 @@
+"""Depthwise PointConv decoding (JSNet decoder levels 1-3)."""
+
+import keras
+import tensorflow as tf
+
+from jsnet_tf import ops
+from jsnet_tf.layers.base import PointOpLayer
+from jsnet_tf.layers.batch_norm import PointBatchNorm
+from jsnet_tf.layers.conv import ConvBlock, apply_stack, conv_stack
+from jsnet_tf.layers.feature_propagation import interpolate
+
+
+@keras.saving.register_keras_serializable(package="jsnet_tf")
+class SumPool(keras.layers.Layer):
+    """Sum over the neighbour axis + bias + scalar-moment batch norm + ReLU (the original's
+    `fp_sumpool`): (B, N, K, C) -> (B, N, C)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.bn = PointBatchNorm(scalar_moments=True, name="bn")
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="biases")
+        self.bn.build((*input_shape[:2], input_shape[-1]))
+
+    def call(self, inputs, training=False):
+        return tf.nn.relu(self.bn(tf.reduce_sum(inputs, axis=2) + self.bias, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:2], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="jsnet_tf")
+class DepthwiseDecoding(PointOpLayer):
+    """Coarse features interpolated onto the fine points (3-NN), grouped over each fine point's
+    kNN among the fine points, weighted channel-wise by a weight net (32 + BN + ReLU, then 3+C
+    without BN or activation) on the grouped xyz, sum-pooled, concatenated before the skip
+    features, then a 1x1 conv stack. The original's radius/sigma arguments are unused there.
+
+    Call: (xyz (B, N, 3), coarse (B, M, C), skip (B, N, C1), interpolation weights for N <- M,
+    neighbours (B, N, K) kNN indices of xyz in itself) -> (B, N, mlp[-1]).
+    """
+
+    def __init__(self, mlp, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp = list(mlp)
+        self.hidden = ConvBlock(32, name="decode_weight_net_wconv0")
+        self.sumpool = SumPool(name="fp_sumpool")
+        self.convs = conv_stack(self.mlp, "conv_")
+
+    def build(self, xyz_shape, coarse_shape, skip_shape, weights_shape, neighbours_shape):
+        channels = 3 + coarse_shape[-1]  # one weight per grouped channel: relative xyz + features
+        self.channel_weights = ConvBlock(channels, batch_norm=False, activation=None, name="decode_weight_net_wconv1")
+
+    def call(self, xyz, coarse, skip, weights, neighbours, training=False):
+        interpolated = interpolate(coarse, weights)
+        grouped_xyz = ops.group_point(xyz, neighbours) - xyz[:, :, None, :]
+        grouped = tf.concat([grouped_xyz, ops.group_point(interpolated, neighbours)], axis=-1)
+        channel_weights = self.channel_weights(self.hidden(grouped_xyz, training=training), training=training)
+        pooled = self.sumpool(grouped * channel_weights, training=training)
+        return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
+
+    def get_config(self):
+        return {**super().get_config(), "mlp": self.mlp}

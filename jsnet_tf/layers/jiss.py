@@ -1,0 +1,62 @@
+"""Joint instance and semantic segmentation module (JISS, paper Sec. 3.3, eqs. (5)-(11))."""
+
+import keras
+import tensorflow as tf
+
+from jsnet_tf.layers.conv import ConvBlock
+
+
+def _channel_attention(x):
+    """x * sigmoid(mean over channels): one scalar weight per point."""
+    return x * tf.sigmoid(tf.reduce_mean(x, axis=-1, keepdims=True))
+
+
+@keras.saving.register_keras_serializable(package="jsnet_tf")
+class JISS(keras.layers.Layer):
+    """Semantic features F_SS and instance features F_IS (B, N, 128) -> semantic logits (B, N, C)
+    and instance embeddings (B, N, E).
+
+    instance fusion:  F_ISSC = concat(F_IS, F_IS + cbr(F_SS));  F_ISSR = F_ISSC * sigmoid(mean_c F_ISSC)
+    semantic fusion:  F_ISST = mean over the block's points of cbr(F_ISSR), tiled;
+                      F_SSI = concat(F_SS, F_SS + F_ISST);  F_SSIR = F_SSI * sigmoid(mean_c F_SSI)
+    outputs:          embeddings = conv(dropout(cbr(F_ISSR))), logits = conv(dropout(cbr(F_SSIR)))
+    (cbr: 1x1 conv + BN + ReLU, 128.) Either fusion can be switched off (ablation), passing the
+    features through unchanged. The semantic cache averages over all points of a block, so the
+    points of a block are coupled in eval mode too.
+    """
+
+    def __init__(self, num_classes, embedding_dim=5, dropout=0.5, instance_fusion=True, semantic_fusion=True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.embedding_dim, self.dropout = num_classes, embedding_dim, dropout
+        self.instance_fusion, self.semantic_fusion = instance_fusion, semantic_fusion
+        conv = lambda units, name, **kw: ConvBlock(units, layout="conv1d", name=name, **kw)  # noqa: E731
+        self.sem_cache = conv(128, "sem_cache_1") if instance_fusion else None
+        self.ins_cache = conv(128, "ins_cache_1") if semantic_fusion else None
+        self.ins_fc2 = conv(128, "ins_fc2")
+        self.ins_fc5 = conv(embedding_dim, "ins_fc5", batch_norm=False, activation=None)
+        self.sem_fc2 = conv(128, "sem_fc2")
+        self.sem_fc5 = conv(num_classes, "sem_fc5", batch_norm=False, activation=None)
+
+    def _dropout(self, x, training):
+        return tf.nn.dropout(x, rate=self.dropout) if training and self.dropout > 0 else x
+
+    def call(self, semantic, instance, training=False):
+        if self.instance_fusion:
+            fused = instance + self.sem_cache(semantic, training=training)
+            instance = _channel_attention(tf.concat([instance, fused], axis=-1))
+        if self.semantic_fusion:
+            cache = tf.reduce_mean(self.ins_cache(instance, training=training), axis=1, keepdims=True)
+            semantic = _channel_attention(tf.concat([semantic, semantic + cache], axis=-1))
+        embeddings = self.ins_fc5(self._dropout(self.ins_fc2(instance, training=training), training), training=training)
+        logits = self.sem_fc5(self._dropout(self.sem_fc2(semantic, training=training), training), training=training)
+        return logits, embeddings
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "embedding_dim": self.embedding_dim,
+            "dropout": self.dropout,
+            "instance_fusion": self.instance_fusion,
+            "semantic_fusion": self.semantic_fusion,
+        }

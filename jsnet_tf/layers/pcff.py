@@ -1,0 +1,35 @@
+"""Point cloud feature fusion (PCFF, paper Sec. 3.2)."""
+
+import keras
+import tensorflow as tf
+
+from jsnet_tf.layers.base import PointOpLayer
+from jsnet_tf.layers.conv import ConvBlock
+from jsnet_tf.layers.feature_propagation import interpolate
+
+
+@keras.saving.register_keras_serializable(package="jsnet_tf")
+class PCFF(PointOpLayer):
+    """Fuses a decoder's last three levels at full resolution, then a 1x1 conv (`fc1`, 128).
+
+    out = concat(F0, up(F1)) + up(F2), channel-wise add (128 + 128 = 256 = F2's width), where up()
+    is 3-NN interpolation onto the N input points. With `fuse=False` (ablation) only F0 goes
+    through the conv.
+
+    Call: f0 (B, N, 128), f1 (B, N1, 128), f2 (B, N2, 256), weights N <- N1, weights N <- N2
+    -> (B, N, 128).
+    """
+
+    def __init__(self, units=128, fuse=True, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.fuse = units, fuse
+        self.fc1 = ConvBlock(units, layout="conv1d", name="fc1")
+
+    def call(self, f0, f1, f2, weights_1, weights_2, training=False):
+        x = f0
+        if self.fuse:
+            x = tf.concat([f0, interpolate(f1, weights_1)], axis=-1) + interpolate(f2, weights_2)
+        return self.fc1(x, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "fuse": self.fuse}
