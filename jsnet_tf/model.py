@@ -118,6 +118,27 @@ class JSNet(keras.Model):
                 layers.append(DepthwiseDecoding(spec["mlp"], name=name))
         return layers
 
+    def build(self, input_shape):
+        """Creates every weight from the layer table (so `.keras` files load without data)."""
+        points = lambda channels: (None, None, channels)  # noqa: E731
+        interpolation = (points(3), points(3))
+        widths = [self.input_channels - 3]
+        for encoder, spec in zip(self.encoders, self.encoder_table):
+            encoder.build(points(3), points(widths[-1]))
+            widths.append(spec["mlp"][-1])
+        decoded = [spec["mlp"][-1] for spec in self.decoder_table]
+        for branch, decoder in self.decoders.items():
+            coarse = widths[4]
+            for level, (layer, spec) in enumerate(zip(decoder, self.decoder_table)):
+                skip = points(widths[3 - level])
+                if isinstance(layer, DepthwiseDecoding):
+                    layer.build(points(3), points(coarse), skip, interpolation, points(spec["k"]))
+                else:
+                    layer.build(points(coarse), skip, interpolation)
+                coarse = decoded[level]
+            self.pcffs[branch].build(points(decoded[3]), points(decoded[2]), points(decoded[1]), interpolation, interpolation)
+        self.jiss.build(points(self.pcffs["sem"].units), points(self.pcffs["ins"].units))
+
     def set_bn_decay(self, value):
         """Sets the moving-average decay of every batch norm (the paper's BN-decay schedule)."""
         self.bn_decay.assign(value)

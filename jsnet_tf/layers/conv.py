@@ -77,6 +77,15 @@ def conv_stack(widths, prefix, **kwargs):
     return [ConvBlock(width, name=f"{prefix}{i}", **kwargs) for i, width in enumerate(widths)]
 
 
+def build_stack(blocks, input_shape):
+    """Builds blocks applied one after another to `input_shape`; returns the output shape."""
+    shape = tuple(input_shape)
+    for block in blocks:
+        block.build(shape)
+        shape = block.compute_output_shape(shape)
+    return shape
+
+
 def apply_stack(blocks, x, training):
     for block in blocks:
         x = block(x, training=training)

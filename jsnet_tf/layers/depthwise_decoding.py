@@ -6,7 +6,7 @@ import tensorflow as tf
 from jsnet_tf import ops
 from jsnet_tf.layers.base import PointOpLayer
 from jsnet_tf.layers.batch_norm import PointBatchNorm
-from jsnet_tf.layers.conv import ConvBlock, apply_stack, conv_stack
+from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
 from jsnet_tf.layers.feature_propagation import interpolate
 
 
@@ -51,6 +51,10 @@ class DepthwiseDecoding(PointOpLayer):
     def build(self, xyz_shape, coarse_shape, skip_shape, weights_shape, neighbours_shape):
         channels = 3 + coarse_shape[-1]  # one weight per grouped channel: relative xyz + features
         self.channel_weights = ConvBlock(channels, batch_norm=False, activation=None, name="decode_weight_net_wconv1")
+        grouped = (None, None, None)
+        build_stack([self.hidden, self.channel_weights], (*grouped, 3))
+        self.sumpool.build((*grouped, channels))
+        build_stack(self.convs, (None, None, channels + skip_shape[-1]))
 
     def call(self, xyz, coarse, skip, weights, neighbours, training=False):
         interpolated = interpolate(coarse, weights)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from jsnet_tf import ops
 from jsnet_tf.layers.base import PointOpLayer
-from jsnet_tf.layers.conv import apply_stack, conv_stack
+from jsnet_tf.layers.conv import apply_stack, build_stack, conv_stack
 
 
 def interpolation_weights(xyz1, xyz2):
@@ -36,6 +36,9 @@ class FeaturePropagation(PointOpLayer):
         super().__init__(**kwargs)
         self.mlp = list(mlp)
         self.convs = conv_stack(self.mlp, "conv_")
+
+    def build(self, coarse_shape, skip_shape, weights_shape):
+        build_stack(self.convs, (None, None, coarse_shape[-1] + skip_shape[-1]))
 
     def call(self, coarse, skip, weights, training=False):
         x = tf.concat([interpolate(coarse, weights), skip], axis=-1)

@@ -37,6 +37,20 @@ class JISS(keras.layers.Layer):
         self.sem_fc2 = conv(128, "sem_fc2")
         self.sem_fc5 = conv(num_classes, "sem_fc5", batch_norm=False, activation=None)
 
+    def build(self, semantic_shape, instance_shape):
+        width = lambda shape: (None, None, shape)  # noqa: E731
+        instance, semantic = instance_shape[-1], semantic_shape[-1]
+        if self.instance_fusion:
+            self.sem_cache.build(width(semantic))
+            instance = 2 * instance
+        if self.semantic_fusion:
+            self.ins_cache.build(width(instance))
+            semantic = 2 * semantic
+        self.ins_fc2.build(width(instance))
+        self.ins_fc5.build(width(128))
+        self.sem_fc2.build(width(semantic))
+        self.sem_fc5.build(width(128))
+
     def _dropout(self, x, training):
         return tf.nn.dropout(x, rate=self.dropout) if training and self.dropout > 0 else x
 

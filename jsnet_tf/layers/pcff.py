@@ -25,6 +25,10 @@ class PCFF(PointOpLayer):
         self.units, self.fuse = units, fuse
         self.fc1 = ConvBlock(units, layout="conv1d", name="fc1")
 
+    def build(self, f0_shape, f1_shape, f2_shape, weights_1_shape, weights_2_shape):
+        channels = f0_shape[-1] + f1_shape[-1] if self.fuse else f0_shape[-1]
+        self.fc1.build((None, None, channels))
+
     def call(self, f0, f1, f2, weights_1, weights_2, training=False):
         x = f0
         if self.fuse:

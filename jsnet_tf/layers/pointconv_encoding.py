@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from jsnet_tf import ops
 from jsnet_tf.layers.base import PointOpLayer
-from jsnet_tf.layers.conv import ConvBlock, apply_stack, conv_stack
+from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
 
 DENSITY_SLOTS = 128
 PI = 3.1415926  # the original's constant
@@ -54,6 +54,13 @@ class PointConvEncoding(PointOpLayer):
             ConvBlock(1, batch_norm=False, activation="sigmoid", name="density_net_nonlinear1"),
         ]
         self.after_conv = ConvBlock(self.mlp[-1], rows=self.mlp[-2], name="after_conv")
+
+    def build(self, xyz_shape, features_shape):
+        grouped = (None, self.npoint, self.k)
+        channels = build_stack(self.convs, (*grouped, 3 + features_shape[-1]))[-1]
+        build_stack(self.weight_net, (*grouped, 3))
+        build_stack(self.density_net, (*grouped, 1))
+        self.after_conv.build((None, self.npoint, channels, 32))
 
     def call(self, xyz, features, training=False):
         if xyz.shape[1] == self.npoint:

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from jsnet_tf import ops
 from jsnet_tf.layers.base import PointOpLayer
-from jsnet_tf.layers.conv import apply_stack, conv_stack
+from jsnet_tf.layers.conv import apply_stack, build_stack, conv_stack
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
@@ -20,6 +20,9 @@ class SetAbstraction(PointOpLayer):
         super().__init__(**kwargs)
         self.npoint, self.radius, self.nsample, self.mlp = npoint, radius, nsample, list(mlp)
         self.convs = conv_stack(self.mlp, "conv")
+
+    def build(self, xyz_shape, features_shape):
+        build_stack(self.convs, (None, self.npoint, self.nsample, 3 + features_shape[-1]))
 
     def call(self, xyz, features, training=False):
         new_xyz = ops.gather_point(xyz, ops.farthest_point_sample(self.npoint, xyz))
