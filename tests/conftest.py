@@ -24,3 +24,18 @@ def pytest_report_header(config):
 def rng(request):
     """A generator for this test: fresh each run, replayable with JSNET_TEST_SEED."""
     return np.random.default_rng([BASE_SEED, zlib.crc32(request.node.nodeid.encode())])
+
+
+@pytest.fixture(params=["custom", "reference"])
+def impl(request):
+    """Runs the test body with the `custom` (compiled) or `reference` (pure-TF) ops.
+
+    The custom variant fails, rather than skips, when the library is not built: `make test`
+    builds it, and a silently skipped half of the suite would hide a broken build.
+    """
+    from jsnet_tf import ops
+
+    if request.param == "custom":
+        ops.library.load()
+    with ops.use_implementation(request.param):
+        yield request.param
