@@ -20,23 +20,27 @@ sparse softmax cross entropy averaged over all B * N points, and
     total = sem + disc_weight * disc.
 
 Everything is vectorised over the batch, without a loop over blocks: the ids of each block are
-renumbered 0..M_b - 1 with a sort (so every instance of every block has its own segment), the
-instance means and the pull term come from segment sums over all points of the batch at once, and
-the push term from a padded (B, K, K) layout of the instance means, K being the largest number of
-instances of a block in the batch.
+renumbered 0..M_b - 1 (so every instance of every block has its own segment), the instance means
+and the pull term come from segment sums over all points of the batch at once, and the push term
+from a padded (B, K, K) layout of the instance means, K being the largest number of instances of a
+block in the batch. Plain TensorFlow ops only: it runs eagerly, in tf.function with unknown batch
+and point counts, and per replica under tf.distribute; its gradients are finite everywhere
+(the derivative of |x| at 0 is taken as 0).
 
-XLA (``jit_compile=True``): every op used compiles under XLA except the size K, which depends on
-the labels. Pass a static ``max_instances`` to compile the loss with XLA; K is then that number.
-A block with more instances than ``max_instances`` fails a run-time assertion outside XLA, and
-(since XLA drops assertions) turns the losses into NaN under XLA rather than being silently wrong.
-Without ``max_instances``, tracing the loss under XLA raises an error that says so.
+XLA (``jit_compile=True``): neither tf.unique (which renumbers the ids by default) nor the
+data-dependent size K compiles. Pass a static ``max_instances``: the ids are then renumbered with a
+sort per block and K is max_instances, which XLA compiles (the result is the same). A block with
+more instances than max_instances fails a run-time assertion outside XLA and, since XLA drops
+assertions, turns the losses into NaN under XLA rather than into a silently wrong value. Without
+max_instances, tracing the loss under XLA raises an InvalidArgumentError that says so; the
+alternative is to keep the loss out of XLA (e.g. Keras' ``compile(jit_compile=False)``).
 """
 
 import tensorflow as tf
 
 from jsnet_tf.ops import checks
 
-__all__ = ["dense_instance_ids", "discriminative_loss", "jsnet_loss", "semantic_loss"]
+__all__ = ["discriminative_loss", "jsnet_loss", "semantic_loss"]
 
 DELTA_V = 0.5
 DELTA_D = 1.5
@@ -95,14 +99,6 @@ def _some_points(op, name, x):
     return [tf.debugging.assert_positive(tf.shape(x)[1], message=f"{op}: {name} has no points (N = 0)")]
 
 
-def _checked(assertions, *tensors):
-    """The tensors, usable only after the run-time assertions passed."""
-    if not assertions:
-        return tensors
-    with tf.control_dependencies(assertions):
-        return tuple(tf.identity(t) for t in tensors)
-
-
 def _in_xla_context():
     """Whether ops are being traced for XLA (a jit_compile tf.function, e.g. Keras' jit_compile)."""
     try:
@@ -115,13 +111,28 @@ def _in_xla_context():
 # ------------------------------------------------------------------------------------------ losses
 
 
-def dense_instance_ids(instance_labels):
-    """Renumbers the instance ids of every block 0..M_b - 1, in increasing order of the ids.
+def _instance_ids_unique(instance_labels):
+    """Renumbers the instance ids of every block 0..M_b - 1 in order of first appearance.
 
-    instance_labels: (B, N) int32 / int64, arbitrary values. Returns ``ids`` (B, N) int32, the
-    dense id of each point's instance within its block, and ``num_instances`` (B,) int32, M_b.
-    Built from a sort, so it compiles under XLA (tf.unique does not).
+    instance_labels: (B, N) int32 / int64, arbitrary values, N >= 1. Returns ``ids`` (B, N) int32,
+    the index of each point's instance within its block, and ``num_instances`` (B,) int32, M_b.
+    Two hash-based tf.unique over the whole batch: fast, but not compilable by XLA.
     """
+    shape = tf.shape(instance_labels)
+    batch, points = shape[0], shape[1]
+    _, label_index = tf.unique(tf.reshape(instance_labels, [-1]))  # (B*N,) in [0, U)
+    block = tf.repeat(tf.range(batch), points)  # (B*N,)
+    key = tf.cast(block, tf.int64) * tf.cast(tf.reduce_max(label_index) + 1, tf.int64) + tf.cast(label_index, tf.int64)
+    _, instance = tf.unique(key)  # one index per (block, id), numbered in order of first appearance
+    # The points are scanned block by block, so the instances of block b hold consecutive indices.
+    first = tf.math.unsorted_segment_min(instance, block, batch)
+    num_instances = tf.math.unsorted_segment_max(instance, block, batch) - first + 1
+    return tf.reshape(instance - tf.gather(first, block), shape), num_instances
+
+
+def _instance_ids_sorted(instance_labels):
+    """As `_instance_ids_unique`, numbering the instances of a block in increasing order of their
+    ids, with a sort per block (slower than tf.unique on CPU, but compilable by XLA)."""
     shape = tf.shape(instance_labels)
     batch, points = shape[0], shape[1]
     order = tf.argsort(instance_labels, axis=1)  # (B, N)
@@ -147,15 +158,16 @@ def discriminative_loss(
 
     Args:
       embeddings: (B, N, E) float, the instance embedding of every point.
-      instance_labels: (B, N) int32 / int64, the instance id of every point; any integers, unique
-        within a block (the same id in two blocks denotes two instances).
+      instance_labels: (B, N) int32 / int64, the instance id of every point: any integers; the
+        points of a block that share an id form one instance (the same id in two blocks denotes
+        two instances).
       delta_v: the pull margin: an embedding closer than delta_v (L1) to its instance's mean is not
         pulled.
       delta_d: the push margin: two instance means further apart than 2 * delta_d (L1) are not
         pushed.
       param_var, param_dist: the weights of the pull and push terms.
-      max_instances: None (default), or a static upper bound K on the number of instances of a
-        block; required under XLA (see the module docstring).
+      max_instances: None (default), or a Python int bounding the number of instances of any
+        block: required under XLA, slower elsewhere (see the module docstring).
 
     Returns:
       (disc, l_var, l_dist), float scalars (float64 for float64 embeddings, else float32):
@@ -175,18 +187,19 @@ def discriminative_loss(
             "the number of instances per block is data-dependent, which XLA cannot compile: pass a static "
             "max_instances (an upper bound on the instances of a block) or run the loss without jit_compile",
         )
-    embeddings, labels = _checked(assertions, embeddings, labels)
+    embeddings, labels = checks.after(assertions, embeddings, labels)
     dtype = embeddings.dtype
 
-    ids, num_instances = dense_instance_ids(labels)  # (B, N), (B,)
-    batch = tf.shape(ids)[0]
+    batch = tf.shape(labels)[0]
     if max_instances is None:
+        ids, num_instances = _instance_ids_unique(labels)  # (B, N), (B,)
         width = tf.reduce_max(num_instances)
         overflow = None
     else:
+        ids, num_instances = _instance_ids_sorted(labels)
         width = max_instances
         overflow = tf.reduce_any(num_instances > width)
-        (ids,) = _checked(
+        (ids,) = checks.after(
             [
                 tf.debugging.assert_less_equal(
                     num_instances,
@@ -250,7 +263,7 @@ def semantic_loss(logits, labels, weights=None):
         tf.debugging.assert_non_negative(labels, message=message),
         tf.debugging.assert_less(labels, tf.cast(tf.shape(logits)[2], labels.dtype), message=message),
     ]
-    logits, labels = _checked(assertions, logits, labels)
+    logits, labels = checks.after(assertions, logits, labels)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)  # (B, N)
     if weights is None:
         return tf.reduce_mean(losses)
@@ -291,7 +304,7 @@ def jsnet_loss(
     op = "jsnet_loss"
     logits = _shaped(op, "logits", _float_tensor(op, "logits", logits), 3, "(batch, points, classes)")
     embeddings = _shaped(op, "embeddings", _float_tensor(op, "embeddings", embeddings), 3, "(batch, points, embedding)")
-    (logits, embeddings) = _checked(_same_points(op, "logits", logits, "embeddings", embeddings), logits, embeddings)
+    (logits, embeddings) = checks.after(_same_points(op, "logits", logits, "embeddings", embeddings), logits, embeddings)
     sem = semantic_loss(logits, semantic_labels, weights)
     disc, var, dist = discriminative_loss(
         embeddings, instance_labels, delta_v, delta_d, param_var, param_dist, max_instances=max_instances

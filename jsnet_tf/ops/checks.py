@@ -69,6 +69,16 @@ def check_at_most_points(op, name, value, x, points_name):
 # ----------------------------------------------------------------- run-time checks (pure-TF twins)
 
 
+def after(assertions, *tensors):
+    """The tensors, usable only after the run-time assertions passed (so the assertion, not some
+    later op, reports bad data, and graphs cannot prune the checks)."""
+    if not assertions:
+        return list(tensors)
+    with tf.control_dependencies(assertions):
+        return [tf.identity(t) for t in tensors]
+
+
+
 def assert_finite(op, name, x):
     """Fails at run time when x holds NaN or Inf."""
     return tf.debugging.assert_all_finite(x, f"{op}: {name} has a non-finite coordinate (NaN or Inf)")

@@ -16,13 +16,6 @@ import tensorflow as tf
 from jsnet_tf.ops import checks
 
 
-def _checked(assertions, *inputs):
-    """The inputs, usable only after the run-time assertions passed (so the assertion, not some
-    later op, reports bad data, and graphs cannot prune the checks)."""
-    with tf.control_dependencies(assertions):
-        return [tf.identity(x) for x in inputs]
-
-
 def _points(op, name, x, channels=3):
     layout = f"(batch, points, {channels})" if channels else "(batch, points, channels)"
     return checks.ensure_shape(op, name, x, [None, None, channels], layout)
@@ -42,7 +35,7 @@ def farthest_point_sample(npoint, xyz):
     op = "farthest_point_sample"
     xyz = _points(op, "xyz", xyz)
     assertions = [checks.assert_at_most_points(op, "npoint", npoint, xyz, "xyz"), checks.assert_finite(op, "xyz", xyz)]
-    (xyz,) = _checked(assertions, tf.stop_gradient(xyz))
+    (xyz,) = checks.after(assertions, tf.stop_gradient(xyz))
     batch = tf.shape(xyz)[0]
 
     def step(i, last, nearest, chosen):
@@ -68,7 +61,7 @@ def gather_point(xyz, idx):
     idx = checks.ensure_shape("gather_point", "idx", idx, [None, None], "(batch, npoint)")
     assertions = checks.assert_indices_in_range("gather_point", "idx", idx, tf.shape(xyz)[1], "xyz")
     assertions.append(checks.assert_same_batch("gather_point", "xyz", xyz, "idx", idx))
-    xyz, idx = _checked(assertions, xyz, idx)
+    xyz, idx = checks.after(assertions, xyz, idx)
     return tf.gather(xyz, idx, batch_dims=1)
 
 
@@ -80,7 +73,7 @@ def query_ball_point(radius, nsample, xyz, new_xyz):
         checks.assert_finite(op, "new_xyz", new_xyz),
         checks.assert_same_batch(op, "xyz", xyz, "new_xyz", new_xyz),
     ]
-    xyz, new_xyz = _checked(assertions, tf.stop_gradient(xyz), tf.stop_gradient(new_xyz))
+    xyz, new_xyz = checks.after(assertions, tf.stop_gradient(xyz), tf.stop_gradient(new_xyz))
     n = tf.shape(xyz)[1]
     radius_sq = np.float32(radius) * np.float32(radius)
     within = pairwise_squared_distances(new_xyz, xyz) < radius_sq  # (B, M, N)
@@ -104,7 +97,7 @@ def group_point(points, idx):
     idx = checks.ensure_shape("group_point", "idx", idx, [None, None, None], "(batch, npoint, nsample)")
     assertions = checks.assert_indices_in_range("group_point", "idx", idx, tf.shape(points)[1], "points")
     assertions.append(checks.assert_same_batch("group_point", "points", points, "idx", idx))
-    points, idx = _checked(assertions, points, idx)
+    points, idx = checks.after(assertions, points, idx)
     return tf.gather(points, idx, batch_dims=1)
 
 
@@ -117,7 +110,7 @@ def _nearest(op, k, points, queries, points_name, queries_name, assertions=()):
         checks.assert_finite(op, queries_name, queries),
         checks.assert_same_batch(op, points_name, points, queries_name, queries),
     ]
-    points, queries = _checked(assertions, tf.stop_gradient(points), tf.stop_gradient(queries))
+    points, queries = checks.after(assertions, tf.stop_gradient(points), tf.stop_gradient(queries))
     d2 = pairwise_squared_distances(queries, points)
     n = tf.shape(points)[1]
     if points.shape[1] is None or points.shape[1] < k:
@@ -146,7 +139,7 @@ def three_interpolate(points, idx, weight):
     assertions.append(
         tf.debugging.assert_equal(tf.shape(idx), tf.shape(weight), message=f"{op}: idx and weight shapes differ")
     )
-    points, idx, weight = _checked(assertions, points, idx, tf.stop_gradient(weight))
+    points, idx, weight = checks.after(assertions, points, idx, tf.stop_gradient(weight))
     neighbours = tf.gather(points, idx, batch_dims=1)  # (B, N, 3, C)
     w = weight[..., None]
     out = w[:, :, 0] * neighbours[:, :, 0] + w[:, :, 1] * neighbours[:, :, 1] + w[:, :, 2] * neighbours[:, :, 2]
