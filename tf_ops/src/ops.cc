@@ -572,6 +572,16 @@ Status CheckTwoClouds(OpKernelContext* ctx, const std::string& op, const char* n
   return CheckFinite<Device>(ctx, op, name_b, b);
 }
 
+// `points` (batch, points, channels) and indices into it of rank `idx_rank`, one batch.
+Status CheckGatherInputs(const std::string& op, const char* points_name, const Tensor& points,
+                         int channels, const Tensor& idx, int idx_rank, const char* idx_layout) {
+  TF_RETURN_IF_ERROR(CheckPoints(op, points_name, points, channels));
+  TF_RETURN_IF_ERROR(CheckRank(op, "idx", idx, idx_rank, idx_layout));
+  TF_RETURN_IF_ERROR(CheckSameBatch(op, points_name, points, "idx", idx));
+  TF_RETURN_IF_ERROR(CheckIntSizes(op, points));
+  return CheckIntSizes(op, idx);
+}
+
 // ------------------------------------------------------------------------------ kernels
 
 template <typename Device>
@@ -613,11 +623,7 @@ class GatherPointOp : public OpKernel {
     const std::string op = type_string();
     const Tensor& xyz = ctx->input(0);
     const Tensor& idx = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz", xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 2, "(batch, npoint)"));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz", xyz, "idx", idx));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
+    OP_REQUIRES_OK(ctx, CheckGatherInputs(op, "xyz", xyz, 3, idx, 2, "(batch, npoint)"));
     const int b = xyz.dim_size(0), n = xyz.dim_size(1), m = idx.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of xyz"));
     Tensor* out = nullptr;
@@ -639,11 +645,7 @@ class GatherPointGradOp : public OpKernel {
     const Tensor& xyz = ctx->input(0);
     const Tensor& idx = ctx->input(1);
     const Tensor& grad_out = ctx->input(2);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "xyz", xyz, 3));
-    OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 2, "(batch, npoint)"));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "xyz", xyz, "idx", idx));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, xyz));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
+    OP_REQUIRES_OK(ctx, CheckGatherInputs(op, "xyz", xyz, 3, idx, 2, "(batch, npoint)"));
     const int b = xyz.dim_size(0), n = xyz.dim_size(1), m = idx.dim_size(1);
     OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, 3}),
                 errors::InvalidArgument(op, ": grad_out must have shape ", b, "x", m,
@@ -700,11 +702,7 @@ class GroupPointOp : public OpKernel {
     const std::string op = type_string();
     const Tensor& points = ctx->input(0);
     const Tensor& idx = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "points", points, -1));
-    OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 3, "(batch, npoint, nsample)"));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "points", points, "idx", idx));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, points));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
+    OP_REQUIRES_OK(ctx, CheckGatherInputs(op, "points", points, -1, idx, 3, "(batch, npoint, nsample)"));
     const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
     const int m = idx.dim_size(1), nsample = idx.dim_size(2);
     OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of points"));
@@ -728,11 +726,7 @@ class GroupPointGradOp : public OpKernel {
     const Tensor& points = ctx->input(0);
     const Tensor& idx = ctx->input(1);
     const Tensor& grad_out = ctx->input(2);
-    OP_REQUIRES_OK(ctx, CheckPoints(op, "points", points, -1));
-    OP_REQUIRES_OK(ctx, CheckRank(op, "idx", idx, 3, "(batch, npoint, nsample)"));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(op, "points", points, "idx", idx));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, points));
-    OP_REQUIRES_OK(ctx, CheckIntSizes(op, idx));
+    OP_REQUIRES_OK(ctx, CheckGatherInputs(op, "points", points, -1, idx, 3, "(batch, npoint, nsample)"));
     const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
     const int m = idx.dim_size(1), nsample = idx.dim_size(2);
     OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, nsample, c}),
