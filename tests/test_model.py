@@ -25,6 +25,20 @@ def _model(**kwargs):
     return JSNet(encoder=kwargs.pop("encoder", SMALL_ENCODER), **kwargs)
 
 
+def _calibrated(model, points):
+    """Moving statistics from one training pass (decay 0), as training leaves them: with the
+    original's zero-initialised statistics a fresh network overflows in inference."""
+    model.set_bn_decay(0.0)
+    model(points, training=True)
+    model.set_bn_decay(0.9)
+    return model
+
+
+def _assert_finite(outputs):
+    for key, value in outputs.items():
+        assert np.isfinite(value.numpy()).all(), key
+
+
 def _expected_inventory(encoder, decoder, input_channels=9, num_classes=13, embedding_dim=5):
     """Values and tensors of the original graph, derived from the layer table alone."""
     convs = []  # (kernel values, output channels, batch norm: "channel" | "scalar" | None)
@@ -94,8 +108,10 @@ def test_inventory_equals_the_original_checkpoint(rng):
 
 
 def test_outputs(rng):
-    out = _model()(_points(rng, batch=3))
+    points = _points(rng, batch=3)
+    out = _calibrated(_model(), points)(points)
     assert out["semantic_logits"].shape == (3, POINTS, 13) and out["embeddings"].shape == (3, POINTS, 5)
+    _assert_finite(out)
 
 
 def test_every_trainable_weight_gets_a_finite_gradient(rng):
@@ -126,10 +142,20 @@ def test_training_call_updates_moving_statistics_with_the_scheduled_decay(rng):
     np.testing.assert_array_equal(bn.moving_mean.numpy(), first)
 
 
-def test_inference_is_deterministic(rng):
-    model = _model()
+def test_fresh_network_overflows_in_inference_like_the_original(rng):
+    """Zero-initialised moving statistics (the original's) blow a never-trained network up in eval
+    mode; one training pass makes it finite (the reason for `_calibrated`)."""
     points = _points(rng)
+    model = _model()
+    assert not np.isfinite(model(points)["semantic_logits"].numpy()).all()
+    _assert_finite(_calibrated(model, points)(points))
+
+
+def test_inference_is_deterministic(rng):
+    points = _points(rng)
+    model = _calibrated(_model(), points)
     a, b = model(points), model(points)
+    _assert_finite(a)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
 
@@ -147,6 +173,7 @@ def test_config_round_trip_gives_identical_outputs(rng):
     clone = JSNet.from_config(model.get_config())
     clone(points)
     clone.set_weights(model.get_weights())
+    _assert_finite(model(points))
     for key, value in model(points).items():
         np.testing.assert_array_equal(clone(points)[key].numpy(), value.numpy())
 
@@ -159,6 +186,7 @@ def test_keras_file_round_trip_gives_identical_outputs(rng, tmp_path):
     model.save(tmp_path / "jsnet.keras")
     loaded = keras.saving.load_model(tmp_path / "jsnet.keras")
     assert isinstance(loaded, JSNet) and len(loaded.weights) == 340
+    _assert_finite(model(points))
     for key, value in model(points).items():
         np.testing.assert_array_equal(loaded(points)[key].numpy(), value.numpy())
 
@@ -167,8 +195,9 @@ def test_both_op_implementations_give_the_same_outputs(rng):
     ops.library.load()
     points = _points(rng)
     with ops.use_implementation("custom"):
-        custom = _model()
+        custom = _calibrated(_model(), points)
         custom_out = custom(points)
+        _assert_finite(custom_out)
         assert not custom.layers[0].supports_jit
     with ops.use_implementation("reference"):
         twin = _model()
