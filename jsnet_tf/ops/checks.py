@@ -25,7 +25,8 @@ def as_int32(x):
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_integer:
         raise invalid("jsnet_tf.ops", f"indices must be integers, got {x.dtype.name}")
-    return x if x.dtype == tf.int32 else tf.cast(x, tf.int32)
+    # Saturating, so an int64 index beyond int32 stays out of range instead of wrapping into it.
+    return x if x.dtype == tf.int32 else tf.saturate_cast(x, tf.int32)
 
 
 def check_rank(op, name, x, rank, layout):

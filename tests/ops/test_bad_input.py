@@ -94,3 +94,9 @@ def test_non_integer_sizes_are_rejected(impl, bad):
 def test_float_indices_are_rejected(impl):
     with pytest.raises(tf.errors.InvalidArgumentError, match="indices must be integers"):
         ops.gather_point(xyz(), np.zeros((1, 2), np.float32))
+
+
+def test_int64_index_beyond_int32_does_not_wrap_into_range(impl):
+    wrapping = np.array([[2**32 + 1]], np.int64)  # a plain int32 cast would make it index 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        ops.gather_point(xyz(), wrapping)
