@@ -1,0 +1,1 @@
+"""Data preparation and input pipelines (S3DIS rooms, blocks, file lists)."""
