@@ -180,8 +180,8 @@ def is_temp_file(path: str | os.PathLike) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-class _AtomicTarget:
-    """`with _AtomicTarget(final) as tmp:` write tmp; on success it is renamed onto final."""
+class AtomicTarget:
+    """`with AtomicTarget(final) as tmp:` write tmp; on success it is renamed onto final."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -203,7 +203,7 @@ class _AtomicTarget:
 
 def save_room(path: str | os.PathLike, room: Room) -> None:
     """Writes a room as .npz (xyz, rgb, semantic, instance, name), atomically."""
-    with _AtomicTarget(path) as tmp:
+    with AtomicTarget(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, name=np.array(room.name), xyz=room.xyz.astype(np.float32),
                      rgb=room.rgb.astype(np.uint8), semantic=room.semantic.astype(np.int32),
@@ -340,7 +340,7 @@ def write_blocks_h5(path: str | os.PathLike, data: np.ndarray, semantic: np.ndar
     if np.shape(semantic) != (b, n) or np.shape(instance) != (b, n):
         raise ValueError(f"bad block shapes: data {data.shape}, semantic {np.shape(semantic)}, "
                          f"instance {np.shape(instance)}")
-    with _AtomicTarget(path) as tmp:
+    with AtomicTarget(path) as tmp:
         with h5py.File(tmp, "w") as f:
             opts = dict(compression="gzip", compression_opts=1) if b else {}
             f.create_dataset("data", data=data, **opts)
@@ -413,7 +413,7 @@ def mean_instance_size(per_file_sizes: Iterable[list[list[int]]],
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with _AtomicTarget(path) as tmp:
+    with AtomicTarget(path) as tmp:
         Path(tmp).write_text(text)
 
 
