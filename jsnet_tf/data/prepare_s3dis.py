@@ -97,13 +97,18 @@ def prepare(raw: str | Path, out: str | Path, areas: Sequence[int] | None = None
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("raw", None, "S3DIS folder holding Area_1 .. Area_6 "
-                    "(each Area_k/<room>/Annotations/<class>_<i>.txt).")
-flags.DEFINE_string("out", None, "Output folder: rooms/, blocks/ and lists/ are written here.")
-flags.DEFINE_list("areas", None, "Areas to prepare, e.g. 1,2,3 (default: every Area_* in --raw).")
-flags.DEFINE_integer("num_points", 4096, "Points per block.")
-flags.DEFINE_integer("seed", 0, "Seed of the per-room point sampling (reproducible reruns).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def define_flags():
+    """The command line's flags; defined only when run as a program, so importing this module
+    (e.g. from a benchmark or a training script) adds no flags that could clash."""
+    flags.DEFINE_string("raw", None, "S3DIS folder holding Area_1 .. Area_6 "
+                        "(each Area_k/<room>/Annotations/<class>_<i>.txt).")
+    flags.DEFINE_string("out", None, "Output folder: rooms/, blocks/ and lists/ are written here.")
+    flags.DEFINE_list("areas", None, "Areas to prepare, e.g. 1,2,3 (default: every Area_* in --raw).")
+    flags.DEFINE_integer("num_points", 4096, "Points per block.")
+    flags.DEFINE_integer("seed", 0, "Seed of the per-room point sampling (reproducible reruns).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv):
@@ -124,4 +129,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
