@@ -1,0 +1,152 @@
+"""Experiment configs as data: TOML files in `configs/`, checked against the defaults below, with
+overrides from the command line.
+
+A config file sets any of the keys of DEFAULTS, grouped in tables (`[data]`, `[model]`,
+`[train]`), and may start from another file with `extends = "other.toml"` (resolved next to it).
+An override is `section.key=value` with a TOML value (`train.batch_size=8`,
+`data.areas=[1,2]`, `model.backbone="pointnet2"`; a bare word is taken as a string). Unknown
+sections or keys and values of the wrong type are errors that name the file (or override) and
+the key, with the closest known key as a hint.
+"""
+
+import copy
+import difflib
+import pathlib
+import tomllib
+
+DEFAULTS = {
+    "data": {
+        "dataset": "s3dis",  # s3dis | shapenet
+        "data_dir": "data/s3dis",  # prepared data (prepare_s3dis --out)
+        "areas": [5],  # test areas: one fold per area (6-fold: [1, 2, 3, 4, 5, 6])
+        "num_points": 4096,
+        "block_size": 1.0,
+        "blocks_per_room": 0,  # random training blocks per room and epoch; 0: the room's floor area in m^2
+    },
+    "model": {
+        "num_classes": 13,
+        "input_channels": 9,
+        "embedding_dim": 5,
+        "sigma": 0.05,
+        "dropout": 0.5,
+        "backbone": "pointconv",  # pointconv | pointnet2 (the base network of Table 4)
+        "pcff": True,
+        "instance_fusion": True,
+        "semantic_fusion": True,
+    },
+    "train": {
+        "batch_size": 24,
+        "epochs": 100,
+        "learning_rate": 1e-3,
+        "decay_rate": 0.5,
+        "min_learning_rate": 1e-5,
+        "reference_decay_steps": 12500,  # at batch 24; scaled to the batch size (schedules.decay_steps_for)
+        "bn_init_decay": 0.5,
+        "bn_decay_rate": 0.5,
+        "bn_decay_clip": 0.99,
+        "disc_weight": 1.0,
+        "seed": 0,
+        "keep_checkpoints": 3,
+        "early_stopping_patience": 0,  # epochs without a better validation loss; 0: off
+    },
+    "eval": {
+        "bandwidth": 0.6,
+        "gap": 5e-3,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _hint(name, known):
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+def _type_ok(value, default):
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list) and all(_type_ok(v, default[0]) for v in value) if default else isinstance(value, list)
+    return isinstance(value, type(default))
+
+
+def _set(config, section, key, value, source):
+    if section not in DEFAULTS:
+        raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, DEFAULTS)}")
+    if key not in DEFAULTS[section]:
+        raise ConfigError(f"{source}: unknown key {section}.{key}{_hint(key, DEFAULTS[section])}")
+    default = DEFAULTS[section][key]
+    if not _type_ok(value, default):
+        raise ConfigError(
+            f"{source}: {section}.{key} must be {type(default).__name__} like {default!r}, got {value!r}"
+        )
+    config[section][key] = float(value) if isinstance(default, float) else value
+
+
+def _read(path, seen):
+    path = pathlib.Path(path).resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` loops back to this file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from None
+    parent = data.pop("extends", None)
+    config = _read(path.parent / parent, seen | {path}) if parent else copy.deepcopy(DEFAULTS)
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]{_hint(section, DEFAULTS)}")
+        for key, value in table.items():
+            _set(config, section, key, value, str(path))
+    return config
+
+
+def parse_override(text):
+    """'section.key=value' -> (section, key, value); the value is read as TOML, else as a string."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. train.batch_size=8")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load(path=None, overrides=()):
+    """The config of `path` (or the defaults) with the overrides applied, as nested dicts."""
+    config = _read(path, frozenset()) if path else copy.deepcopy(DEFAULTS)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _set(config, section, key, value, f"override {text!r}")
+    return config
+
+
+def to_toml(config):
+    """The config as TOML text (written next to checkpoints, so a run records what it used)."""
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for section, table in config.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value(v)}" for key, v in table.items())
+        lines.append("")
+    return "\n".join(lines)

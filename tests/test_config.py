@@ -1,0 +1,71 @@
+import pathlib
+
+import pytest
+
+from jsnet_tf import config
+
+CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+
+
+def test_defaults_are_the_papers_s3dis_setting():
+    c = config.load()
+    assert (c["train"]["batch_size"], c["train"]["epochs"], c["data"]["num_points"]) == (24, 100, 4096)
+    assert (c["model"]["num_classes"], c["model"]["embedding_dim"], c["model"]["dropout"]) == (13, 5, 0.5)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    c = config.load(path)
+    written = tmp_path / "c.toml"
+    written.write_text(config.to_toml(c))
+    assert config.load(written) == c
+
+
+def test_shipped_configs_exist():
+    assert {p.stem for p in CONFIGS} >= {"s3dis_area5", "s3dis_6fold", "shapenet_part", "demo"}
+
+
+def test_extends_and_overrides(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('[train]\nbatch_size = 12\nepochs = 7\n')
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\n[train]\nepochs = 9\n')
+    c = config.load(child, ["train.learning_rate=2", "data.areas=[1, 2]", "model.backbone=pointnet2", "model.pcff=false"])
+    assert (c["train"]["batch_size"], c["train"]["epochs"]) == (12, 9)
+    assert c["train"]["learning_rate"] == 2.0 and isinstance(c["train"]["learning_rate"], float)
+    assert c["data"]["areas"] == [1, 2] and c["model"]["backbone"] == "pointnet2" and c["model"]["pcff"] is False
+
+
+def test_unknown_key_names_the_file_and_suggests(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nbatch_sise = 8\n")
+    with pytest.raises(config.ConfigError, match=r"bad\.toml: unknown key train\.batch_sise \(did you mean 'batch_size'\?\)"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        ("train.batch_size=eight", r"train\.batch_size must be int"),
+        ("train.batch_size", r"expected section\.key=value"),
+        ("trian.epochs=3", r"unknown section \[trian\] \(did you mean 'train'\?\)"),
+        ("model.pcff=1", r"model\.pcff must be bool"),
+        ("data.areas=[1, 'x']", r"data\.areas must be list"),
+    ],
+)
+def test_bad_overrides(override, pattern):
+    with pytest.raises(config.ConfigError, match=pattern):
+        config.load(None, [override])
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(config.ConfigError, match="no such config file"):
+        config.load(tmp_path / "nope.toml")
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(config.ConfigError, match="broken.toml"):
+        config.load(bad)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\n')
+    with pytest.raises(config.ConfigError, match="loops back"):
+        config.load(loop)
