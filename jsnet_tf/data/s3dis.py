@@ -330,9 +330,10 @@ def random_blocks(room: Room, count: int | None = None, num_points: int = 4096,
 # ------------------------------------------------------------------------------------------------
 
 def write_blocks_h5(path: str | os.PathLike, data: np.ndarray, semantic: np.ndarray,
-                    instance: np.ndarray, indices: np.ndarray | None = None) -> None:
+                    instance: np.ndarray, indices: np.ndarray | None = None,
+                    extra: dict | None = None) -> None:
     """Writes blocks as HDF5 (`data` float32, `seglabels` int32, `pid` int32, optional
-    `indices` int32), atomically."""
+    `indices` int32, and any `extra` int32 datasets), atomically."""
     data = np.asarray(data, np.float32)
     if data.ndim != 3:
         raise ValueError(f"block data must be (B, N, C), got {data.shape}")
@@ -348,6 +349,8 @@ def write_blocks_h5(path: str | os.PathLike, data: np.ndarray, semantic: np.ndar
             f.create_dataset("pid", data=np.asarray(instance, np.int32), **opts)
             if indices is not None:
                 f.create_dataset("indices", data=np.asarray(indices, np.int32), **opts)
+            for name, values in (extra or {}).items():
+                f.create_dataset(name, data=np.asarray(values, np.int32))
 
 
 def read_blocks_h5(path: str | os.PathLike) -> Blocks:

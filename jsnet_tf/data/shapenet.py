@@ -45,7 +45,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from jsnet_tf.data.s3dis import DataError, AtomicTarget, sample_indices, write_text_atomic
+from jsnet_tf.data.s3dis import DataError, sample_indices, write_blocks_h5, write_text_atomic
 
 __all__ = [
     "CATEGORIES", "CATEGORY_NAMES", "Category", "DataError", "DEFAULT_INSTANCE_RADIUS",
@@ -336,13 +336,7 @@ def write_shapenet_h5(path: str | os.PathLike, data: np.ndarray, part: np.ndarra
             or np.shape(category) != (b,)):
         raise ValueError(f"bad shapes: data {data.shape}, part {np.shape(part)}, instance "
                          f"{np.shape(instance)}, category {np.shape(category)}")
-    with AtomicTarget(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            opts = dict(compression="gzip", compression_opts=1) if b else {}
-            f.create_dataset("data", data=data, **opts)
-            f.create_dataset("seglabels", data=np.asarray(part, np.int32), **opts)
-            f.create_dataset("pid", data=np.asarray(instance, np.int32), **opts)
-            f.create_dataset("category", data=np.asarray(category, np.int32))
+    write_blocks_h5(path, data, part, instance, extra={"category": category})
 
 
 def read_shapenet_h5(path: str | os.PathLike) -> PartSet:
