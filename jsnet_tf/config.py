@@ -27,6 +27,7 @@ DEFAULTS = {
         "num_classes": 13,
         "input_channels": 9,
         "embedding_dim": 5,
+        "npoints": [1024, 256, 64, 32],  # sampled centres of the four encoder levels
         "sigma": 0.05,
         "dropout": 0.5,
         "backbone": "pointconv",  # pointconv | pointnet2 (the base network of Table 4)

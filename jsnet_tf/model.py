@@ -99,6 +99,13 @@ class JSNet(keras.Model):
         for layer in self._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, PointBatchNorm):
                 layer.attach_decay(self.bn_decay)
+        self.dropout_seed = None
+
+    def use_stateless_dropout(self, seed_variable):
+        """Draws dropout masks from `seed_variable` (int64 (2,), set by the training loop each
+        step) instead of TensorFlow's global generator: exact resumption after an interruption."""
+        self.dropout_seed = seed_variable
+        self.jiss.attach_seed(seed_variable)
 
     def _encoder(self, level, spec):
         name = f"layer{level}"

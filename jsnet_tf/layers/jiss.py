@@ -51,8 +51,18 @@ class JISS(keras.layers.Layer):
         self.sem_fc2.build(width(semantic))
         self.sem_fc5.build(width(128))
 
-    def _dropout(self, x, training):
-        return tf.nn.dropout(x, rate=self.dropout) if training and self.dropout > 0 else x
+    def attach_seed(self, seed):
+        """Makes dropout stateless, keyed by a shared int64 (2,) variable that the training loop
+        sets every step, so a resumed run draws the same masks as an uninterrupted one."""
+        self.seed = seed
+
+    def _dropout(self, x, training, stream):
+        if not training or self.dropout <= 0:
+            return x
+        if getattr(self, "seed", None) is None:
+            return tf.nn.dropout(x, rate=self.dropout)
+        seed = self.seed + tf.constant([0, stream], tf.int64)
+        return tf.nn.experimental.stateless_dropout(x, rate=self.dropout, seed=seed)
 
     def call(self, semantic, instance, training=False):
         if self.instance_fusion:
@@ -61,8 +71,8 @@ class JISS(keras.layers.Layer):
         if self.semantic_fusion:
             cache = tf.reduce_mean(self.ins_cache(instance, training=training), axis=1, keepdims=True)
             semantic = _channel_attention(tf.concat([semantic, semantic + cache], axis=-1))
-        embeddings = self.ins_fc5(self._dropout(self.ins_fc2(instance, training=training), training), training=training)
-        logits = self.sem_fc5(self._dropout(self.sem_fc2(semantic, training=training), training), training=training)
+        embeddings = self.ins_fc5(self._dropout(self.ins_fc2(instance, training=training), training, 1), training=training)
+        logits = self.sem_fc5(self._dropout(self.sem_fc2(semantic, training=training), training, 2), training=training)
         return logits, embeddings
 
     def get_config(self):

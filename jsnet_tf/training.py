@@ -1,0 +1,237 @@
+"""The JSNet training loop: tf.distribute, the paper's schedules, checkpoints, exact resumption.
+
+One `Trainer` per (config, test area, workdir). Each epoch draws fresh random blocks
+(`pipeline.training_dataset`, deterministic for (seed, epoch)); every step sets the BN decay and
+the dropout seed from the global step before the replicas run, so an epoch replays identically.
+A checkpoint (model, optimizer state and step, epoch) is written after every epoch; a new Trainer
+on the same workdir resumes after the last complete epoch, so an interruption anywhere loses at
+most that epoch's progress and the resumed run reaches the same weights as an uninterrupted one.
+"""
+
+import json
+import math
+import os
+import pathlib
+import time
+
+import keras
+import tensorflow as tf
+
+from jsnet_tf import config as config_lib
+from jsnet_tf import schedules
+from jsnet_tf.data import pipeline
+from jsnet_tf.losses import jsnet_loss
+from jsnet_tf.model import ENCODER, JSNet
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue (bad workdir, incompatible checkpoint, non-finite loss)."""
+
+
+def make_strategy():
+    """MultiWorkerMirroredStrategy when TF_CONFIG describes a cluster, else MirroredStrategy over
+    the visible GPUs (the CPU when there is none)."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy()
+
+
+def build_model(cfg):
+    """JSNet as the config describes it."""
+    m = cfg["model"]
+    encoder = [{**spec, "npoint": npoint} for spec, npoint in zip(ENCODER, m["npoints"])]
+    return JSNet(
+        num_classes=m["num_classes"],
+        input_channels=m["input_channels"],
+        embedding_dim=m["embedding_dim"],
+        encoder=encoder,
+        sigma=m["sigma"],
+        dropout=m["dropout"],
+        backbone=m["backbone"],
+        pcff=m["pcff"],
+        instance_fusion=m["instance_fusion"],
+        semantic_fusion=m["semantic_fusion"],
+    )
+
+
+def _architecture(cfg):
+    """The config keys a checkpoint depends on."""
+    return {"model": cfg["model"], "num_points": cfg["data"]["num_points"]}
+
+
+class Trainer:
+    """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`, holding out `area`."""
+
+    def __init__(self, cfg, workdir, area, strategy=None):
+        self.cfg, self.area = cfg, area
+        self.workdir = pathlib.Path(workdir)
+        self._prepare_workdir()
+        self.train_cfg = cfg["train"]
+        self.strategy = strategy or make_strategy()
+        self.global_batch = self.train_cfg["batch_size"]
+        self.decay_steps = schedules.decay_steps_for(self.global_batch, self.train_cfg["reference_decay_steps"])
+        self.seed_variable = tf.Variable([self.train_cfg["seed"], 0], dtype=tf.int64, trainable=False)
+        keras.utils.set_random_seed(self.train_cfg["seed"])  # the same initial weights for a seed
+        with self.strategy.scope():
+            self.model = build_model(cfg)
+            self.model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
+            self.model.use_stateless_dropout(self.seed_variable)
+            self.learning_rate = schedules.StaircaseDecay(
+                self.train_cfg["learning_rate"], self.decay_steps, self.train_cfg["decay_rate"], self.train_cfg["min_learning_rate"]
+            )
+            self.optimizer = keras.optimizers.Adam(self.learning_rate)
+            self.optimizer.build(self.model.trainable_variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Variables listed by path: TensorFlow's checkpoint graph does not descend into the Keras
+        # lists and dicts holding the layers, so tracking the model object would miss weights.
+        # (Keys drop the owner's name, which Keras makes unique per process: "adam", "adam_1".)
+        self.checkpoint = tf.train.Checkpoint(
+            model={v.path.split("/", 1)[1]: v for v in self.model.variables},
+            optimizer={v.path.split("/", 1)[1]: v for v in self.optimizer.variables},
+            epoch=self.epoch,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.workdir / "checkpoints", max_to_keep=self.train_cfg["keep_checkpoints"]
+        )
+        self._restore()
+        self._step_fn = None
+        self.writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def _prepare_workdir(self):
+        """Creates the workdir, refuses one written for another architecture, records the config."""
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            probe = self.workdir / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise TrainingError(f"workdir {self.workdir} is not writable: {error.strerror or error}") from None
+        recorded = self.workdir / "architecture.json"
+        current = _architecture(self.cfg)
+        if recorded.exists():
+            previous = json.loads(recorded.read_text())
+            if previous != current:
+                raise TrainingError(
+                    f"workdir {self.workdir} holds a run of another architecture ({recorded}: {previous}); "
+                    f"this config has {current}: use another --workdir"
+                )
+        else:
+            _write_atomic(recorded, json.dumps(current, indent=2) + "\n")
+        _write_atomic(self.workdir / "config.toml", config_lib.to_toml(self.cfg))
+
+    def _restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return
+        try:
+            self.checkpoint.restore(latest).assert_consumed()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise TrainingError(f"checkpoint {latest} does not fit this model: {error}") from None
+
+    # ------------------------------------------------------------------------------ steps
+
+    def _make_step(self):
+        replicas = self.strategy.num_replicas_in_sync
+        model, optimizer = self.model, self.optimizer
+        disc_weight = self.train_cfg["disc_weight"]
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                out = model(batch["points"], training=True)
+                losses = jsnet_loss(
+                    out["semantic_logits"], out["embeddings"], batch["semantic"], batch["instance"], disc_weight=disc_weight
+                )
+                scaled = losses["total"] / replicas  # the replicas' means add up to the global mean
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return losses
+
+        @tf.function
+        def step(dist_batch):
+            iteration = tf.cast(optimizer.iterations, tf.int64)
+            model.set_bn_decay(
+                schedules.bn_decay(
+                    iteration,
+                    self.decay_steps,
+                    self.train_cfg["bn_init_decay"],
+                    self.train_cfg["bn_decay_rate"],
+                    self.train_cfg["bn_decay_clip"],
+                )
+            )
+            self.seed_variable.assign(tf.stack([tf.constant(self.train_cfg["seed"], tf.int64), iteration * 2]))
+            per_replica = self.strategy.run(replica_step, args=(dist_batch,))
+            return {
+                k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()
+            }
+
+        return step
+
+    def dataset(self, epoch):
+        d = self.cfg["data"]
+        return pipeline.training_dataset(
+            d["data_dir"],
+            self.area,
+            self.global_batch,
+            num_points=d["num_points"],
+            seed=self.train_cfg["seed"],
+            epoch=epoch,
+            blocks_per_room=d["blocks_per_room"] or None,
+            block_size=d["block_size"],
+        )
+
+    # ------------------------------------------------------------------------------ loop
+
+    def fit(self, epochs=None, stop_after_steps=None, verbose=1):
+        """Trains until `epochs` (default: the config's) are complete; returns the per-epoch mean
+        losses of this call. `stop_after_steps` ends early (tests of the resumption)."""
+        epochs = self.train_cfg["epochs"] if epochs is None else epochs
+        if self._step_fn is None:
+            self._step_fn = self._make_step()
+        history = []
+        steps_done = 0
+        while int(self.epoch.numpy()) < epochs:
+            epoch = int(self.epoch.numpy())
+            dataset = self.strategy.experimental_distribute_dataset(self.dataset(epoch))
+            sums, count, started = {}, 0, time.time()
+            bar = keras.utils.Progbar(None, stateful_metrics=["loss", "sem", "disc"], verbose=verbose)
+            for batch in dataset:
+                losses = {k: float(v) for k, v in self._step_fn(batch).items()}
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise TrainingError(
+                        f"non-finite loss {losses} at step {int(self.optimizer.iterations.numpy())}, epoch {epoch}; "
+                        f"the last good checkpoint is {self.manager.latest_checkpoint or '(none yet)'}"
+                    )
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                step = int(self.optimizer.iterations.numpy())
+                self._log_step(step, losses)
+                bar.add(1, [("loss", losses["total"]), ("sem", losses["sem"]), ("disc", losses["disc"])])
+                steps_done += 1
+                if stop_after_steps is not None and steps_done >= stop_after_steps:
+                    return history
+            if count == 0:
+                raise TrainingError(f"epoch {epoch} produced no batch of {self.global_batch} blocks: too little training data")
+            means = {k: v / count for k, v in sums.items()}
+            self.epoch.assign_add(1)
+            self.manager.save(checkpoint_number=epoch + 1)
+            history.append(means)
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f} ({time.time() - started:.0f} s)", flush=True)
+        return history
+
+    def _log_step(self, step, losses):
+        with self.writer.as_default(step=step):
+            for k, v in losses.items():
+                tf.summary.scalar(f"loss/{k}", v)
+            tf.summary.scalar("learning_rate", float(self.learning_rate(step - 1)))
+            tf.summary.scalar("bn_decay", float(self.model.bn_decay.variable.numpy()))
+
+
+def _write_atomic(path, text):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+

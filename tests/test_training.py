@@ -1,0 +1,83 @@
+"""The training loop on a tiny synthetic S3DIS: learning, checkpoints and logs, exact resumption
+after an interruption, and clear errors before any training starts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jsnet_tf import config, training
+from jsnet_tf.data import prepare_s3dis, synthetic
+from jsnet_tf.data.s3dis import DataError
+
+POINTS = 512
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_s3dis")
+    synthetic.generate(root / "raw", seed=1, areas=2, rooms_per_area=1, points_per_m2=200)
+    prepare_s3dis.prepare(root / "raw", root / "prepared", num_points=POINTS, progress=False)
+    return root / "prepared"
+
+
+def _config(prepared, **train):
+    overrides = [
+        f'data.data_dir="{prepared}"',
+        f"data.num_points={POINTS}",
+        "data.blocks_per_room=8",
+        "model.npoints=[256, 64, 32, 16]",
+        "train.batch_size=4",
+        "train.epochs=2",
+    ] + [f"train.{k}={v}" for k, v in train.items()]
+    return config.load(None, overrides)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(prepared, tmp_path):
+    trainer = training.Trainer(_config(prepared, epochs=3), tmp_path / "run", area=2)
+    history = trainer.fit(verbose=0)
+    assert len(history) == 3 and history[-1]["total"] < history[0]["total"]
+    assert all(np.isfinite(list(h.values())).all() for h in history)
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-3")
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert config.load(tmp_path / "run" / "config.toml") == trainer.cfg
+
+
+@pytest.mark.slow
+def test_resuming_after_an_interruption_reaches_the_same_weights(prepared, tmp_path):
+    cfg = _config(prepared)
+    straight = training.Trainer(cfg, tmp_path / "straight", area=2)
+    straight.fit(verbose=0)
+    steps_per_epoch = int(straight.optimizer.iterations.numpy()) // 2
+
+    interrupted = training.Trainer(cfg, tmp_path / "interrupted", area=2)
+    interrupted.fit(verbose=0, stop_after_steps=steps_per_epoch + 1)  # dies inside epoch 2
+    resumed = training.Trainer(cfg, tmp_path / "interrupted", area=2)  # a new process would do this
+    assert int(resumed.epoch.numpy()) == 1 and int(resumed.optimizer.iterations.numpy()) == steps_per_epoch
+    resumed.fit(verbose=0)
+
+    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
+    for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_workdir_of_another_architecture_is_refused(prepared, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "architecture.json").write_text(json.dumps({"model": {"num_classes": 50}, "num_points": 2048}))
+    with pytest.raises(training.TrainingError, match="holds a run of another architecture"):
+        training.Trainer(_config(prepared), tmp_path / "run", area=2)
+
+
+def test_unwritable_workdir_is_refused(prepared, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(training.TrainingError, match="is not writable"):
+        training.Trainer(_config(prepared), blocker / "run", area=2)
+
+
+def test_area_without_data_fails_before_training(prepared, tmp_path):
+    trainer = training.Trainer(_config(prepared), tmp_path / "run", area=4)
+    with pytest.raises(DataError, match="area4|Area4|woArea4"):
+        trainer.fit(verbose=0)
+    assert int(trainer.optimizer.iterations.numpy()) == 0
