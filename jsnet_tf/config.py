@@ -133,6 +133,11 @@ def load(path=None, overrides=()):
     return config
 
 
+def toml_string(text):
+    """A TOML string literal of `text`."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def to_toml(config):
     """The config as TOML text (written next to checkpoints, so a run records what it used)."""
 
@@ -140,7 +145,7 @@ def to_toml(config):
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return toml_string(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
         return repr(v)

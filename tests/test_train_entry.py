@@ -1,0 +1,32 @@
+"""`python train.py`: --help explains every flag; bad configuration and data stop with one clear
+line before any training."""
+
+import pathlib
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_help_explains_every_flag():
+    result = _run("--helpshort")  # absl prints the help and exits (status 1)
+    for flag in ("--config", "--set", "--area", "--data_dir", "--workdir", "--epochs", "--batch_size"):
+        assert flag in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_key_is_one_clear_line(tmp_path):
+    result = _run("--workdir", str(tmp_path / "w"), "--set", "train.batchsize=8")
+    assert result.returncode != 0
+    assert "train.py: error: override 'train.batchsize=8': unknown key train.batchsize (did you mean 'batch_size'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    result = _run("--workdir", str(tmp_path / "w"), "--data_dir", str(tmp_path / "nothing"), "--area", "5")
+    assert result.returncode != 0 and "train.py: error:" in result.stderr and "nothing" in result.stderr
+    assert "Traceback" not in result.stderr

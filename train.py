@@ -1,0 +1,66 @@
+"""Trains JSNet: `python train.py --area 5 --data_dir DIR --workdir DIR [--config configs/X.toml]`.
+
+Everything not given on the command line comes from the config (default: the paper's S3DIS
+setting, configs/s3dis_area5.toml); `--set section.key=value` overrides any config key. The data
+folder is the output of `python -m jsnet_tf.data.prepare_s3dis`. Each test area trains its own
+model in `<workdir>/area<k>` (one area with --area, else every area of `data.areas`: 6-fold with
+configs/s3dis_6fold.toml). Running the same command again resumes after the last complete epoch.
+With TF_CONFIG set, training runs on several machines (MultiWorkerMirroredStrategy); otherwise on
+all visible GPUs, or the CPU.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", "configs/s3dis_area5.toml", "experiment config (TOML) to start from")
+flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), e.g. train.batch_size=8")
+flags.DEFINE_integer("area", None, "test area to hold out (overrides data.areas; default: every area of the config)")
+flags.DEFINE_string("data_dir", None, "prepared data folder (overrides data.data_dir)")
+flags.DEFINE_string("workdir", None, "where checkpoints, TensorBoard logs and the config of the run go (required)")
+flags.DEFINE_integer("epochs", None, "number of epochs (overrides train.epochs)")
+flags.DEFINE_integer("batch_size", None, "global batch size over all replicas (overrides train.batch_size)")
+flags.DEFINE_bool("verbose", True, "show a progress bar per epoch")
+
+
+def resolve_config():
+    from jsnet_tf import config
+
+    overrides = list(FLAGS.set)
+    if FLAGS.data_dir:
+        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
+    if FLAGS.area is not None:
+        overrides.append(f"data.areas=[{FLAGS.area}]")
+    if FLAGS.epochs is not None:
+        overrides.append(f"train.epochs={FLAGS.epochs}")
+    if FLAGS.batch_size is not None:
+        overrides.append(f"train.batch_size={FLAGS.batch_size}")
+    return config.load(FLAGS.config, overrides)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    from jsnet_tf import training
+    from jsnet_tf.config import ConfigError
+    from jsnet_tf.data.s3dis import DataError
+
+    try:
+        cfg = resolve_config()
+        for area in cfg["data"]["areas"]:
+            workdir = pathlib.Path(FLAGS.workdir) / f"area{area}"
+            print(f"training with area {area} held out -> {workdir}", flush=True)
+            training.Trainer(cfg, workdir, area).fit(verbose=int(FLAGS.verbose))
+    except (ConfigError, DataError, training.TrainingError) as error:
+        sys.exit(f"train.py: error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)
