@@ -26,6 +26,7 @@ flags.DEFINE_string("workdir", None, "where checkpoints, TensorBoard logs and th
 flags.DEFINE_integer("epochs", None, "number of epochs (overrides train.epochs)")
 flags.DEFINE_integer("batch_size", None, "global batch size over all replicas (overrides train.batch_size)")
 flags.DEFINE_bool("verbose", True, "show a progress bar per epoch")
+flags.DEFINE_bool("validate", True, "after every epoch, semantic accuracy and loss on the held-out area's blocks")
 
 
 def resolve_config():
@@ -57,7 +58,7 @@ def main(argv):
         for area in cfg["data"]["areas"]:
             workdir = pathlib.Path(FLAGS.workdir) / f"area{area}"
             print(f"training with area {area} held out -> {workdir}", flush=True)
-            training.Trainer(cfg, workdir, area).fit(verbose=int(FLAGS.verbose))
+            training.Trainer(cfg, workdir, area).fit(verbose=int(FLAGS.verbose), validate=FLAGS.validate)
     except (ConfigError, DataError, training.TrainingError) as error:
         sys.exit(f"train.py: error: {error}")
 

@@ -181,11 +181,34 @@ class Trainer:
             block_size=d["block_size"],
         )
 
+    def validate(self):
+        """Semantic accuracy and mean loss on the held-out area's stride-0.5 blocks."""
+        d = self.cfg["data"]
+        dataset = pipeline.fixed_dataset(d["data_dir"], self.area, self.global_batch, num_points=d["num_points"])
+        correct = total = 0
+        loss_sum = batches = 0.0
+        for batch in dataset:
+            out = self.model(batch["points"], training=False)
+            losses = jsnet_loss(
+                out["semantic_logits"], out["embeddings"], batch["semantic"], batch["instance"],
+                disc_weight=self.train_cfg["disc_weight"],
+            )
+            predicted = tf.argmax(out["semantic_logits"], axis=-1, output_type=tf.int32)
+            correct += int(tf.reduce_sum(tf.cast(predicted == batch["semantic"], tf.int64)))
+            total += int(tf.size(predicted))
+            loss_sum += float(losses["total"])
+            batches += 1
+        if total == 0:
+            raise TrainingError(f"area {self.area} has no validation blocks in {d['data_dir']}")
+        return {"accuracy": correct / total, "loss": loss_sum / batches}
+
     # ------------------------------------------------------------------------------ loop
 
-    def fit(self, epochs=None, stop_after_steps=None, verbose=1):
+    def fit(self, epochs=None, stop_after_steps=None, verbose=1, validate=False):
         """Trains until `epochs` (default: the config's) are complete; returns the per-epoch mean
-        losses of this call. `stop_after_steps` ends early (tests of the resumption)."""
+        losses of this call (with the held-out accuracy and loss when `validate`; they also go
+        to TensorBoard and `<workdir>/metrics.json`). `stop_after_steps` ends early (tests of
+        the resumption)."""
         epochs = self.train_cfg["epochs"] if epochs is None else epochs
         if self._step_fn is None:
             self._step_fn = self._make_step()
@@ -217,10 +240,26 @@ class Trainer:
             means = {k: v / count for k, v in sums.items()}
             self.epoch.assign_add(1)
             self.manager.save(checkpoint_number=epoch + 1)
+            summary = f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f}"
+            if validate:
+                held_out = self.validate()
+                means.update({f"val_{k}": v for k, v in held_out.items()})
+                with self.writer.as_default(step=int(self.optimizer.iterations.numpy())):
+                    for k, v in held_out.items():
+                        tf.summary.scalar(f"validation/{k}", v)
+                summary += f", held-out accuracy {held_out['accuracy']:.3f}, loss {held_out['loss']:.4f}"
             history.append(means)
+            self._record(epoch + 1, means)
             if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f} ({time.time() - started:.0f} s)", flush=True)
+                print(f"{summary} ({time.time() - started:.0f} s)", flush=True)
         return history
+
+    def _record(self, epoch, means):
+        """Appends an epoch's numbers to <workdir>/metrics.json (rewritten atomically)."""
+        path = self.workdir / "metrics.json"
+        records = json.loads(path.read_text()) if path.exists() else []
+        records = [r for r in records if r["epoch"] < epoch] + [{"epoch": epoch, **means}]
+        _write_atomic(path, json.dumps(records, indent=2) + "\n")
 
     def _log_step(self, step, losses):
         with self.writer.as_default(step=step):

@@ -36,8 +36,11 @@ def _config(prepared, **train):
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(prepared, tmp_path):
     trainer = training.Trainer(_config(prepared, epochs=3), tmp_path / "run", area=2)
-    history = trainer.fit(verbose=0)
+    history = trainer.fit(verbose=0, validate=True)
     assert len(history) == 3 and history[-1]["total"] < history[0]["total"]
+    assert 0.0 <= history[-1]["val_accuracy"] <= 1.0 and np.isfinite(history[-1]["val_loss"])
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in recorded] == [1, 2, 3] and recorded[-1]["val_accuracy"] == history[-1]["val_accuracy"]
     assert all(np.isfinite(list(h.values())).all() for h in history)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-3")
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
