@@ -15,7 +15,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/s3dis_area5.toml", "experiment config (TOML) to start from")
@@ -49,6 +49,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint INFO lines would interleave the progress bar
     from jsnet_tf import training
     from jsnet_tf.config import ConfigError
     from jsnet_tf.data.s3dis import DataError

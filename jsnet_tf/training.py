@@ -93,6 +93,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.workdir / "checkpoints", max_to_keep=self.train_cfg["keep_checkpoints"]
         )
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.workdir / "best", max_to_keep=1)
         self._restore()
         self._step_fn = None
         self.writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
@@ -241,6 +242,7 @@ class Trainer:
             self.epoch.assign_add(1)
             self.manager.save(checkpoint_number=epoch + 1)
             summary = f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f}"
+            stop = False
             if validate:
                 held_out = self.validate()
                 means.update({f"val_{k}": v for k, v in held_out.items()})
@@ -248,11 +250,28 @@ class Trainer:
                     for k, v in held_out.items():
                         tf.summary.scalar(f"validation/{k}", v)
                 summary += f", held-out accuracy {held_out['accuracy']:.3f}, loss {held_out['loss']:.4f}"
+                stop = self._track_best(epoch + 1, held_out["loss"])
             history.append(means)
             self._record(epoch + 1, means)
             if verbose:
                 print(f"{summary} ({time.time() - started:.0f} s)", flush=True)
+            if stop:
+                if verbose:
+                    print(f"early stop: no better held-out loss in {self.train_cfg['early_stopping_patience']} epochs", flush=True)
+                break
         return history
+
+    def _track_best(self, epoch, loss):
+        """Keeps the checkpoint of the lowest held-out loss in <workdir>/best; True when early
+        stopping (train.early_stopping_patience > 0) says to stop."""
+        path = self.workdir / "best.json"
+        best = json.loads(path.read_text()) if path.exists() else None
+        if best is None or loss < best["loss"]:
+            self.best_manager.save(checkpoint_number=epoch)
+            best = {"epoch": epoch, "loss": loss}
+            _write_atomic(path, json.dumps(best) + "\n")
+        patience = self.train_cfg["early_stopping_patience"]
+        return patience > 0 and epoch - best["epoch"] >= patience
 
     def _record(self, epoch, means):
         """Appends an epoch's numbers to <workdir>/metrics.json (rewritten atomically)."""

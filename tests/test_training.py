@@ -41,6 +41,9 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(prepared, tmp_
     assert 0.0 <= history[-1]["val_accuracy"] <= 1.0 and np.isfinite(history[-1]["val_loss"])
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [r["epoch"] for r in recorded] == [1, 2, 3] and recorded[-1]["val_accuracy"] == history[-1]["val_accuracy"]
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["loss"] == min(r["val_loss"] for r in recorded)
+    assert trainer.best_manager.latest_checkpoint.endswith(f"ckpt-{best['epoch']}")
     assert all(np.isfinite(list(h.values())).all() for h in history)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-3")
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
@@ -63,6 +66,16 @@ def test_resuming_after_an_interruption_reaches_the_same_weights(prepared, tmp_p
     assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
     for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_early_stopping_after_patience_without_a_better_held_out_loss(prepared, tmp_path, monkeypatch):
+    trainer = training.Trainer(_config(prepared, epochs=6, early_stopping_patience=2), tmp_path / "run", area=2)
+    losses = iter([1.0, 0.5, 0.7, 0.6, 0.4, 0.3])  # best at epoch 2, no better at 3 and 4: stop
+    monkeypatch.setattr(trainer, "validate", lambda: {"accuracy": 0.5, "loss": next(losses)})
+    history = trainer.fit(verbose=0, validate=True)
+    assert len(history) == 4 and int(trainer.epoch.numpy()) == 4
+    assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 2, "loss": 0.5}
 
 
 def test_workdir_of_another_architecture_is_refused(prepared, tmp_path):
