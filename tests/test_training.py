@@ -97,3 +97,61 @@ def test_area_without_data_fails_before_training(prepared, tmp_path):
     with pytest.raises(DataError, match="area4|Area4|woArea4"):
         trainer.fit(verbose=0)
     assert int(trainer.optimizer.iterations.numpy()) == 0
+
+
+def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(prepared, tmp_path, monkeypatch):
+    trainer = training.Trainer(_config(prepared), tmp_path / "run", area=2)
+    real_make_step = trainer._make_step
+
+    def poisoned_step():
+        step = real_make_step()
+
+        def run(batch):
+            losses = step(batch)
+            return {k: v * float("nan") for k, v in losses.items()}
+
+        return run
+
+    monkeypatch.setattr(trainer, "_make_step", poisoned_step)
+    with pytest.raises(training.TrainingError, match=r"non-finite loss .* at step 1, epoch 0; the last good checkpoint is \(none yet\)"):
+        trainer.fit(verbose=0)
+    assert not list((tmp_path / "run" / "checkpoints").glob("ckpt-*"))
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(prepared, tmp_path):
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tensorflow as tf
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    args = [
+        sys.executable, "train.py", "--area", "2", "--epochs", "2", "--batch_size", "4", "--novalidate", "--noverbose",
+        "--data_dir", str(prepared), "--set", f"data.num_points={POINTS}", "--set", "data.blocks_per_room=40",
+        "--set", "model.npoints=[256, 64, 32, 16]",
+    ]
+    run = lambda workdir, **kw: subprocess.Popen([*args, "--workdir", str(workdir)], cwd=repo, **kw)  # noqa: E731
+    assert run(tmp_path / "straight").wait(timeout=600) == 0
+
+    victim = run(tmp_path / "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "area2" / "checkpoints"
+    deadline = time.time() + 600
+    while not (checkpoints / "ckpt-1.index").exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside epoch 2
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (checkpoints / "ckpt-2.index").exists(), "the run finished before it could be killed"
+    assert run(tmp_path / "killed").wait(timeout=600) == 0
+
+    straight = tf.train.load_checkpoint(str(tmp_path / "straight" / "area2" / "checkpoints" / "ckpt-2"))
+    resumed = tf.train.load_checkpoint(str(checkpoints / "ckpt-2"))
+    names = [n for n in straight.get_variable_to_shape_map() if n.startswith("model/")]
+    assert len(names) == 340
+    for name in names:
+        np.testing.assert_allclose(resumed.get_tensor(name), straight.get_tensor(name), rtol=1e-5, atol=1e-6, err_msg=name)
