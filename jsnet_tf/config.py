@@ -50,10 +50,6 @@ DEFAULTS = {
         "keep_checkpoints": 3,
         "early_stopping_patience": 0,  # epochs without a better validation loss; 0: off
     },
-    "eval": {
-        "bandwidth": 0.6,
-        "gap": 5e-3,
-    },
 }
 
 
