@@ -89,20 +89,28 @@ def class_label(name: str, path: str | os.PathLike = "") -> int:
     return CLASS_TO_LABEL[key]
 
 
+def parse_numbers(path, number: int, line: str, count: int, layout: str):
+    """(the `count` finite numbers of a text line, None) or (None, a message naming file:line)."""
+    tokens = line.split()
+    if len(tokens) != count:
+        return None, f"{path}:{number}: expected {count} numbers ({layout}), found {len(tokens)}"
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        return None, f"{path}:{number}: not a number in {line.strip()!r}"
+    if not all(np.isfinite(values)):
+        return None, f"{path}:{number}: non-finite value in {line.strip()!r}"
+    return values, None
+
+
 def _find_bad_line(path: Path, text: str) -> str | None:
     """Slow scan, used only after the fast parse failed: describe the first bad line."""
     for number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
+        if not line.split():
             continue
-        if len(tokens) != 6:
-            return f"{path}:{number}: expected 6 numbers (X Y Z R G B), found {len(tokens)}"
-        try:
-            values = [float(t) for t in tokens]
-        except ValueError:
-            return f"{path}:{number}: not a number in {line.strip()!r}"
-        if not all(np.isfinite(values)):
-            return f"{path}:{number}: non-finite value in {line.strip()!r}"
+        values, problem = parse_numbers(path, number, line, 6, "X Y Z R G B")
+        if problem:
+            return problem
         if not all(0.0 <= v <= 255.0 for v in values[3:]):
             return f"{path}:{number}: colour outside 0..255 in {line.strip()!r}"
     return None

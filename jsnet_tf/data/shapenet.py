@@ -45,7 +45,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from jsnet_tf.data.s3dis import DataError, sample_indices, write_blocks_h5, write_text_atomic
+from jsnet_tf.data.s3dis import DataError, parse_numbers, sample_indices, write_blocks_h5, write_text_atomic
 
 __all__ = [
     "CATEGORIES", "CATEGORY_NAMES", "Category", "DataError", "DEFAULT_INSTANCE_RADIUS",
@@ -144,15 +144,9 @@ def _find_bad_line(path: Path, text: str, parts: tuple[int, ...], category: str)
         tokens = line.split()
         if not tokens:
             continue
-        if len(tokens) != 7:
-            return (f"{path}:{number}: expected 7 numbers (x y z nx ny nz part), "
-                    f"found {len(tokens)}")
-        try:
-            values = [float(t) for t in tokens]
-        except ValueError:
-            return f"{path}:{number}: not a number in {line.strip()!r}"
-        if not all(np.isfinite(values)):
-            return f"{path}:{number}: non-finite value in {line.strip()!r}"
+        values, problem = parse_numbers(path, number, line, 7, "x y z nx ny nz part")
+        if problem:
+            return problem
         label = values[6]
         if label != int(label):
             return f"{path}:{number}: part label {tokens[6]!r} is not an integer"
