@@ -28,8 +28,6 @@ measured on the day this benchmark was written); pass the number from your own r
 command. The target is x step >= 5 for the random training pipeline.
 """
 
-import datetime
-import json
 import os
 import pathlib
 import platform
@@ -45,9 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-# prepare_s3dis defines its CLI flags (raw, out, areas, num_points, seed, progress) on import:
-# import it first so that a clash with the flags below shows at once
-from jsnet_tf.data import prepare_s3dis  # noqa: E402,F401
+import common  # noqa: E402  (benchmarks/common.py)
+from common import log  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "prepared S3DIS folder (rooms/, blocks/, lists/); default: make "
@@ -70,9 +67,6 @@ flags.DEFINE_string("json", None, "also write all numbers to this JSON file")
 
 TARGET = 5.0
 
-
-def log(text):
-    print(text, file=sys.stderr, flush=True)
 
 
 def make_dataset(root, areas, rooms_per_area, points_per_m2, fallback_points, num_points):
@@ -156,19 +150,19 @@ def main(argv):
         train_rooms = pipeline.area_files(data_dir, FLAGS.area, "train", "rooms")
         points = [len(s3dis.load_room(p)) for p in train_rooms]
         b, n = FLAGS.batch, FLAGS.block_points
-        common = dict(batch_size=b, num_points=n, num_parallel_calls=FLAGS.parallel)
+        options = dict(batch_size=b, num_points=n, num_parallel_calls=FLAGS.parallel)
         cache = pipeline.RoomCache()
         # warm-up epoch fills the cache (not timed)
-        for _ in pipeline.training_dataset(data_dir, FLAGS.area, cache_rooms=cache, **common):
+        for _ in pipeline.training_dataset(data_dir, FLAGS.area, cache_rooms=cache, **options):
             pass
         rows_spec = [
             ("train random, cached", lambda e: pipeline.training_dataset(
-                data_dir, FLAGS.area, epoch=e + 1, cache_rooms=cache, **common)),
+                data_dir, FLAGS.area, epoch=e + 1, cache_rooms=cache, **options)),
             ("train random, no cache", lambda e: pipeline.training_dataset(
-                data_dir, FLAGS.area, epoch=e + 1, cache_rooms=False, **common)),
-            ("fixed test (h5)", lambda e: pipeline.fixed_dataset(data_dir, FLAGS.area, **common)),
+                data_dir, FLAGS.area, epoch=e + 1, cache_rooms=False, **options)),
+            ("fixed test (h5)", lambda e: pipeline.fixed_dataset(data_dir, FLAGS.area, **options)),
             ("fixed train (h5), shuffled", lambda e: pipeline.fixed_dataset(
-                data_dir, FLAGS.area, split="train", shuffle=True, seed=e, **common)),
+                data_dir, FLAGS.area, split="train", shuffle=True, seed=e, **options)),
         ]
         consume = b / FLAGS.step_seconds
         rows = []
@@ -210,10 +204,7 @@ def main(argv):
 
     if FLAGS.json:
         report = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tensorflow": tf.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
+            **common.machine(tf),
             "data": source,
             "training_rooms": len(train_rooms),
             "mean_points_per_room": float(np.mean(points)),
@@ -227,10 +218,7 @@ def main(argv):
             "quick": FLAGS.quick,
             "rows": rows,
         }
-        path = pathlib.Path(FLAGS.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {path}")
+        common.write_report(FLAGS.json, report)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import common  # noqa: E402  (benchmarks/common.py)
+from common import log  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 8, "blocks per training step and per inference call (S3DIS training uses 8)")
 flags.DEFINE_integer("points", 4096, "points per block (S3DIS uses 4096; the default layer table needs >= 1024)")
@@ -214,9 +217,6 @@ class Watchdog:
 def write_json(path, data):
     pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
-
-def log(text):
-    print(text, file=sys.stderr, flush=True)
 
 
 def time_calls(call, repeats, min_time):
@@ -669,10 +669,7 @@ def main(argv):
 
     if FLAGS.json:
         report = {
-            "date": date.isoformat(timespec="seconds"),
-            "tensorflow": tf.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
+            **common.machine(tf, date),
             "intra_op_threads": threads,
             "inter_op_threads": inter,
             "batch": batch,
@@ -694,10 +691,7 @@ def main(argv):
             "train_speedup_vs_twin_alternating": pair["ratio"] if ok(pair) else None,
             "infer": infer,
         }
-        path = pathlib.Path(FLAGS.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {path}")
+        common.write_report(FLAGS.json, report)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,6 @@ features and upstream gradients standard normal.
 """
 
 import dataclasses
-import datetime
-import json
 import math
 import os
 import pathlib
@@ -76,6 +74,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+import common  # noqa: E402  (benchmarks/common.py)
+from common import log  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 5, "timed repetitions per implementation and call; the median is reported")
@@ -527,7 +528,6 @@ def empty_call_overhead(tf, repeats):
 
 def main(argv):
     del argv
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
     repeats = 2 if FLAGS.quick and not FLAGS["repeats"].present else FLAGS.repeats
     min_time = 0.01 if FLAGS.quick and not FLAGS["min_time"].present else FLAGS.min_time
@@ -608,10 +608,7 @@ def main(argv):
 
     if FLAGS.json:
         report = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tensorflow": tf.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
+            **common.machine(tf),
             "intra_op_threads": threads,
             "batch": FLAGS.batch,
             "repeats": repeats,
@@ -623,10 +620,7 @@ def main(argv):
             "library_build": build,
             "rows": [r for r in rows if r is not None],
         }
-        path = pathlib.Path(FLAGS.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {path}")
+        common.write_report(FLAGS.json, report)
 
 
 if __name__ == "__main__":
