@@ -123,6 +123,11 @@ def parse_override(text):
 def load(path=None, overrides=()):
     """The config of `path` (or the defaults) with the overrides applied, as nested dicts."""
     config = _read(path, frozenset()) if path else copy.deepcopy(DEFAULTS)
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+    """Applies 'section.key=value' overrides to a loaded config (in place; also returned)."""
     for text in overrides:
         section, key, value = parse_override(text)
         _set(config, section, key, value, f"override {text!r}")

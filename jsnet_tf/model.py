@@ -204,3 +204,21 @@ class JSNet(keras.Model):
             "instance_fusion": self.instance_fusion,
             "semantic_fusion": self.semantic_fusion,
         }
+
+
+def build_model(cfg):
+    """JSNet as an experiment config (jsnet_tf.config) describes it."""
+    m = cfg["model"]
+    encoder = [{**spec, "npoint": npoint} for spec, npoint in zip(ENCODER, m["npoints"])]
+    return JSNet(
+        num_classes=m["num_classes"],
+        input_channels=m["input_channels"],
+        embedding_dim=m["embedding_dim"],
+        encoder=encoder,
+        sigma=m["sigma"],
+        dropout=m["dropout"],
+        backbone=m["backbone"],
+        pcff=m["pcff"],
+        instance_fusion=m["instance_fusion"],
+        semantic_fusion=m["semantic_fusion"],
+    )

@@ -17,11 +17,10 @@ import time
 import keras
 import tensorflow as tf
 
-from jsnet_tf import config as config_lib
-from jsnet_tf import schedules
+from jsnet_tf import checkpoints, schedules
 from jsnet_tf.data import pipeline
 from jsnet_tf.losses import jsnet_loss
-from jsnet_tf.model import ENCODER, JSNet
+from jsnet_tf.model import build_model
 
 
 class TrainingError(RuntimeError):
@@ -34,29 +33,6 @@ def make_strategy():
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy()
-
-
-def build_model(cfg):
-    """JSNet as the config describes it."""
-    m = cfg["model"]
-    encoder = [{**spec, "npoint": npoint} for spec, npoint in zip(ENCODER, m["npoints"])]
-    return JSNet(
-        num_classes=m["num_classes"],
-        input_channels=m["input_channels"],
-        embedding_dim=m["embedding_dim"],
-        encoder=encoder,
-        sigma=m["sigma"],
-        dropout=m["dropout"],
-        backbone=m["backbone"],
-        pcff=m["pcff"],
-        instance_fusion=m["instance_fusion"],
-        semantic_fusion=m["semantic_fusion"],
-    )
-
-
-def _architecture(cfg):
-    """The config keys a checkpoint depends on."""
-    return {"model": cfg["model"], "num_points": cfg["data"]["num_points"]}
 
 
 class Trainer:
@@ -86,7 +62,7 @@ class Trainer:
         # lists and dicts holding the layers, so tracking the model object would miss weights.
         # (Keys drop the owner's name, which Keras makes unique per process: "adam", "adam_1".)
         self.checkpoint = tf.train.Checkpoint(
-            model={v.path.split("/", 1)[1]: v for v in self.model.variables},
+            model=checkpoints.model_variables(self.model),
             optimizer={v.path.split("/", 1)[1]: v for v in self.optimizer.variables},
             epoch=self.epoch,
         )
@@ -110,7 +86,7 @@ class Trainer:
         except OSError as error:
             raise TrainingError(f"workdir {self.workdir} is not writable: {error.strerror or error}") from None
         recorded = self.workdir / "architecture.json"
-        current = _architecture(self.cfg)
+        current = checkpoints.architecture(self.cfg)
         if recorded.exists():
             previous = json.loads(recorded.read_text())
             if previous != current:
@@ -118,13 +94,19 @@ class Trainer:
                     f"workdir {self.workdir} holds a run of another architecture ({recorded}: {previous}); "
                     f"this config has {current}: use another --workdir"
                 )
-        else:
-            _write_atomic(recorded, json.dumps(current, indent=2) + "\n")
-        _write_atomic(self.workdir / "config.toml", config_lib.to_toml(self.cfg))
+        checkpoints.write_run_files(self.workdir, self.cfg)
 
     def _restore(self):
+        """Resumes after the last complete epoch; a fresh run in a folder holding converted
+        weights (python -m jsnet_tf.convert) starts from them."""
         latest = self.manager.latest_checkpoint
         if latest is None:
+            converted = tf.train.latest_checkpoint(str(self.workdir / "weights"))
+            if converted:
+                try:
+                    checkpoints.restore_weights(self.model, converted)
+                except checkpoints.CheckpointError as error:
+                    raise TrainingError(str(error)) from None
             return
         try:
             self.checkpoint.restore(latest).assert_consumed()
@@ -269,7 +251,7 @@ class Trainer:
         if best is None or loss < best["loss"]:
             self.best_manager.save(checkpoint_number=epoch)
             best = {"epoch": epoch, "loss": loss}
-            _write_atomic(path, json.dumps(best) + "\n")
+            checkpoints.write_atomic(path, json.dumps(best) + "\n")
         patience = self.train_cfg["early_stopping_patience"]
         return patience > 0 and epoch - best["epoch"] >= patience
 
@@ -278,7 +260,7 @@ class Trainer:
         path = self.workdir / "metrics.json"
         records = json.loads(path.read_text()) if path.exists() else []
         records = [r for r in records if r["epoch"] < epoch] + [{"epoch": epoch, **means}]
-        _write_atomic(path, json.dumps(records, indent=2) + "\n")
+        checkpoints.write_atomic(path, json.dumps(records, indent=2) + "\n")
 
     def _log_step(self, step, losses):
         with self.writer.as_default(step=step):
@@ -286,10 +268,3 @@ class Trainer:
                 tf.summary.scalar(f"loss/{k}", v)
             tf.summary.scalar("learning_rate", float(self.learning_rate(step - 1)))
             tf.summary.scalar("bn_decay", float(self.model.bn_decay.variable.numpy()))
-
-
-def _write_atomic(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-

@@ -1,0 +1,132 @@
+"""Trained runs on disk: where a run's weights are and how a model is rebuilt from them.
+
+A run folder (`<workdir>/area<k>` of train.py, or the output of `python -m jsnet_tf.convert`)
+holds `config.toml` (the experiment it ran), `architecture.json` and TensorFlow checkpoints:
+`best/` (lowest held-out loss), `checkpoints/` (every epoch, with the optimizer state) and
+`weights/` (model only, from the converter). Checkpoints list the model variables by their Keras
+path minus the model's own name, because TensorFlow's object graph does not descend into the
+Keras lists and dicts that hold JSNet's layers.
+"""
+
+import json
+import os
+import pathlib
+
+import tensorflow as tf
+
+from jsnet_tf import config as config_lib
+from jsnet_tf.model import JSNet, build_model
+
+WEIGHT_FOLDERS = {"best": ("best", "checkpoints", "weights"), "latest": ("checkpoints", "best", "weights")}
+
+
+class CheckpointError(ValueError):
+    """A run folder without usable weights, or weights that do not fit the model."""
+
+
+def model_variables(model):
+    """The model's variables keyed by their path without the model's name (stable across processes)."""
+    return {v.path.split("/", 1)[1]: v for v in model.variables}
+
+
+def architecture(cfg):
+    """The config keys a checkpoint depends on."""
+    return {"model": cfg["model"], "num_points": cfg["data"]["num_points"]}
+
+
+def write_run_files(run_dir, cfg):
+    """Records the config and architecture of a run (atomically)."""
+    run_dir = pathlib.Path(run_dir)
+    write_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
+    write_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
+
+
+def write_atomic(path, text):
+    """Writes text so that a reader sees the old file or the whole new one, never a part."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def find_weights(run_dir, which="best"):
+    """The checkpoint prefix to load from a run folder: `which` is "best" (lowest held-out loss,
+    else the last epoch, else converted weights) or "latest" (the last epoch first), or a
+    checkpoint prefix / folder given directly."""
+    run_dir = pathlib.Path(run_dir)
+    if which not in WEIGHT_FOLDERS:
+        explicit = pathlib.Path(which)
+        prefix = tf.train.latest_checkpoint(str(explicit)) if explicit.is_dir() else str(explicit)
+        if prefix and tf.io.gfile.exists(prefix + ".index"):
+            return prefix
+        raise CheckpointError(f"no checkpoint at {which}")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    for folder in WEIGHT_FOLDERS[which]:
+        prefix = tf.train.latest_checkpoint(str(run_dir / folder))
+        if prefix:
+            return prefix
+    raise CheckpointError(
+        f"{run_dir} holds no weights (looked in {', '.join(f + '/' for f in WEIGHT_FOLDERS[which])}): "
+        "train with train.py or convert an original checkpoint with python -m jsnet_tf.convert"
+    )
+
+
+def save_weights(model, directory):
+    """Writes the model's variables (no optimizer) as a checkpoint in `directory`; returns its prefix."""
+    checkpoint = tf.train.Checkpoint(model=model_variables(model))
+    manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
+    return manager.save()
+
+
+def restore_weights(model, prefix):
+    """Loads every model variable from a checkpoint prefix (extra entries such as the optimizer
+    state are ignored); a variable missing from the file or of another shape is an error."""
+    wanted = model_variables(model)
+    reader = tf.train.load_checkpoint(prefix)
+    stored = reader.get_variable_to_shape_map()
+    problems = []
+    for name, variable in wanted.items():
+        key = "model/" + name.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"  # TF's escaping
+        if key not in stored:
+            problems.append(f"{name} is missing")
+        elif list(stored[key]) != list(variable.shape):
+            problems.append(f"{name} has shape {stored[key]} in the file, the model needs {list(variable.shape)}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"checkpoint {prefix} does not fit this model: {shown}")
+    tf.train.Checkpoint(model=wanted).restore(prefix).expect_partial()
+    return prefix
+
+
+def load_config(run_dir):
+    """The experiment config a run recorded."""
+    path = pathlib.Path(run_dir) / "config.toml"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a run folder: {path.name} is missing (train.py or jsnet_tf.convert write it)")
+    return config_lib.load(path)
+
+
+def load_run(run_dir, which="best", overrides=()):
+    """(model, config, checkpoint prefix) of a run folder, the model built and its weights loaded."""
+    cfg = config_lib.apply_overrides(load_config(run_dir), overrides)
+    prefix = find_weights(run_dir, which)
+    model = build_model(cfg)
+    model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
+    restore_weights(model, prefix)
+    return model, cfg, prefix
+
+
+__all__ = [
+    "CheckpointError",
+    "JSNet",
+    "architecture",
+    "find_weights",
+    "load_config",
+    "load_run",
+    "model_variables",
+    "restore_weights",
+    "save_weights",
+    "write_atomic",
+    "write_run_files",
+]
