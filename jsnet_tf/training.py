@@ -35,6 +35,20 @@ def make_strategy():
     return tf.distribute.MirroredStrategy()
 
 
+def _task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return getattr(resolver, "task_id", 0) or 0
+
+
+def _is_chief(strategy):
+    """True for the one process that writes the run's outputs (always, without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
 class Trainer:
     """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`, holding out `area`."""
 
@@ -44,6 +58,10 @@ class Trainer:
         self._prepare_workdir()
         self.train_cfg = cfg["train"]
         self.strategy = strategy or make_strategy()
+        # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only the
+        # chief into the workdir; the others keep their copies in workers/<index>.
+        self.output_dir = self.workdir if _is_chief(self.strategy) else self.workdir / "workers" / str(_task_id(self.strategy))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.global_batch = self.train_cfg["batch_size"]
         self.decay_steps = schedules.decay_steps_for(self.global_batch, self.train_cfg["reference_decay_steps"])
         self.seed_variable = tf.Variable([self.train_cfg["seed"], 0], dtype=tf.int64, trainable=False)
@@ -67,12 +85,12 @@ class Trainer:
             epoch=self.epoch,
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self.workdir / "checkpoints", max_to_keep=self.train_cfg["keep_checkpoints"]
+            self.checkpoint, self.output_dir / "checkpoints", max_to_keep=self.train_cfg["keep_checkpoints"]
         )
-        self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.workdir / "best", max_to_keep=1)
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.output_dir / "best", max_to_keep=1)
         self._restore()
         self._step_fn = None
-        self.writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+        self.writer = tf.summary.create_file_writer(str(self.output_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -201,7 +219,7 @@ class Trainer:
             epoch = int(self.epoch.numpy())
             dataset = self.strategy.experimental_distribute_dataset(self.dataset(epoch))
             sums, count, started = {}, 0, time.time()
-            bar = keras.utils.Progbar(None, stateful_metrics=["loss", "sem", "disc"], verbose=verbose)
+            bar = keras.utils.Progbar(self._expected_steps(), stateful_metrics=["loss", "sem", "disc"], verbose=verbose)
             for batch in dataset:
                 losses = {k: float(v) for k, v in self._step_fn(batch).items()}
                 if not all(math.isfinite(v) for v in losses.values()):
@@ -221,6 +239,7 @@ class Trainer:
             if count == 0:
                 raise TrainingError(f"epoch {epoch} produced no batch of {self.global_batch} blocks: too little training data")
             means = {k: v / count for k, v in sums.items()}
+            means["steps"] = count
             self.epoch.assign_add(1)
             self.manager.save(checkpoint_number=epoch + 1)
             summary = f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f}"
@@ -246,7 +265,7 @@ class Trainer:
     def _track_best(self, epoch, loss):
         """Keeps the checkpoint of the lowest held-out loss in <workdir>/best; True when early
         stopping (train.early_stopping_patience > 0) says to stop."""
-        path = self.workdir / "best.json"
+        path = self.output_dir / "best.json"
         best = json.loads(path.read_text()) if path.exists() else None
         if best is None or loss < best["loss"]:
             self.best_manager.save(checkpoint_number=epoch)
@@ -255,9 +274,16 @@ class Trainer:
         patience = self.train_cfg["early_stopping_patience"]
         return patience > 0 and epoch - best["epoch"] >= patience
 
+    def _expected_steps(self):
+        """The progress bar's length: the last epoch's step count (random blocks give each epoch
+        about the same number); unknown before the first epoch."""
+        path = self.output_dir / "metrics.json"
+        records = json.loads(path.read_text()) if path.exists() else []
+        return records[-1].get("steps") if records else None
+
     def _record(self, epoch, means):
         """Appends an epoch's numbers to <workdir>/metrics.json (rewritten atomically)."""
-        path = self.workdir / "metrics.json"
+        path = self.output_dir / "metrics.json"
         records = json.loads(path.read_text()) if path.exists() else []
         records = [r for r in records if r["epoch"] < epoch] + [{"epoch": epoch, **means}]
         checkpoints.write_atomic(path, json.dumps(records, indent=2) + "\n")

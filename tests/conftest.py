@@ -39,3 +39,30 @@ def impl(request):
         ops.library.load()
     with ops.use_implementation(request.param):
         yield request.param
+
+
+TINY_POINTS = 512
+
+
+@pytest.fixture(scope="session")
+def tiny_s3dis(tmp_path_factory):
+    """A prepared synthetic S3DIS of two areas with one room each, 512-point blocks (shared by the
+    training, distribution and evaluation tests)."""
+    from jsnet_tf.data import prepare_s3dis, synthetic
+
+    root = tmp_path_factory.mktemp("tiny_s3dis")
+    synthetic.generate(root / "raw", seed=1, areas=2, rooms_per_area=1, points_per_m2=200)
+    prepare_s3dis.prepare(root / "raw", root / "prepared", num_points=TINY_POINTS, progress=False)
+    return root / "prepared"
+
+
+def tiny_overrides(data_dir, **train):
+    """Config overrides for a small, fast network on `tiny_s3dis`."""
+    return [
+        f'data.data_dir="{data_dir}"',
+        f"data.num_points={TINY_POINTS}",
+        "data.blocks_per_room=8",
+        "model.npoints=[256, 64, 32, 16]",
+        "train.batch_size=4",
+        "train.epochs=2",
+    ] + [f"train.{k}={v}" for k, v in train.items()]

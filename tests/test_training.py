@@ -7,30 +7,18 @@ import numpy as np
 import pytest
 
 from jsnet_tf import config, training
-from jsnet_tf.data import prepare_s3dis, synthetic
 from jsnet_tf.data.s3dis import DataError
 
-POINTS = 512
+from tests.conftest import TINY_POINTS, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_s3dis")
-    synthetic.generate(root / "raw", seed=1, areas=2, rooms_per_area=1, points_per_m2=200)
-    prepare_s3dis.prepare(root / "raw", root / "prepared", num_points=POINTS, progress=False)
-    return root / "prepared"
+def prepared(tiny_s3dis):
+    return tiny_s3dis
 
 
 def _config(prepared, **train):
-    overrides = [
-        f'data.data_dir="{prepared}"',
-        f"data.num_points={POINTS}",
-        "data.blocks_per_room=8",
-        "model.npoints=[256, 64, 32, 16]",
-        "train.batch_size=4",
-        "train.epochs=2",
-    ] + [f"train.{k}={v}" for k, v in train.items()]
-    return config.load(None, overrides)
+    return config.load(None, tiny_overrides(prepared, **train))
 
 
 @pytest.mark.slow
@@ -132,7 +120,7 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(pre
     repo = pathlib.Path(__file__).resolve().parents[1]
     args = [
         sys.executable, "train.py", "--area", "2", "--epochs", "2", "--batch_size", "4", "--novalidate", "--noverbose",
-        "--data_dir", str(prepared), "--set", f"data.num_points={POINTS}", "--set", "data.blocks_per_room=40",
+        "--data_dir", str(prepared), "--set", f"data.num_points={TINY_POINTS}", "--set", "data.blocks_per_room=40",
         "--set", "model.npoints=[256, 64, 32, 16]",
     ]
     run = lambda workdir, **kw: subprocess.Popen([*args, "--workdir", str(workdir)], cwd=repo, **kw)  # noqa: E731

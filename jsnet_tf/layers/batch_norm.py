@@ -7,6 +7,9 @@ Differences from `keras.layers.BatchNormalization` (facts of the TF1 graph):
   * `scalar_moments=True`: ONE mean and variance over every axis, channels included, with scalar
     moving statistics and per-channel gamma/beta (the decoders' sum-pool norm).
 
+Under tf.distribute with several replicas the batch moments are those of the global batch (summed
+over the replicas), so training on k devices follows the same trajectory as on one.
+
 Because the moving statistics start at 0, a network that never ran in training mode divides by
 sqrt(1e-3) at every batch norm in inference and overflows: train (or load trained weights) first.
 """
@@ -70,7 +73,11 @@ class PointBatchNorm(keras.layers.Layer):
             return tf.nn.batch_normalization(
                 inputs, self.moving_mean, self.moving_variance, self.beta, self.gamma, self.epsilon
             )
-        if self.scalar_moments:
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            mean, variance = self._synchronised_moments(inputs, replica)
+            outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
+        elif self.scalar_moments:
             mean, variance = tf.nn.moments(inputs, list(range(len(inputs.shape))))
             outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
         else:
@@ -79,6 +86,20 @@ class PointBatchNorm(keras.layers.Layer):
         self.moving_mean.assign(self.moving_mean - keep * (self.moving_mean - mean))
         self.moving_variance.assign(self.moving_variance - keep * (self.moving_variance - variance))
         return outputs
+
+    def _moment_axes(self, inputs):
+        rank = len(inputs.shape)
+        return list(range(rank if self.scalar_moments else rank - 1))
+
+    def _synchronised_moments(self, inputs, replica):
+        """Mean and biased variance of the global batch, summed over all replicas (as on one
+        device, so the loss does not depend on how the batch is split)."""
+        axes = self._moment_axes(inputs)
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+        total, count = replica.all_reduce(tf.distribute.ReduceOp.SUM, [tf.reduce_sum(inputs, axes), count])
+        mean = total / count
+        squares = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(inputs - mean), axes))
+        return mean, squares / count
 
     def _fused_training(self, inputs):
         """Per-channel training-mode batch norm in TensorFlow's fused kernel (a few times faster

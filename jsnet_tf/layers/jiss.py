@@ -61,8 +61,20 @@ class JISS(keras.layers.Layer):
             return x
         if getattr(self, "seed", None) is None:
             return tf.nn.dropout(x, rate=self.dropout)
+        return tf.where(self._keep_mask(x, stream), x / (1.0 - self.dropout), tf.zeros_like(x))
+
+    def _keep_mask(self, x, stream):
+        """The stateless mask of the whole global batch, of which a replica takes its own rows: a
+        batch split over replicas drops the same values as on one device."""
         seed = self.seed + tf.constant([0, stream], tf.int64)
-        return tf.nn.experimental.stateless_dropout(x, rate=self.dropout, seed=seed)
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        rows = tf.shape(x)[0]
+        uniform = tf.random.stateless_uniform(tf.concat([[rows * replicas], tf.shape(x)[1:]], 0), seed)
+        if replicas > 1:
+            start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * rows
+            uniform = uniform[start : start + rows]
+        return uniform >= self.dropout
 
     def call(self, semantic, instance, training=False):
         if self.instance_fusion:
