@@ -1,0 +1,189 @@
+"""PNG pictures (`jsnet_tf.viz`): read back with matplotlib and checked pixel by pixel."""
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+from sklearn.metrics import confusion_matrix
+
+from jsnet_tf import io as pio
+from jsnet_tf import viz
+
+RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
+
+
+def _pixels(path) -> np.ndarray:
+    image = imread(path)
+    assert image.dtype == np.float32 and image.shape[2] in (3, 4)
+    return np.rint(image[..., :3] * 255).astype(int)
+
+
+def _count(pixels, color, tolerance=2) -> int:
+    return int((np.abs(pixels - np.asarray(color)) <= tolerance).all(axis=-1).sum())
+
+
+def _room(rng, per_class=60):
+    """Three classes in three separate strips of a 6 m x 4 m room."""
+    labels = np.repeat([0, 6, 8], per_class)
+    xyz = np.column_stack([rng.uniform(0, 2, labels.size) + 2 * np.repeat([0, 1, 2], per_class),
+                           rng.uniform(0, 4, labels.size), rng.uniform(0, 3, labels.size)])
+    return xyz, labels
+
+
+def _no_temp_files(folder):
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_top_view_is_a_legible_png_with_the_point_colours(tmp_path, rng):
+    xyz, labels = _room(rng)
+    path = tmp_path / "room.png"
+    viz.render_top_view(path, xyz, pio.semantic_colors(labels), title="office", point_size=40)
+    pixels = _pixels(path)
+    assert max(pixels.shape[:2]) == 1000
+    width, height = np.ptp(xyz[:, :2], axis=0)
+    assert pixels.shape[0] == pytest.approx(1000 * height / width, abs=1)  # the room's aspect
+    for label in (0, 6, 8):
+        assert _count(pixels, pio.SEMANTIC_PALETTE[label]) > 100
+    assert _count(pixels, pio.SEMANTIC_PALETTE[1]) == 0                # a class not in the room
+    assert _no_temp_files(tmp_path)
+
+
+def test_top_view_accepts_unit_float_colours(tmp_path):
+    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    path = tmp_path / "floats.png"
+    viz.render_top_view(path, xyz, np.array([RED, BLUE]) / 255.0, point_size=400)
+    pixels = _pixels(path)
+    assert _count(pixels, RED) > 50 and _count(pixels, BLUE) > 50
+
+
+def _stack(order):
+    """A red point above a blue one at the same x-y (listed in `order`), two green corners."""
+    points = {"red": ([1.0, 1.0, 2.0], RED), "blue": ([1.0, 1.0, 0.0], BLUE)}
+    chosen = [points[name] for name in order]
+    xyz = np.array([p for p, _ in chosen] + [[0.0, 0.0, 1.0], [2.0, 2.0, 1.0]])
+    colors = np.array([c for _, c in chosen] + [GREEN, GREEN], np.uint8)
+    return xyz, colors
+
+
+@pytest.mark.parametrize("order", [("red", "blue"), ("blue", "red")])
+def test_higher_points_are_drawn_on_top(tmp_path, order):
+    xyz, colors = _stack(order)
+    path = tmp_path / "stack.png"
+    viz.render_top_view(path, xyz, colors, point_size=300)
+    pixels = _pixels(path)
+    assert _count(pixels, RED) > 50
+    assert _count(pixels, BLUE) == 0
+
+
+def test_z_max_leaves_out_the_points_above(tmp_path):
+    xyz, colors = _stack(("red", "blue"))
+    path = tmp_path / "cut.png"
+    viz.render_top_view(path, xyz, colors, point_size=300, z_max=1.5)
+    pixels = _pixels(path)
+    assert _count(pixels, RED) == 0 and _count(pixels, BLUE) > 50
+    with pytest.raises(viz.VizError, match="z_max"):
+        viz.render_top_view(path, xyz, colors, z_max=-1.0)
+
+
+def test_subsampling_is_deterministic_and_bounded(tmp_path, rng):
+    xyz = rng.uniform(0, 1, (400, 3))
+    colors = np.where((np.arange(400) % 2 == 0)[:, None], RED, BLUE).astype(np.uint8)
+    pictures = []
+    for name in ("a.png", "b.png"):
+        viz.render_top_view(tmp_path / name, xyz, colors, max_points=50, point_size=20)
+        pictures.append(_pixels(tmp_path / name))
+    np.testing.assert_array_equal(pictures[0], pictures[1])
+    viz.render_top_view(tmp_path / "one.png", xyz[:2], colors[:2], max_points=1, point_size=300)
+    pixels = _pixels(tmp_path / "one.png")
+    assert (_count(pixels, RED) > 50) != (_count(pixels, BLUE) > 50)
+
+
+def test_segmentation_panel_puts_each_panel_side_by_side(tmp_path, rng):
+    xyz, labels = _room(rng, per_class=30)
+    panels = {"GT": np.tile(np.array(RED, np.uint8), (len(xyz), 1)),
+              "prediction": np.tile(np.array(BLUE, np.uint8), (len(xyz), 1)),
+              "instances": pio.instance_colors(labels)}
+    path = tmp_path / "panel.png"
+    viz.render_segmentation_panel(path, xyz, panels, title="Area_5 office_1", point_size=40)
+    pixels = _pixels(path)
+    width, height = np.ptp(xyz[:, :2], axis=0)
+    assert pixels.shape[1] == 3000
+    assert pixels.shape[0] == pytest.approx(1000 * height / width, abs=1)
+    thirds = np.split(pixels, 3, axis=1)
+    assert _count(thirds[0], RED) > 100 and _count(thirds[0], BLUE) == 0
+    assert _count(thirds[1], BLUE) > 100 and _count(thirds[1], RED) == 0
+    for color in pio.instance_colors(np.array([0, 6, 8])):
+        assert _count(thirds[2], color) > 100
+        assert _count(thirds[0], color) == 0
+
+
+@pytest.mark.parametrize("normalize", ["true", "pred", "all", None])
+def test_normalize_confusion_matches_sklearn(rng, normalize):
+    truth = rng.integers(0, 5, 300)
+    truth[truth == 3] = 4                         # class 3 never occurs in the ground truth
+    predicted = np.where(rng.random(300) < 0.6, truth, rng.integers(0, 5, 300))
+    predicted[predicted == 2] = 1                 # class 2 is never predicted
+    counts = confusion_matrix(truth, predicted, labels=range(5))
+    expected = confusion_matrix(truth, predicted, labels=range(5), normalize=normalize)
+    np.testing.assert_allclose(viz.normalize_confusion(counts, normalize), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", ["true", None])
+def test_confusion_matrix_png(tmp_path, normalize):
+    counts = np.diag([50, 80, 20]) + np.array([[0, 0, 0], [0, 0, 0], [20, 0, 0]])
+    path = tmp_path / "confusion.png"
+    viz.render_confusion_matrix(path, counts, ["wall", "chair", "table"], normalize=normalize)
+    pixels = _pixels(path)
+    assert min(pixels.shape[:2]) >= 600
+    blues = matplotlib.colormaps["Blues"]
+    high = 1.0 if normalize else 80.0
+    for value in (0.0, 50.0 / high if normalize is None else 1.0, 20.0 / high):
+        color = np.rint(np.array(blues(value)[:3]) * 255)
+        assert _count(pixels, color) > 500, value
+    assert _no_temp_files(tmp_path)
+
+
+def test_confusion_matrix_errors(tmp_path):
+    with pytest.raises(viz.VizError, match="square"):
+        viz.render_confusion_matrix(tmp_path / "c.png", np.zeros((2, 3)), ["a", "b"])
+    with pytest.raises(viz.VizError, match="class_names has 1 names"):
+        viz.render_confusion_matrix(tmp_path / "c.png", np.eye(2), ["a"])
+    with pytest.raises(viz.VizError, match="non-negative"):
+        viz.normalize_confusion(-np.eye(2))
+    with pytest.raises(viz.VizError, match="normalize"):
+        viz.normalize_confusion(np.eye(2), "rows")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("xyz, colors, pattern", [
+    (np.zeros((3, 2)), np.zeros((3, 3), np.uint8), r"xyz must be a non-empty \(N, 3\)"),
+    (np.zeros((0, 3)), np.zeros((0, 3), np.uint8), "non-empty"),
+    (np.array([[0, 0, np.nan], [0, 0, 0], [1, 1, 1]]), np.zeros((3, 3), np.uint8),
+     "1 points with NaN"),
+    (np.zeros((3, 3)), np.zeros((2, 3), np.uint8), r"must be an \(3, 3\) numeric array"),
+    (np.zeros((3, 3)), np.full((3, 3), 1.5), r"must lie in 0..1"),
+    (np.zeros((3, 3)), np.full((3, 3), 256), r"must lie in 0..255"),
+])
+def test_top_view_input_errors(tmp_path, xyz, colors, pattern):
+    with pytest.raises(viz.VizError, match=pattern):
+        viz.render_top_view(tmp_path / "bad.png", xyz, colors)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_leaves_the_old_picture_and_no_temp_file(tmp_path, rng, monkeypatch):
+    xyz, labels = _room(rng, per_class=5)
+    path = tmp_path / "room.png"
+    viz.render_top_view(path, xyz, pio.semantic_colors(labels))
+    before = path.read_bytes()
+
+    def fail(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    with pytest.raises(OSError, match="disk full"):
+        viz.render_top_view(path, xyz, pio.semantic_colors(labels))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["room.png"]
