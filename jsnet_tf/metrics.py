@@ -1,0 +1,680 @@
+"""The paper's seven S3DIS metrics, from arrays or from the original's per-room output files.
+
+A port of the original evaluator (models/JISS/eval_iou_accuracy.py), vectorised: the numbers are
+the same on normal inputs. NumPy only.
+
+Semantic, over all points of all rooms (from a C x C confusion matrix):
+  oAcc = correct points / points; per class acc = correct / ground-truth points of the class and
+  IoU = correct / (ground-truth + predicted - correct points); mAcc, mIoU their means.
+
+Instance, per room, exactly as the original counts them:
+  - a predicted instance is the set of points sharing one id of `ins_pred`, except -1 (no
+    instance); a ground-truth instance is the set of points sharing one id of `ins_gt`, every id
+    counting (-1 included, which S3DIS ground truth never has);
+  - an instance's class is the most frequent class of its points (`sem_pred` for predicted
+    instances, `sem_gt` for ground-truth ones), the lowest class on a tie (as scipy.stats.mode);
+  - instances are only compared with instances of the same class, by IoU of their point sets;
+  - Cov of a room and class = mean over its ground-truth instances of the best IoU with a predicted
+    instance (0 if none); WCov = the same weighted by ground-truth instance size;
+  - a predicted instance is a true positive when its best IoU with a ground-truth instance is at
+    least 0.5, without one-to-one matching: predictions are disjoint, so two of them can only
+    match one ground-truth instance if each is exactly half of it; both then count (and recall
+    can exceed 1), as in the original.
+Over the rooms: per class, Cov and WCov are the mean over the rooms that hold ground truth of the
+class of the room's value (the original averages per room, not per instance); precision = true
+positives / predicted instances and recall = true positives / ground-truth instances, counted over
+all rooms. mCov, mWCov, mPrec and mRec are their means over the classes.
+
+Undefined values: where the original divides by zero (a class with no ground-truth points: acc;
+neither ground-truth nor predicted points: IoU; no ground-truth instance: Cov, WCov, recall; no
+predicted instance: precision) it gets nan and a nan mean. Here such a per-class value is None in
+`result()` and the means are taken over the classes whose value is defined (so they equal the
+original's whenever the original's are not nan). A class predicted but absent from the ground
+truth has IoU 0 and counts in mIoU, as in the original. A mean over no class is None.
+
+6-fold: the original has no aggregation code (its README: "6 fold CV can be conducted in a similar
+way"); its evaluator run over the union of the six areas' test rooms gives the 6-fold numbers, and
+so does `Evaluator.merge` of the six areas' evaluators, or `evaluate_filelist` given the six lists.
+
+Files (written by the original's test.py and by `write_room_outputs`): `<room>_pred.txt` holds
+`x y z r g b score sem ins` a line ('%f %f %f %d %d %d %f %d %d'), `<room>_gt.txt` `sem ins`
+('%d %d'), and `output_filelist.txt` one `_pred.txt` path a line. They are parsed by vectorised
+byte arithmetic when written in that canonical shape (single spaces, '\\n' line ends, '%d' and '%f'
+numbers), and line by line otherwise (any whitespace, blank lines, exponents), which also names the
+first bad line of a malformed file. `read_room_outputs` parses every column; the evaluation reads
+the label columns and checks only the shape of the others (field count, characters), as their
+values do not enter the metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Evaluator", "IOU_THRESHOLD", "MetricsError", "RoomOutputs", "S3DIS_CLASSES",
+    "evaluate_filelist", "format_table", "gt_path_for", "read_room_outputs", "write_room_outputs",
+]
+
+S3DIS_CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair",
+                 "sofa", "bookcase", "board", "clutter")
+IOU_THRESHOLD = 0.5
+
+PRED_LAYOUT = ("x", "y", "z", "r", "g", "b", "score", "sem", "ins")
+GT_LAYOUT = ("sem", "ins")
+PRED_KINDS = "fffiiifii"  # f: '%f' float, i: '%d' integer
+GT_KINDS = "ii"
+PRED_SUFFIX = "_pred.txt"
+GT_SUFFIX = "_gt.txt"
+
+# Above this many (ground-truth x predicted) instance pairs per point, overlaps are counted with
+# np.unique on the pair keys instead of a dense bincount table.
+_DENSE_PAIRS_PER_POINT = 4
+
+
+class MetricsError(ValueError):
+    """Bad evaluation input: the message names the file or argument and the problem."""
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def _dense_ids(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """(ids renumbered 0..count-1 in increasing order of value, count)."""
+    if ids.size == 0:
+        return np.zeros(0, np.intp), 0
+    low, high = int(ids.min()), int(ids.max())
+    if high - low < max(4 * ids.size, 1 << 16):
+        offsets = ids - low
+        present = np.zeros(high - low + 1, bool)
+        present[offsets] = True
+        renumber = np.cumsum(present) - 1
+        return renumber[offsets], int(renumber[-1]) + 1
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return inverse.reshape(-1), len(unique)
+
+
+def _instances(ids: np.ndarray, sem: np.ndarray, num_classes: int):
+    """(instance index of every point, class of every instance, size of every instance)."""
+    index, count = _dense_ids(ids)
+    votes = np.bincount(index * num_classes + sem, minlength=count * num_classes)
+    votes = votes.reshape(count, num_classes)
+    return index, votes.argmax(axis=1), votes.sum(axis=1)
+
+
+def _overlaps(gt_index, pred_index, num_gt, num_pred):
+    """(gt instance, pred instance, points in common) for every pair that shares points."""
+    keys = gt_index.astype(np.int64) * num_pred + pred_index
+    if keys.size == 0:
+        return keys, keys, keys
+    if num_gt * num_pred <= _DENSE_PAIRS_PER_POINT * max(keys.size, 1 << 16):
+        counts = np.bincount(keys, minlength=num_gt * num_pred)
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
+    else:
+        keys, counts = np.unique(keys, return_counts=True)
+    return keys // num_pred, keys % num_pred, counts
+
+
+def _ratio(numerator, denominator) -> np.ndarray:
+    """numerator / denominator as float64, nan where the denominator is 0 (without a warning)."""
+    numerator = np.asarray(numerator, np.float64)
+    denominator = np.asarray(denominator, np.float64)
+    out = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def _labels(name: str, values, where: str, size: int | None = None) -> np.ndarray:
+    """values as a flat int64 array (integer-valued floats accepted)."""
+    array = np.asarray(values)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
+                                   or np.issubdtype(array.dtype, np.floating)):
+        raise MetricsError(f"{where}: {name} must hold integer labels, got dtype {array.dtype}")
+    array = array.reshape(-1)
+    if size is not None and array.size != size:
+        raise MetricsError(f"{where}: {name} has {array.size} points, expected {size}")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MetricsError(f"{where}: {name} holds {float(array[i])} at point {i}, "
+                               "not an integer")
+    return array.astype(np.int64)
+
+
+def _check_classes(name: str, labels: np.ndarray, num_classes: int, where: str,
+                   in_file: bool = False) -> None:
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        at = f"on data line {i + 1}" if in_file else f"at point {i}"
+        raise MetricsError(f"{where}: {name} {labels[i]} {at} is outside the classes "
+                           f"0..{num_classes - 1}")
+
+
+class Evaluator:
+    """Accumulates the metrics over rooms, one room at a time, without keeping their points.
+
+    `add_room` adds a room's labels, `merge` another evaluator's rooms (e.g. the six areas of a
+    6-fold run), `result()` the metrics as a JSON-serialisable dict, and `from_result` rebuilds an
+    evaluator from such a dict (its "counts"), so that saved per-area results can be merged later.
+    """
+
+    def __init__(self, num_classes: int = 13, class_names: Sequence[str] | None = None):
+        if int(num_classes) < 1:
+            raise MetricsError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        if class_names is None:
+            class_names = (S3DIS_CLASSES if self.num_classes == len(S3DIS_CLASSES)
+                           else [f"class_{c}" for c in range(self.num_classes)])
+        if len(class_names) != self.num_classes:
+            raise MetricsError(f"class_names has {len(class_names)} names for "
+                               f"{self.num_classes} classes")
+        self.class_names = [str(name) for name in class_names]
+        c = self.num_classes
+        self.num_rooms = 0
+        self.confusion = np.zeros((c, c), np.int64)   # [ground truth, prediction] point counts
+        self.gt_instances = np.zeros(c, np.int64)
+        self.pred_instances = np.zeros(c, np.int64)
+        self.true_positives = np.zeros(c, np.int64)
+        self.cov_rooms = np.zeros(c, np.int64)       # rooms holding a ground-truth instance
+        self.cov_sum = np.zeros(c, np.float64)       # sum over those rooms of the room's Cov
+        self.wcov_sum = np.zeros(c, np.float64)      # ... and of its WCov
+
+    def add_room(self, sem_gt, ins_gt, sem_pred, ins_pred, where: str = "room") -> Evaluator:
+        """Adds one room: four arrays of per-point integer labels of the same length.
+
+        sem_* are classes in 0..num_classes-1; ins_* arbitrary integer ids (-1 in ins_pred: no
+        instance). `where` names the room in error messages.
+        """
+        c = self.num_classes
+        sem_gt = _labels("sem_gt", sem_gt, where)
+        size = sem_gt.size
+        ins_gt = _labels("ins_gt", ins_gt, where, size)
+        sem_pred = _labels("sem_pred", sem_pred, where, size)
+        ins_pred = _labels("ins_pred", ins_pred, where, size)
+        _check_classes("sem_gt", sem_gt, c, where)
+        _check_classes("sem_pred", sem_pred, c, where)
+
+        self.confusion += np.bincount(sem_gt * c + sem_pred, minlength=c * c).reshape(c, c)
+
+        gt_index, gt_class, gt_size = _instances(ins_gt, sem_gt, c)
+        predicted = ins_pred != -1
+        pred_index, pred_class, pred_size = _instances(ins_pred[predicted], sem_pred[predicted], c)
+        g, p, common = _overlaps(gt_index[predicted], pred_index, gt_size.size, pred_size.size)
+        same = gt_class[g] == pred_class[p]
+        g, p, common = g[same], p[same], common[same]
+        iou = common / (gt_size[g] + pred_size[p] - common)
+        best_for_gt = np.zeros(gt_size.size)
+        np.maximum.at(best_for_gt, g, iou)
+        best_for_pred = np.zeros(pred_size.size)
+        np.maximum.at(best_for_pred, p, iou)
+
+        gt_count = np.bincount(gt_class, minlength=c)
+        held = gt_count > 0
+        cov = np.bincount(gt_class, best_for_gt, minlength=c)
+        wcov = np.bincount(gt_class, best_for_gt * gt_size, minlength=c)
+        gt_points = np.bincount(gt_class, gt_size.astype(np.float64), minlength=c)
+        self.cov_sum[held] += cov[held] / gt_count[held]
+        self.wcov_sum[held] += wcov[held] / gt_points[held]
+        self.cov_rooms += held
+        self.gt_instances += gt_count
+        self.pred_instances += np.bincount(pred_class, minlength=c)
+        self.true_positives += np.bincount(pred_class[best_for_pred >= IOU_THRESHOLD], minlength=c)
+        self.num_rooms += 1
+        return self
+
+    def add_room_files(self, pred_path, gt_path=None) -> Evaluator:
+        """Adds the room of a `<room>_pred.txt` file and its `<room>_gt.txt` (derived if None)."""
+        pred_path = Path(pred_path)
+        gt_path = gt_path_for(pred_path) if gt_path is None else Path(gt_path)
+        sem_pred, ins_pred = _read_table(pred_path, PRED_LAYOUT, PRED_KINDS, wanted=(7, 8))
+        sem_gt, ins_gt = _read_table(gt_path, GT_LAYOUT, GT_KINDS, wanted=(0, 1))
+        _check_same_length(pred_path, sem_pred.size, gt_path, sem_gt.size)
+        _check_classes("sem", sem_pred, self.num_classes, str(pred_path), in_file=True)
+        _check_classes("sem", sem_gt, self.num_classes, str(gt_path), in_file=True)
+        return self.add_room(sem_gt, ins_gt, sem_pred, ins_pred, where=str(pred_path))
+
+    def add_filelist(self, filelist, base_dir=None) -> Evaluator:
+        """Adds every room listed in an `output_filelist.txt` (see `evaluate_filelist`)."""
+        for pred_path in _listed_rooms(filelist, base_dir):
+            self.add_room_files(pred_path)
+        return self
+
+    def merge(self, other: Evaluator) -> Evaluator:
+        """Adds the rooms of another evaluator (same classes) to this one."""
+        if other.num_classes != self.num_classes:
+            raise MetricsError(f"cannot merge an evaluator of {other.num_classes} classes into "
+                               f"one of {self.num_classes}")
+        for name in ("confusion", "gt_instances", "pred_instances", "true_positives",
+                     "cov_rooms", "cov_sum", "wcov_sum"):
+            getattr(self, name)[...] += getattr(other, name)
+        self.num_rooms += other.num_rooms
+        return self
+
+    def result(self) -> dict:
+        """The metrics (as fractions; None where undefined) and the counts behind them."""
+        confusion = self.confusion
+        correct = np.diag(confusion)
+        gt_points, pred_points = confusion.sum(axis=1), confusion.sum(axis=0)
+        per_class = {
+            "acc": _ratio(correct, gt_points),
+            "iou": _ratio(correct, gt_points + pred_points - correct),
+            "cov": _ratio(self.cov_sum, self.cov_rooms),
+            "wcov": _ratio(self.wcov_sum, self.cov_rooms),
+            "precision": _ratio(self.true_positives, self.pred_instances),
+            "recall": _ratio(self.true_positives, self.gt_instances),
+        }
+        means = {"mAcc": "acc", "mIoU": "iou", "mCov": "cov", "mWCov": "wcov",
+                 "mPrec": "precision", "mRec": "recall"}
+        total = int(confusion.sum())
+        return {
+            "oAcc": float(correct.sum() / total) if total else None,
+            **{key: _mean(per_class[name]) for key, name in means.items()},
+            "class_names": list(self.class_names),
+            "per_class": {name: _nullable(values) for name, values in per_class.items()},
+            "num_rooms": self.num_rooms,
+            "num_points": total,
+            "counts": {
+                "confusion": confusion.tolist(),
+                "gt_instances": self.gt_instances.tolist(),
+                "pred_instances": self.pred_instances.tolist(),
+                "true_positives": self.true_positives.tolist(),
+                "cov_rooms": self.cov_rooms.tolist(),
+                "cov_sum": self.cov_sum.tolist(),
+                "wcov_sum": self.wcov_sum.tolist(),
+            },
+        }
+
+    @classmethod
+    def from_result(cls, result: dict) -> Evaluator:
+        """The evaluator whose `result()` is `result` (e.g. read back from a metrics JSON)."""
+        try:
+            counts = result["counts"]
+            evaluator = cls(len(result["class_names"]), result["class_names"])
+            c = evaluator.num_classes
+            evaluator.confusion[...] = np.asarray(counts["confusion"], np.int64).reshape(c, c)
+            for name in ("gt_instances", "pred_instances", "true_positives", "cov_rooms"):
+                getattr(evaluator, name)[...] = np.asarray(counts[name], np.int64).reshape(c)
+            for name in ("cov_sum", "wcov_sum"):
+                getattr(evaluator, name)[...] = np.asarray(counts[name], np.float64).reshape(c)
+            evaluator.num_rooms = int(result["num_rooms"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise MetricsError(f"not an evaluation result with counts: {e!r}") from None
+        return evaluator
+
+
+def _mean(values: np.ndarray) -> float | None:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else None
+
+
+def _nullable(values: np.ndarray) -> list:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def format_table(result: dict, class_names: Sequence[str] | None = None) -> str:
+    """A printable table of a `result()`: one row a class, then the means, in percent."""
+    names = list(class_names if class_names is not None else result["class_names"])
+    columns = (("Acc", "acc", "mAcc"), ("IoU", "iou", "mIoU"), ("Cov", "cov", "mCov"),
+               ("WCov", "wcov", "mWCov"), ("Prec", "precision", "mPrec"),
+               ("Rec", "recall", "mRec"))
+    width = max(len(name) for name in names + ["class"])
+
+    def cell(value):
+        return f"{'-' if value is None else format(100.0 * value, '.1f'):>7}"
+
+    header = f"{'class':<{width}}" + "".join(f"{title:>7}" for title, _, _ in columns)
+    lines = [header, "-" * len(header)]
+    for c, name in enumerate(names):
+        lines.append(f"{name:<{width}}" + "".join(cell(result["per_class"][key][c])
+                                                   for _, key, _ in columns))
+    lines.append("-" * len(header))
+    lines.append(f"{'mean':<{width}}" + "".join(cell(result[mean]) for _, _, mean in columns))
+    lines.append(f"oAcc {cell(result['oAcc']).strip()}   rooms {result['num_rooms']}   "
+                 f"points {result['num_points']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ file lists
+
+
+def gt_path_for(pred_path) -> Path:
+    """`<room>_gt.txt` beside `<room>_pred.txt` (the original strips the suffix's characters one by
+    one, which also eats the end of a room name ending in one of them; this replaces the suffix)."""
+    pred_path = Path(pred_path)
+    if not pred_path.name.endswith(PRED_SUFFIX):
+        raise MetricsError(f"{pred_path}: a prediction file name must end in {PRED_SUFFIX}")
+    return pred_path.with_name(pred_path.name[:-len(PRED_SUFFIX)] + GT_SUFFIX)
+
+
+def _listed_rooms(filelist, base_dir=None) -> list[Path]:
+    """The `_pred.txt` paths of an output file list; relative ones resolved against base_dir
+    (default: the list's folder)."""
+    filelist = Path(filelist)
+    try:
+        text = filelist.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetricsError(f"{filelist}: cannot read the file list ({e})") from None
+    base = Path(base_dir) if base_dir is not None else filelist.parent
+    rooms = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        if not entry.endswith(PRED_SUFFIX):
+            raise MetricsError(f"{filelist}:{number}: {entry!r} does not end in {PRED_SUFFIX}")
+        rooms.append(base / entry)  # an absolute entry replaces base
+    if not rooms:
+        raise MetricsError(f"{filelist}: lists no rooms")
+    return rooms
+
+
+def evaluate_filelist(filelists, num_classes: int = 13, class_names: Sequence[str] | None = None,
+                      base_dir=None) -> dict:
+    """Evaluates the rooms of one `output_filelist.txt`, or of several (6-fold: the union of the
+    areas' rooms), and returns `Evaluator.result()`.
+
+    Each line is a `<room>_pred.txt` path whose `<room>_gt.txt` lies beside it; a relative path is
+    resolved against `base_dir`, by default the folder of its list (the original's test.py wrote
+    paths relative to its working directory: pass that folder as base_dir for its lists).
+    """
+    if isinstance(filelists, (str, os.PathLike)):
+        filelists = [filelists]
+    evaluator = Evaluator(num_classes, class_names)
+    for filelist in filelists:
+        evaluator.add_filelist(filelist, base_dir)
+    return evaluator.result()
+
+
+# ----------------------------------------------------------------------------------- room files
+
+
+class RoomOutputs(NamedTuple):
+    """The contents of a `<room>_pred.txt` / `<room>_gt.txt` pair, one row a point."""
+    xyz: np.ndarray        # (N, 3) float64
+    rgb: np.ndarray        # (N, 3) int64
+    score: np.ndarray      # (N,) float64: probability of the predicted class
+    sem_pred: np.ndarray   # (N,) int64
+    ins_pred: np.ndarray   # (N,) int64, -1: no instance
+    sem_gt: np.ndarray     # (N,) int64
+    ins_gt: np.ndarray     # (N,) int64
+
+
+def read_room_outputs(pred_path, gt_path=None) -> RoomOutputs:
+    """Reads a room's `_pred.txt` (every column checked) and its `_gt.txt` (derived if None)."""
+    pred_path = Path(pred_path)
+    gt_path = gt_path_for(pred_path) if gt_path is None else Path(gt_path)
+    columns = _read_table(pred_path, PRED_LAYOUT, PRED_KINDS, wanted=range(9))
+    sem_gt, ins_gt = _read_table(gt_path, GT_LAYOUT, GT_KINDS, wanted=(0, 1))
+    _check_same_length(pred_path, columns[0].size, gt_path, sem_gt.size)
+    return RoomOutputs(xyz=np.stack(columns[0:3], axis=1), rgb=np.stack(columns[3:6], axis=1),
+                       score=columns[6], sem_pred=columns[7], ins_pred=columns[8],
+                       sem_gt=sem_gt, ins_gt=ins_gt)
+
+
+def _check_same_length(pred_path, pred_count, gt_path, gt_count):
+    if pred_count != gt_count:
+        raise MetricsError(f"{pred_path} has {pred_count} points but {gt_path} has {gt_count}")
+
+
+def _read_table(path: Path, layout, kinds: str, wanted) -> list[np.ndarray]:
+    """The `wanted` columns of a numeric text table (int64 for 'i' columns, float64 for 'f')."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MetricsError(f"{path}: cannot read ({e.strerror or e})") from None
+    wanted = list(wanted)
+    text = np.frombuffer(data if data.endswith(b"\n") else data + b"\n", np.uint8)
+    columns = _parse_canonical(text, kinds, wanted)
+    if columns is None:
+        columns = _parse_lines(path, data, layout, kinds, wanted)
+    return columns
+
+
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_MINUS, _DOT, _SLASH, _ZERO, _SPACE, _NEWLINE = (ord(c) for c in "-./0 \n")
+_DECIMALS = 6  # '%f'
+_MAX_WHOLE_DIGITS = 9  # whole * 10**6 + fraction stays below 2**53: exact in float64
+
+
+def _parse_canonical(text: np.ndarray, kinds: str, wanted) -> list[np.ndarray] | None:
+    """Vectorised parse of a table in the canonical shape, or None where the text is not in it.
+
+    Canonical: every line (the last one too) ended by '\n', fields separated by one space, only
+    the characters "-.0123456789"; integer fields are `-?digits`, float fields '%f' numbers
+    (`-?digits.dddddd`). Columns not wanted are checked for this shape, not parsed.
+    """
+    num_columns = len(kinds)
+    separators = np.flatnonzero(text <= _SPACE)  # spaces, newlines and any control character
+    lines = separators.size // num_columns
+    if separators.size != lines * num_columns or lines == 0:
+        return None
+    # Every separator is a space or, ending each line, a newline (lines * (columns - 1) spaces
+    # plus `lines` newlines make up all the separators); numeric characters between them; no
+    # empty field.
+    if np.count_nonzero(text == _SPACE) != lines * (num_columns - 1):
+        return None
+    numeric = (np.count_nonzero((text - np.uint8(_MINUS)) <= _ZERO + 9 - _MINUS)
+               - np.count_nonzero(text == _SLASH))
+    if numeric + separators.size != text.size:
+        return None
+    if separators[0] < 1 or (np.diff(separators) < 2).any():
+        return None
+    separators = separators.reshape(lines, num_columns)
+    if (text[separators[:, -1]] != _NEWLINE).any():
+        return None
+    columns = []
+    for j in wanted:
+        end = separators[:, j].copy()
+        if j:
+            start = separators[:, j - 1] + 1
+        else:
+            start = np.empty_like(end)
+            start[0] = 0
+            start[1:] = separators[:-1, -1] + 1
+        values = (_parse_int if kinds[j] == "i" else _parse_fixed)(text, start, end)
+        if values is None:
+            return None
+        columns.append(values)
+    return columns
+
+
+def _parse_digits(text, start, end, max_digits=18):
+    """The non-negative integers written in text[start:end] (at least one digit each), or None."""
+    length = end - start
+    longest = int(length.max())
+    if length.min() < 1 or longest > max_digits:
+        return None
+    value = np.zeros(start.size, np.int64)
+    position = end - 1
+    for k in range(longest):
+        digit = text[position] - np.uint8(_ZERO)
+        if k:
+            digit *= length > k
+        if (digit > 9).any():
+            return None
+        value += digit * _POW10[k]
+        np.maximum(position - 1, start, out=position)
+    return value
+
+
+def _parse_int(text, start, end):
+    negative = text[start] == _MINUS
+    magnitude = _parse_digits(text, start + negative, end)
+    return None if magnitude is None else np.where(negative, -magnitude, magnitude)
+
+
+def _parse_fixed(text, start, end):
+    """'%f' numbers: whole digits, a dot and six decimals, exactly converted (one division of
+    two exact float64 values is correctly rounded, as strtod)."""
+    dot = end - (_DECIMALS + 1)
+    negative = text[start] == _MINUS
+    first = start + negative
+    if (dot <= first).any() or (text[dot] != _DOT).any():
+        return None
+    whole = _parse_digits(text, first, dot, _MAX_WHOLE_DIGITS)
+    decimals = text[dot[:, None] + np.arange(1, _DECIMALS + 1)] - np.uint8(_ZERO)
+    if whole is None or (decimals > 9).any():
+        return None
+    fraction = decimals @ _POW10[_DECIMALS - 1::-1]
+    value = (whole * _POW10[_DECIMALS] + fraction) / float(_POW10[_DECIMALS])
+    return np.where(negative, -value, value)
+
+
+def _parse_lines(path: Path, data: bytes, layout, kinds: str, wanted) -> list[np.ndarray]:
+    """Line-by-line parse of any whitespace-separated table (blank lines skipped); the error
+    names the first bad line."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise MetricsError(f"{path}:{line}: not an ASCII text file") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != len(kinds):
+            raise MetricsError(f"{path}:{number}: expected {len(kinds)} numbers "
+                               f"({' '.join(layout)}), found {len(tokens)}: {line.strip()!r}")
+        try:
+            values = [float(token) for token in tokens]
+        except ValueError:
+            raise MetricsError(f"{path}:{number}: not a number in {line.strip()!r}") from None
+        for name, kind, value in zip(layout, kinds, values):
+            if not np.isfinite(value):
+                raise MetricsError(f"{path}:{number}: {name} is not finite in {line.strip()!r}")
+            if kind == "i" and (value != int(value) or abs(value) >= 2**53):
+                raise MetricsError(f"{path}:{number}: {name} is not an integer in "
+                                   f"{line.strip()!r}")
+        rows.append(values)
+    if not rows:
+        raise MetricsError(f"{path}: no points")
+    table = np.array(rows, np.float64)
+    return [table[:, j].astype(np.int64) if kinds[j] == "i" else table[:, j] for j in wanted]
+
+
+# ---------------------------------------------------------------------------------------- writers
+
+
+_FLOAT_LIMIT = 1e12  # '%f' of larger magnitudes does not fit the int64 fixed-point formatting
+
+
+def write_room_outputs(pred_path, gt_path, xyz, rgb, score, sem_pred, ins_pred, sem_gt,
+                       ins_gt) -> None:
+    """Writes a room's `_pred.txt` ('%f %f %f %d %d %d %f %d %d') and `_gt.txt` ('%d %d'),
+    byte for byte as the original's per-line formatting (rgb truncated like '%d' of a float),
+    each atomically. Formats with vectorised digit arithmetic, without a per-line loop."""
+    xyz = np.asarray(xyz, np.float64)
+    size = xyz.shape[0] if xyz.ndim == 2 else -1
+    if xyz.shape != (size, 3) or size == 0:
+        raise MetricsError(f"{pred_path}: xyz must have shape (N, 3) with N > 0, got {xyz.shape}")
+    rgb = np.asarray(rgb)
+    if rgb.shape != (size, 3):
+        raise MetricsError(f"{pred_path}: rgb must have shape ({size}, 3), got {rgb.shape}")
+    score = np.asarray(score, np.float64)
+    if score.shape != (size,):
+        raise MetricsError(f"{pred_path}: score must have shape ({size},), got {score.shape}")
+    for name, values in (("xyz", xyz), ("rgb", rgb), ("score", score)):
+        values = np.asarray(values, np.float64)
+        if not np.isfinite(values).all() or (np.abs(values) >= _FLOAT_LIMIT).any():
+            raise MetricsError(f"{pred_path}: {name} must be finite and below {_FLOAT_LIMIT:g} "
+                               "in magnitude")
+    rgb = np.trunc(rgb).astype(np.int64) if np.issubdtype(rgb.dtype, np.floating) else rgb
+    labels = {}
+    for name, values in (("sem_pred", sem_pred), ("ins_pred", ins_pred), ("sem_gt", sem_gt),
+                         ("ins_gt", ins_gt)):
+        labels[name] = _labels(name, values, str(pred_path), size)
+        if ((labels[name] <= -_POW10[18]) | (labels[name] >= _POW10[18])).any():
+            raise MetricsError(f"{pred_path}: {name} holds ids of 19 or more digits")
+    pred_fields = [_format_float(xyz[:, 0]), _format_float(xyz[:, 1]), _format_float(xyz[:, 2]),
+                   _format_int(rgb[:, 0]), _format_int(rgb[:, 1]), _format_int(rgb[:, 2]),
+                   _format_float(score), _format_int(labels["sem_pred"]),
+                   _format_int(labels["ins_pred"])]
+    gt_fields = [_format_int(labels["sem_gt"]), _format_int(labels["ins_gt"])]
+    _write_atomic(pred_path, _join_lines(pred_fields))
+    _write_atomic(gt_path, _join_lines(gt_fields))
+
+
+def _digits(magnitude: np.ndarray, negative: np.ndarray, width: int | None = None) -> np.ndarray:
+    """Right-aligned decimal characters of non-negative int64 values, '-' where negative, padded
+    on the left with NUL bytes (removed when the lines are joined); width digits if given."""
+    if width is None:
+        count = np.ones(magnitude.size, np.int64)
+        largest = int(magnitude.max(initial=0))
+        for k in range(1, 19):
+            if _POW10[k] > largest:
+                break
+            count += magnitude >= _POW10[k]
+    else:
+        count = np.full(magnitude.size, width, np.int64)
+    digits = int(count.max(initial=1))
+    columns = digits + int(negative.any())
+    chars = np.zeros((magnitude.size, columns), np.uint8)
+    for k in range(digits):
+        digit = (magnitude // _POW10[k]) % 10
+        chars[:, columns - 1 - k] = np.where(k < count, digit + _ZERO, 0)
+    rows = np.flatnonzero(negative)
+    chars[rows, columns - 1 - count[rows]] = _MINUS
+    return chars
+
+
+def _format_int(values: np.ndarray) -> np.ndarray:
+    """'%d' of every value."""
+    values = np.asarray(values, np.int64)
+    return _digits(np.abs(values), values < 0)
+
+
+def _format_float(values: np.ndarray) -> np.ndarray:
+    """'%f' of every value: correctly rounded to 6 decimals, ties to even (as C's printf).
+
+    x * 1e6 rounded to an integer is exact unless the product lies within its rounding error of
+    a half-integer (or is too large for that bound to hold); those few values are formatted by
+    Python and read back."""
+    scaled = values * 1e6
+    micro = np.rint(scaled)
+    near_tie = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) <= np.abs(scaled) * 2.0**-50
+    near_tie |= np.abs(scaled) >= 2.0**52
+    micro = np.abs(micro).astype(np.int64)
+    for i in np.flatnonzero(near_tie):
+        micro[i] = int(("%f" % values[i]).lstrip("-").replace(".", ""))
+    negative = np.signbit(values)
+    whole = _digits(micro // 1_000_000, negative)
+    fraction = _digits(micro % 1_000_000, np.zeros(values.size, bool), width=6)
+    dot = np.full((values.size, 1), _DOT, np.uint8)
+    return np.concatenate([whole, dot, fraction], axis=1)
+
+
+def _join_lines(fields: list[np.ndarray]) -> bytes:
+    """One line a row: the fields' characters separated by spaces, NUL padding dropped."""
+    rows = fields[0].shape[0]
+    width = sum(f.shape[1] for f in fields) + len(fields)
+    table = np.empty((rows, width), np.uint8)
+    offset = 0
+    for i, chars in enumerate(fields):
+        table[:, offset:offset + chars.shape[1]] = chars
+        offset += chars.shape[1]
+        table[:, offset] = _SPACE if i < len(fields) - 1 else _NEWLINE
+        offset += 1
+    return table.tobytes().replace(b"\0", b"")
+
+
+def _write_atomic(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
