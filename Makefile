@@ -22,6 +22,7 @@ $(STAMP): requirements.txt
 	@# the two TensorFlow wheels install the same module: never keep both
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_TF) >/dev/null 2>&1 || true
 	$(PY) -m pip install --quiet "$(TF_PACKAGE)" -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.*"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
