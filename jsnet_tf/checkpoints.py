@@ -37,6 +37,7 @@ def architecture(cfg):
 def write_run_files(run_dir, cfg):
     """Records the config and architecture of a run (atomically)."""
     run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
     write_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
 

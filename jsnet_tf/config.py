@@ -2,7 +2,7 @@
 overrides from the command line.
 
 A config file sets any of the keys of DEFAULTS, grouped in tables (`[data]`, `[model]`,
-`[train]`), and may start from another file with `extends = "other.toml"` (resolved next to it).
+`[train]`, `[eval]`), and may start from another file with `extends = "other.toml"` (resolved next to it).
 An override is `section.key=value` with a TOML value (`train.batch_size=8`,
 `data.areas=[1,2]`, `model.backbone="pointnet2"`; a bare word is taken as a string). Unknown
 sections or keys and values of the wrong type are errors that name the file (or override) and
@@ -49,6 +49,18 @@ DEFAULTS = {
         "seed": 0,
         "keep_checkpoints": 3,
         "early_stopping_patience": 0,  # epochs without a better validation loss; 0: off
+    },
+    "eval": {
+        "stride": 0.5,  # sliding-window step of the test blocks (block size: data.block_size)
+        "min_block_points": 100,  # test blocks with fewer points are skipped
+        "label_all_points": True,  # False: the original's one random num_points sample per block
+        "batch_size": 8,  # blocks per inference batch
+        "bandwidth": 0.6,  # mean-shift bandwidth on the embeddings
+        "gap": 5e-3,  # BlockMerging cell size in normalised room coordinates
+        "min_overlap": 7,  # same-class cells for a block cluster to join a room instance
+        "min_new_points": 30,  # points for a non-overlapping cluster to start a new instance
+        "size_fraction": 0.25,  # instances at most this fraction of their class's mean size are dropped
+        "seed": 0,  # block sampling and chunking
     },
 }
 

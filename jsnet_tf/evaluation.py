@@ -1,0 +1,262 @@
+"""The paper's test protocol on whole rooms: blocks -> network -> mean-shift -> BlockMerging.
+
+A room is cut into the sliding-window blocks of the original (1 m, stride 0.5, serpentine
+order). By default every point of every block is labelled: a block's points are shuffled and
+split into chunks of `num_points` (the last one topped up with repeats of the block's points), so
+the network sees blocks sampled like its training blocks while no point is left out; the original
+instead labelled one random `num_points` sample per block (`label_all_points=False` keeps that
+protocol, rows repeating points, for comparing with its numbers). Per block, the embeddings of its
+points are clustered with mean-shift, each cluster takes the most frequent predicted class of its
+points, and `RoomMerger` folds the clusters into room instances. Then every room point takes the
+instance of its grid cell, the most probable class averaged over the blocks that hold it, and
+instances of at most `size_fraction` of their class's mean training size are dropped.
+
+Everything is deterministic for a seed. Points in no block of at least `min_block_points` points
+take the prediction of the nearest labelled point.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+from scipy.spatial import cKDTree
+
+from jsnet_tf.clustering import postprocess
+from jsnet_tf.data import s3dis
+
+
+class EvaluationError(ValueError):
+    """Input that the evaluation cannot use (named in the message)."""
+
+
+@dataclasses.dataclass
+class RoomResult:
+    """The labels of a room's points (or, with the original's sampling, of its block rows)."""
+
+    name: str
+    xyz: np.ndarray  # (M, 3) float32, room coordinates in metres (min corner at the origin)
+    rgb: np.ndarray  # (M, 3) uint8
+    semantic_pred: np.ndarray  # (M,) int32
+    instance_pred: np.ndarray  # (M,) int32, -1 = no instance
+    score: np.ndarray  # (M,) float32, probability of the predicted class
+    semantic_gt: np.ndarray  # (M,) int32
+    instance_gt: np.ndarray  # (M,) int32
+
+    def arrays(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class RoomSegmenter:
+    """Runs a trained JSNet over rooms and turns its outputs into semantic and instance labels.
+
+    Args:
+      model: a built JSNet with trained weights.
+      num_points: points per network block (the training blocks' size).
+      mean_ins_size: (C,) mean instance size per class of the training set.
+      eval_cfg: the `[eval]` section of a config (jsnet_tf.config.DEFAULTS["eval"]).
+      block_size: block edge in metres.
+    """
+
+    def __init__(self, model, num_points, mean_ins_size, eval_cfg, block_size=1.0):
+        self.model = model
+        self.num_points = int(num_points)
+        self.mean_ins_size = np.asarray(mean_ins_size, np.float64)
+        self.cfg = dict(eval_cfg)
+        self.block_size = float(block_size)
+        channels = model.input_channels
+        if channels != s3dis.NUM_CHANNELS:
+            raise EvaluationError(f"the model takes {channels} channels per point; S3DIS blocks have {s3dis.NUM_CHANNELS}")
+        if len(self.mean_ins_size) != model.num_classes:
+            raise EvaluationError(
+                f"mean instance sizes hold {len(self.mean_ins_size)} classes, the model predicts {model.num_classes}"
+            )
+
+        @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, channels], tf.float32)])
+        def infer(points):
+            out = model(points, training=False)
+            return tf.nn.softmax(out["semantic_logits"]), out["embeddings"]
+
+        self._infer = infer
+
+    # ------------------------------------------------------------------------------ network
+
+    def _run_network(self, blocks, progress=None):
+        """(probabilities, embeddings) of (B, num_points, 9) blocks, in inference batches."""
+        probabilities, embeddings = [], []
+        batch = self.cfg["batch_size"]
+        for start in range(0, len(blocks), batch):
+            p, e = self._infer(tf.constant(blocks[start : start + batch]))
+            probabilities.append(p.numpy())
+            embeddings.append(e.numpy())
+            if progress is not None:
+                progress(min(batch, len(blocks) - start))
+        if not probabilities:
+            return np.zeros((0, self.num_points, self.model.num_classes), np.float32), np.zeros(
+                (0, self.num_points, self.model.embedding_dim), np.float32
+            )
+        return np.concatenate(probabilities), np.concatenate(embeddings)
+
+    def _merger(self):
+        return postprocess.RoomMerger(self.cfg["gap"], self.cfg["min_overlap"], self.cfg["min_new_points"])
+
+    def _cluster_into(self, merger, normalised_xyz, embeddings, semantic):
+        """Mean-shift on one block's embeddings, then BlockMerging into the room."""
+        labels, centres = postprocess.mean_shift(embeddings, self.cfg["bandwidth"])
+        classes = postprocess.cluster_classes(labels, semantic, len(centres))
+        merger.merge(normalised_xyz, labels, classes)
+
+    # ------------------------------------------------------------------------------ rooms
+
+    def block_members(self, room):
+        """The point indices of each test block of at least `min_block_points` points."""
+        xyz = room.xyz.astype(np.float64)
+        origins = s3dis.test_block_origins(xyz.max(axis=0), self.block_size, self.cfg["stride"])
+        members = []
+        for x0, y0 in origins:
+            inside = (
+                (xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + self.block_size) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + self.block_size)
+            )
+            indices = np.flatnonzero(inside)
+            if len(indices) >= self.cfg["min_block_points"]:
+                members.append(indices)
+        return members
+
+    def segment(self, room, seed=0, progress=None):
+        """A `RoomResult` for one room (`s3dis.Room`). `progress(n)` is called as blocks finish."""
+        _check_room(room)
+        if self.cfg["label_all_points"]:
+            return self._segment_every_point(room, seed, progress)
+        return self._segment_sampled(room, seed, progress)
+
+    def count_blocks(self, room):
+        """How many network blocks `segment` runs for a room (for progress bars)."""
+        members = self.block_members(room)
+        if not self.cfg["label_all_points"]:
+            return len(members)
+        return sum(-(-len(m) // self.num_points) for m in members)
+
+    def _segment_every_point(self, room, seed, progress):
+        rng = np.random.default_rng([int(seed), 1])
+        members = self.block_members(room)
+        normalised = _normalised(room)
+        chunks, owners = [], []  # point indices of each network block, and its test block
+        for b, indices in enumerate(members):
+            for chunk in _chunks(indices, self.num_points, rng):
+                chunks.append(chunk)
+                owners.append(b)
+        data = np.stack([_block_channels(room, normalised, c, self.block_size) for c in chunks]) if chunks else np.zeros(
+            (0, self.num_points, s3dis.NUM_CHANNELS), np.float32
+        )
+        probabilities, embeddings = self._run_network(data, progress)
+
+        num_classes = self.model.num_classes
+        probability_sum = np.zeros((len(room), num_classes), np.float64)
+        visits = np.zeros(len(room), np.int64)
+        merger = self._merger()
+        chunk_of_block = [[] for _ in members]
+        for c, b in enumerate(owners):
+            chunk_of_block[b].append(c)
+        for b, indices in enumerate(members):
+            # A block's points, each once: the first row of every point in its chunks.
+            rows_points = np.concatenate([chunks[c] for c in chunk_of_block[b]])
+            rows_p = np.concatenate([probabilities[c] for c in chunk_of_block[b]])
+            rows_e = np.concatenate([embeddings[c] for c in chunk_of_block[b]])
+            points, first = np.unique(rows_points, return_index=True)
+            block_p, block_e = rows_p[first], rows_e[first]
+            self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1))
+            probability_sum[points] += block_p
+            visits[points] += 1
+
+        covered = visits > 0
+        if not covered.any():
+            raise EvaluationError(
+                f"room {room.name}: no block of {self.block_size} m holds {self.cfg['min_block_points']} points "
+                "(eval.min_block_points); nothing to label"
+            )
+        mean_p = probability_sum / np.maximum(visits, 1)[:, None]
+        if not covered.all():  # points only in skipped sparse blocks: the nearest labelled point's
+            nearest = cKDTree(room.xyz[covered]).query(room.xyz[~covered])[1]
+            mean_p[~covered] = mean_p[np.flatnonzero(covered)[nearest]]
+        semantic = mean_p.argmax(axis=1)
+        instance = postprocess.finalize_instances(
+            merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"]
+        )
+        return RoomResult(
+            name=room.name,
+            xyz=room.xyz.astype(np.float32),
+            rgb=room.rgb.astype(np.uint8),
+            semantic_pred=semantic.astype(np.int32),
+            instance_pred=instance.astype(np.int32),
+            score=mean_p.max(axis=1).astype(np.float32),
+            semantic_gt=room.semantic.astype(np.int32),
+            instance_gt=room.instance.astype(np.int32),
+        )
+
+    def _segment_sampled(self, room, seed, progress):
+        """The original's protocol: one random num_points sample per block, rows with repeats."""
+        blocks = s3dis.test_blocks(
+            room, self.num_points, self.block_size, self.cfg["stride"], self.cfg["min_block_points"],
+            rng=np.random.default_rng([int(seed), 2]),
+        )
+        if len(blocks.data) == 0:
+            raise EvaluationError(
+                f"room {room.name}: no block of {self.block_size} m holds {self.cfg['min_block_points']} points "
+                "(eval.min_block_points); nothing to label"
+            )
+        probabilities, embeddings = self._run_network(blocks.data, progress)
+        semantic = probabilities.argmax(axis=2)
+        merger = self._merger()
+        for b in range(len(blocks.data)):
+            self._cluster_into(merger, blocks.data[b, :, 6:9], embeddings[b], semantic[b])
+        rows = blocks.indices.reshape(-1)
+        semantic = semantic.reshape(-1)
+        instance = postprocess.finalize_instances(
+            merger.assign(blocks.data[:, :, 6:9].reshape(-1, 3)), semantic, self.mean_ins_size, self.cfg["size_fraction"]
+        )
+        return RoomResult(
+            name=room.name,
+            xyz=room.xyz[rows].astype(np.float32),
+            rgb=room.rgb[rows].astype(np.uint8),
+            semantic_pred=semantic.astype(np.int32),
+            instance_pred=instance.astype(np.int32),
+            score=probabilities.reshape(-1, probabilities.shape[-1]).max(axis=1).astype(np.float32),
+            semantic_gt=blocks.semantic.reshape(-1).astype(np.int32),
+            instance_gt=blocks.instance.reshape(-1).astype(np.int32),
+        )
+
+
+def _check_room(room):
+    if len(room) == 0:
+        raise EvaluationError(f"room {room.name} holds no points")
+    if not np.isfinite(room.xyz).all():
+        raise EvaluationError(f"room {room.name} holds non-finite coordinates")
+
+
+def _normalised(room):
+    """Room coordinates divided by the room's max per axis (the blocks' channels 6:9)."""
+    limit = room.xyz.astype(np.float64).max(axis=0)
+    limit = np.where(limit > 0, limit, 1.0)
+    return (room.xyz.astype(np.float64) / limit).astype(np.float32)
+
+
+def _chunks(indices, num_points, rng):
+    """A block's points shuffled and split into num_points chunks, the last topped up with
+    random repeats of the block's points."""
+    shuffled = rng.permutation(indices)
+    count = -(-len(shuffled) // num_points)
+    missing = count * num_points - len(shuffled)
+    if missing:
+        shuffled = np.concatenate([shuffled, rng.choice(indices, missing, replace=missing > len(indices))])
+    return np.split(shuffled, count)
+
+
+def _block_channels(room, normalised, chosen, block_size):
+    """The 9 network channels of the chosen points, as `s3dis.blocks_at` makes them."""
+    p = room.xyz[chosen].astype(np.float64)
+    block = np.empty((len(chosen), s3dis.NUM_CHANNELS), np.float64)
+    block[:, 0] = p[:, 0] - (p[:, 0].min() + block_size / 2)
+    block[:, 1] = p[:, 1] - (p[:, 1].min() + block_size / 2)
+    block[:, 2] = p[:, 2]
+    block[:, 3:6] = room.rgb[chosen].astype(np.float64) / 255.0
+    block[:, 6:9] = normalised[chosen]
+    return block.astype(np.float32)

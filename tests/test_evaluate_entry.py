@@ -1,0 +1,115 @@
+"""`python evaluate.py`: a run folder in, the original's output files, pictures and the paper's
+metrics out; resumption; one clear line for bad input."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jsnet_tf import checkpoints, config, metrics
+from jsnet_tf.model import build_model
+from tests.conftest import tiny_overrides
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _evaluate(*args):
+    return subprocess.run(
+        [sys.executable, "evaluate.py", "--noverbose", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tiny_s3dis, tmp_path_factory):
+    """A train.py-style workdir whose area2 run holds weights after one training-mode pass (the
+    batch-norm statistics of an untrained network would overflow in inference)."""
+    cfg = config.load(None, tiny_overrides(tiny_s3dis) + ["data.areas=[2]", "eval.batch_size=4"])
+    model = build_model(cfg)
+    points = np.random.default_rng(0).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
+    model(points, training=True)
+    workdir = tmp_path_factory.mktemp("workdir")
+    checkpoints.write_run_files(workdir / "area2", cfg)
+    checkpoints.save_weights(model, workdir / "area2" / "weights")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def evaluated(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = _evaluate("--workdir", str(run), "--area", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+@pytest.mark.slow
+def test_outputs_follow_the_original_formats_and_the_metrics_match_them(evaluated):
+    out, result = evaluated
+    listed = (out / "output_filelist.txt").read_text().split()
+    assert listed and all((out / name).exists() for name in listed)
+    room = listed[0][: -len("_pred.txt")]
+    outputs = metrics.read_room_outputs(out / f"{room}_pred.txt")
+    with np.load(out / f"{room}.npz") as z:
+        np.testing.assert_array_equal(outputs.sem_pred, z["semantic_pred"])
+        np.testing.assert_array_equal(outputs.ins_pred, z["instance_pred"])
+        np.testing.assert_array_equal(outputs.sem_gt, z["semantic_gt"])
+        np.testing.assert_allclose(outputs.xyz, z["xyz"], atol=1e-6)
+    reported = json.loads((out / "results.json").read_text())
+    from_files = metrics.evaluate_filelist(out / "output_filelist.txt")
+    for key in ("oAcc", "mAcc", "mIoU", "mCov", "mWCov", "mPrec", "mRec"):
+        assert reported[key] == pytest.approx(from_files[key]), key
+    assert reported["protocol"] == "every point of every block" and reported["area"] == 2
+    for suffix in ("sem_pred.ply", "ins_pred.ply", "sem_gt.ply", "ins_gt.ply"):
+        assert (out / "pictures" / f"{room}_{suffix}").stat().st_size > 0
+    assert (out / "pictures" / f"{room}.png").stat().st_size > 0 and (out / "confusion.png").stat().st_size > 0
+    assert "mean" in result.stdout and "oAcc" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_finished_rooms(run, evaluated):
+    out, _ = evaluated
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
+    again = _evaluate("--workdir", str(run), "--area", "2", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")} == stamps
+    assert json.loads((out / "results.json").read_text())["oAcc"] == json.loads(
+        (out / "results.json").read_text()
+    )["oAcc"]
+
+
+def test_help_explains_every_flag():
+    result = _evaluate("--helpshort")
+    for flag in ("workdir", "area", "data_dir", "out", "which", "bandwidth", "filelist", "set"):
+        assert f"--{flag}:" in result.stdout, flag
+    for flag in ("label_all_points", "pictures", "overwrite"):
+        assert f"--[no]{flag}:" in result.stdout, flag
+    assert "Traceback" not in result.stderr
+
+
+def test_a_workdir_without_weights_is_one_clear_line(tmp_path):
+    checkpoints.write_run_files(tmp_path / "area5", config.load(None))
+    result = _evaluate("--workdir", str(tmp_path), "--area", "5")
+    assert result.returncode != 0 and "evaluate.py: error:" in result.stderr and "holds no weights" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_an_area_without_prepared_rooms_is_one_clear_line(run, tiny_s3dis, tmp_path):
+    result = _evaluate("--workdir", str(run / "area2"), "--area", "4", "--out", str(tmp_path))
+    assert result.returncode != 0 and "evaluate.py: error:" in result.stderr and "area 4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predictions_that_do_not_match_their_ground_truth_are_one_clear_line(tmp_path):
+    xyz = np.zeros((5, 3))
+    labels = np.zeros(5, np.int64)
+    metrics.write_room_outputs(
+        tmp_path / "r_pred.txt", tmp_path / "r_gt.txt", xyz, np.zeros((5, 3)), np.ones(5), labels, labels, labels, labels
+    )
+    (tmp_path / "r_gt.txt").write_text("0 0\n" * 4)
+    (tmp_path / "output_filelist.txt").write_text("r_pred.txt\n")
+    result = _evaluate("--filelist", str(tmp_path / "output_filelist.txt"))
+    assert result.returncode != 0 and "evaluate.py: error:" in result.stderr
+    assert "r_pred.txt" in result.stderr and "Traceback" not in result.stderr

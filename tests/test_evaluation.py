@@ -1,0 +1,150 @@
+"""Room segmentation at test time: with an oracle network whose outputs encode the ground truth,
+the whole chain (blocks, chunks, mean-shift, BlockMerging, room assignment, size filter) must give
+back the ground-truth segmentation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jsnet_tf import config, metrics
+from jsnet_tf.data import s3dis
+from jsnet_tf.evaluation import EvaluationError, RoomSegmenter, _chunks
+
+NUM_POINTS = 256
+
+
+class OracleNet:
+    """Reads each point's class and instance from its colour channels (red = instance / 255,
+    green = class / 255) and returns one-hot logits and embeddings 3 apart per instance."""
+
+    input_channels, num_classes, embedding_dim = 9, 13, 5
+
+    def __call__(self, points, training=False):
+        instance = tf.round(points[..., 3] * 255.0)
+        semantic = tf.cast(tf.round(points[..., 4] * 255.0), tf.int32)
+        embeddings = tf.stack([instance * 3.0] + [tf.zeros_like(instance)] * 4, axis=-1)
+        return {"semantic_logits": 10.0 * tf.one_hot(semantic, self.num_classes), "embeddings": embeddings}
+
+
+def oracle_room(rng, name="Area_9_office_1"):
+    """A 3 m x 2 m room: floor, two walls, three boxes (tables, a chair) and a small clutter object."""
+    parts = []
+
+    def box(lo, hi, count, semantic):
+        xyz = rng.uniform(lo, hi, (count, 3))
+        parts.append((xyz, semantic))
+
+    box([0, 0, 0], [3, 2, 0.02], 6000, 1)  # floor
+    box([0, 0, 0], [0.05, 2, 2.5], 2500, 2)  # wall
+    box([0, 1.95, 0], [3, 2, 2.5], 2500, 2)  # wall
+    box([0.5, 0.4, 0.6], [1.7, 1.0, 0.75], 2500, 7)  # table across blocks
+    box([2.0, 0.3, 0.6], [2.8, 1.2, 0.75], 2000, 7)  # table
+    box([1.9, 1.4, 0.0], [2.3, 1.8, 0.9], 1500, 8)  # chair
+    xyz = np.concatenate([p for p, _ in parts]).astype(np.float32)
+    semantic = np.concatenate([np.full(len(p), s) for p, s in parts]).astype(np.int32)
+    instance = np.concatenate([np.full(len(p), i) for i, (p, _) in enumerate(parts)]).astype(np.int32)
+    rgb = np.stack([instance, semantic, np.zeros_like(instance)], axis=1).astype(np.uint8)
+    return s3dis.Room(name=name, xyz=xyz - xyz.min(axis=0), rgb=rgb, semantic=semantic, instance=instance)
+
+
+def segmenter(num_points=NUM_POINTS, **eval_overrides):
+    cfg = config.load(None, [f"eval.{k}={v}" for k, v in eval_overrides.items()])
+    mean_size = np.full(13, 100.0)
+    return RoomSegmenter(OracleNet(), num_points, mean_size, cfg["eval"])
+
+
+def _matched_fraction(predicted, truth):
+    """The share of points whose predicted instance is the one most of their true instance's
+    points got, with that matching one-to-one."""
+    matched, used = 0, set()
+    for t in np.unique(truth):
+        ids, counts = np.unique(predicted[truth == t], return_counts=True)
+        best = ids[counts.argmax()]
+        assert best not in used, f"two instances both became {best}"
+        used.add(best)
+        matched += counts.max()
+    return matched / len(truth)
+
+
+def test_chunks_cover_every_point_once_then_repeat(rng):
+    indices = rng.choice(10_000, 700, replace=False)
+    chunks = _chunks(indices, 256, rng)
+    assert len(chunks) == 3 and all(len(c) == 256 for c in chunks)
+    flat = np.concatenate(chunks)
+    assert set(flat[:700]) == set(indices) and len(np.unique(flat[:700])) == 700
+    assert set(flat[700:]) <= set(indices)
+
+
+@pytest.mark.parametrize("label_all_points", [True, False])
+def test_an_oracle_network_gives_back_the_ground_truth(rng, label_all_points):
+    room = oracle_room(rng)
+    # The original's one sample per block needs S3DIS-like density for blocks to overlap in >= 7 cells.
+    num_points = NUM_POINTS if label_all_points else 2048
+    result = segmenter(num_points, label_all_points=str(label_all_points).lower()).segment(room, seed=3)
+    np.testing.assert_array_equal(result.semantic_pred, result.semantic_gt)
+    assert (result.instance_pred >= 0).all()
+    # BlockMerging keeps one instance per grid cell (cells of 0.5% of the room) and, like the
+    # original, gives a block's fragment of < 30 points without overlap to instance 0: a few
+    # points where objects touch can take a neighbour's instance.
+    assert _matched_fraction(result.instance_pred, result.instance_gt) > 0.995
+    evaluator = metrics.Evaluator(13)
+    evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred)
+    numbers = evaluator.result()
+    assert numbers["oAcc"] == 1.0 and numbers["mPrec"] == 1.0 and numbers["mRec"] == 1.0 and numbers["mCov"] > 0.99
+    if label_all_points:  # every room point once
+        assert len(result.xyz) == len(room) and np.array_equal(result.semantic_gt, room.semantic)
+    else:  # the original's rows: num_points per block
+        assert len(result.xyz) % num_points == 0 and len(result.xyz) > len(room)
+
+
+def test_instances_at_most_the_size_fraction_are_dropped(rng):
+    room = oracle_room(rng)
+    cfg = config.load(None)["eval"]
+    mean_size = np.full(13, 100.0)
+    unfiltered = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, {**cfg, "size_fraction": 0.0}).segment(room).instance_pred
+    ids, counts = np.unique(unfiltered[room.instance == 5], return_counts=True)
+    chair = unfiltered == ids[counts.argmax()]
+    size = int(chair.sum())
+    mean_size[8] = size / 0.25  # the chair instance is exactly at the threshold: dropped
+    at = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, cfg).segment(room).instance_pred
+    assert (at[chair] == -1).all() and (at[~chair] >= 0).all()
+    mean_size[8] = (size - 1) / 0.25  # one point above it: kept
+    above = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, cfg).segment(room).instance_pred
+    assert (above >= 0).all() and len(np.unique(above)) == len(np.unique(unfiltered))
+
+
+def test_the_same_seed_gives_the_same_labels(rng):
+    room = oracle_room(rng)
+    seg = segmenter(label_all_points="false")
+    a, b = seg.segment(room, seed=5), seg.segment(room, seed=5)
+    for key, value in a.arrays().items():
+        if key != "name":
+            np.testing.assert_array_equal(value, getattr(b, key), err_msg=key)
+
+
+def test_points_of_skipped_sparse_blocks_take_the_nearest_label(rng):
+    room = oracle_room(rng)
+    lonely = s3dis.Room(  # a chair point far beyond the room's blocks of >= 100 points
+        name=room.name,
+        xyz=np.concatenate([room.xyz, [[5.5, 1.0, 0.5]]]).astype(np.float32),
+        rgb=np.concatenate([room.rgb, [[5, 8, 0]]]).astype(np.uint8),
+        semantic=np.concatenate([room.semantic, [8]]).astype(np.int32),
+        instance=np.concatenate([room.instance, [5]]).astype(np.int32),
+    )
+    result = segmenter().segment(lonely)
+    nearest = np.argmin(np.linalg.norm(room.xyz - lonely.xyz[-1], axis=1))
+    assert result.semantic_pred[-1] == room.semantic[nearest]
+
+
+def test_bad_rooms_are_named(rng):
+    room = oracle_room(rng)
+    empty = s3dis.Room(room.name, room.xyz[:0], room.rgb[:0], room.semantic[:0], room.instance[:0])
+    with pytest.raises(EvaluationError, match="Area_9_office_1 holds no points"):
+        segmenter().segment(empty)
+    sparse = s3dis.Room(room.name, room.xyz[:50], room.rgb[:50], room.semantic[:50], room.instance[:50])
+    with pytest.raises(EvaluationError, match="no block .* holds 100 points"):
+        segmenter().segment(sparse)
+    nan = s3dis.Room(room.name, room.xyz.copy(), room.rgb, room.semantic, room.instance)
+    nan.xyz[7, 1] = np.nan
+    with pytest.raises(EvaluationError, match="non-finite"):
+        segmenter().segment(nan)
