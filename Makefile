@@ -28,27 +28,31 @@ $(STAMP): requirements.txt
 
 build: install
 	$(PY) tf_ops/build.py
+	$(PY) -m jsnet_tf.clustering.build
 
 test: build
 	$(PY) -m pytest
 
 # The built-in demo: synthetic S3DIS -> prepared blocks -> a short training run with area 5 held
-# out (held-out semantic accuracy after every epoch) under $(DEMO_DIR). Evaluation with instance
-# clustering and pictures arrive with evaluate.py.
+# out (held-out semantic accuracy after every epoch) -> the paper's evaluation of area 5 (metrics,
+# original-format outputs, PLY and PNG pictures), everything under $(DEMO_DIR).
 DEMO_DIR ?= outputs/demo
 
 demo: build
 	$(PY) -m jsnet_tf.data.synthetic --out $(DEMO_DIR)/raw --seed 0
 	$(PY) -m jsnet_tf.data.prepare_s3dis --raw $(DEMO_DIR)/raw --out $(DEMO_DIR)/s3dis
 	$(PY) train.py --config configs/demo.toml --area 5 --data_dir $(DEMO_DIR)/s3dis --workdir $(DEMO_DIR)/train
-	@echo "demo done: metrics in $(DEMO_DIR)/train/area5/metrics.json, TensorBoard logs in $(DEMO_DIR)/train/area5/tensorboard"
+	$(PY) evaluate.py --workdir $(DEMO_DIR)/train --area 5 --data_dir $(DEMO_DIR)/s3dis --out $(DEMO_DIR)/eval
+	@echo "demo done: training curves in $(DEMO_DIR)/train/area5/metrics.json (TensorBoard: $(DEMO_DIR)/train/area5/tensorboard);"
+	@echo "evaluation in $(DEMO_DIR)/eval: results.json, results.txt, confusion.png, pictures/*.png and *.ply"
 
 bench: build
 	$(PY) benchmarks/ops.py
+	$(PY) benchmarks/postprocess.py
 
 # On a machine with a GPU (no TensorFlow needed): CUDA kernels against the CPU kernels.
 gpu-harness:
 	$(PYTHON) tf_ops/gpu_harness/check_cuda_kernels.py --build
 
 clean:
-	rm -rf jsnet_tf/ops/lib tf_ops/gpu_harness/build .pytest_cache outputs
+	rm -rf jsnet_tf/ops/lib jsnet_tf/clustering/lib tf_ops/gpu_harness/build .pytest_cache outputs

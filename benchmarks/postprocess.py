@@ -24,6 +24,10 @@ Sections (each a function that returns a `Section`; they run in order and share 
     whose time is the sum of its stages measured above (sklearn clustering, reference merging) and
     of its final assignment and filtering loops, timed here; the instance labels are compared.
     Target: the native room >= 20x the original's and under 1 s.
+  * metrics of the room's labels: jsnet_tf.metrics.Evaluator from arrays (what evaluate.py
+    does) and evaluate_filelist on the written txt files vs the original evaluator
+    (tests/metrics_reference.py: np.loadtxt and its Python loops), the seven numbers compared.
+    Target: >= 50x the original evaluator.
 Native rows are the median of --repeats runs; the original's stages run once (they take seconds).
 """
 
@@ -33,6 +37,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,7 +52,8 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 import common  # noqa: E402  (benchmarks/common.py)
 from common import log  # noqa: E402
-from jsnet_tf import clustering  # noqa: E402
+from jsnet_tf import clustering, metrics  # noqa: E402
+from tests import metrics_reference  # noqa: E402
 from tests.clustering import reference  # noqa: E402
 from tests.clustering.rooms import make_room  # noqa: E402
 
@@ -199,13 +205,72 @@ def section_room(room, context):
         f"target {'met' if met else 'NOT met'}: >= {TARGET_SPEEDUP:g}x the original and < {TARGET_SECONDS:g} s "
         f"(1 thread: {original / one_thread:.0f}x, {one_thread:.3f} s)",
     ]
+    context["room_labels"] = labels
     numbers = {"native_1_thread_s": one_thread, "native_threads_s": all_threads, "threads": threads,
                "original_s": original, "final_loops_s": final_seconds, "identical": same, "ari": ari,
                "target_met": met}
     return Section("room post-processing", ["", "native", "original", "speedup"], rows, notes, numbers)
 
 
-SECTIONS = [section_mean_shift, section_block_merging, section_room]
+def section_metrics(room, context):
+    """The paper's metrics of the room's labels: jsnet_tf.metrics from arrays and from the txt
+    outputs vs the original evaluator (tests/metrics_reference.py: np.loadtxt and its loops)."""
+    sem_pred = np.concatenate(room.semantic)
+    ins_gt = np.concatenate(room.instance)
+    ins_pred = context["room_labels"]
+    # Ground-truth classes: each true instance's most frequent predicted class (undoes the flips).
+    counts = np.zeros((ins_gt.max() + 1, len(room.mean_ins_size)), np.int64)
+    np.add.at(counts, (ins_gt, sem_pred), 1)
+    sem_gt = counts.argmax(axis=1)[ins_gt]
+    n = len(sem_pred)
+    rng = np.random.default_rng(FLAGS.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        pred = pathlib.Path(tmp) / "Area_5_room_1_pred.txt"
+        write_seconds, _ = median_time(lambda: metrics.write_room_outputs(
+            pred, metrics.gt_path_for(pred), rng.uniform(0, 10, (n, 3)), rng.integers(0, 256, (n, 3)),
+            rng.uniform(0, 1, n), sem_pred, ins_pred, sem_gt, ins_gt), 1)
+        filelist = pathlib.Path(tmp) / "output_filelist.txt"
+        filelist.write_text(f"{pred}\n")
+
+        def from_arrays():
+            evaluator = metrics.Evaluator(len(room.mean_ins_size))
+            evaluator.add_room(sem_gt, ins_gt, sem_pred, ins_pred)
+            return evaluator.result()
+
+        arrays_seconds, ours = median_time(from_arrays, FLAGS.repeats)
+        files_seconds, ours_files = median_time(
+            lambda: metrics.evaluate_filelist(filelist, num_classes=len(room.mean_ins_size)), FLAGS.repeats)
+        start = time.perf_counter()
+        original = metrics_reference.evaluate_filelist(str(filelist), num_classes=len(room.mean_ins_size))
+        original_seconds = time.perf_counter() - start
+    keys = ("oAcc", "mAcc", "mIoU", "mCov", "mWCov", "mPrec", "mRec")
+    # The original's mean is nan where a class has no value (it divides by zero); ours leaves such
+    # classes out, so the means are compared where the original's is defined.
+    defined = [k for k in keys if np.isfinite(original[k])]
+    same = all(np.isclose(ours[k], original[k]) and np.isclose(ours_files[k], original[k]) for k in defined)
+    per_million = 1e6 / n
+    rows = [
+        ["original evaluator, txt files", "", f"{original_seconds * per_million:.2f} s", ""],
+        ["from arrays (evaluate.py)", f"{arrays_seconds * per_million:.3f} s", f"{original_seconds * per_million:.2f} s",
+         speedup(original_seconds, arrays_seconds)],
+        ["from the txt files", f"{files_seconds * per_million:.3f} s", f"{original_seconds * per_million:.2f} s",
+         speedup(original_seconds, files_seconds)],
+    ]
+    notes = [
+        f"{n} points, {ins_gt.max() + 1} true and {ins_pred.max() + 1} predicted instances; times per million points; "
+        f"the metrics equal the original evaluator's ({', '.join(defined)}; the others are nan there): "
+        f"{'yes' if same else 'NO'}",
+        f"writing the room's two txt files: {write_seconds:.2f} s",
+        f"target >= 50x the original evaluator: from arrays {original_seconds / arrays_seconds:.0f}x "
+        f"({'met' if original_seconds / arrays_seconds >= 50 else 'NOT met'}), from the txt files "
+        f"{original_seconds / files_seconds:.0f}x (parsing text bounds it)",
+    ]
+    numbers = {"arrays_s": arrays_seconds, "files_s": files_seconds, "original_s": original_seconds, "points": n,
+               "identical": bool(same)}
+    return Section("metrics of the room", ["", "ours", "original", "speedup"], rows, notes, numbers)
+
+
+SECTIONS = [section_mean_shift, section_block_merging, section_room, section_metrics]
 
 
 # --------------------------------------------------------------------------------------------
