@@ -13,9 +13,16 @@ instances of at most `size_fraction` of their class's mean training size are dro
 
 Everything is deterministic for a seed. Points in no block of at least `min_block_points` points
 take the prediction of the nearest labelled point.
+
+Memory: the network runs in inference batches of `eval.batch_size` rows, and each block is
+clustered and merged as soon as its last chunk is through; per point only float32 class-probability
+sums and a visit count are accumulated, never the network outputs of the whole room. The working
+memory grows with the room's points (about 200-300 bytes a point with the block index lists and
+the result arrays), not with its network rows.
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import tensorflow as tf
@@ -80,21 +87,24 @@ class RoomSegmenter:
 
     # ------------------------------------------------------------------------------ network
 
-    def _run_network(self, blocks, progress=None):
-        """(probabilities, embeddings) of (B, num_points, 9) blocks, in inference batches."""
-        probabilities, embeddings = [], []
-        batch = self.cfg["batch_size"]
-        for start in range(0, len(blocks), batch):
-            p, e = self._infer(tf.constant(blocks[start : start + batch]))
-            probabilities.append(p.numpy())
-            embeddings.append(e.numpy())
-            if progress is not None:
-                progress(min(batch, len(blocks) - start))
-        if not probabilities:
-            return np.zeros((0, self.num_points, self.model.num_classes), np.float32), np.zeros(
-                (0, self.num_points, self.model.embedding_dim), np.float32
-            )
-        return np.concatenate(probabilities), np.concatenate(embeddings)
+    def _network_outputs(self, rows, progress=None):
+        """Runs `(key, (num_points, 9) block)` rows through the network in inference batches and
+        yields `(key, probabilities, embeddings)` for each row, in order, as its batch finishes."""
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == self.cfg["batch_size"]:
+                yield from self._run_batch(batch, progress)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch, progress)
+
+    def _run_batch(self, rows, progress):
+        keys, data = zip(*rows)
+        probabilities, embeddings = self._infer(tf.constant(np.stack(data)))
+        if progress is not None:
+            progress(len(rows))
+        return list(zip(keys, probabilities.numpy(), embeddings.numpy()))
 
     def _merger(self):
         return postprocess.RoomMerger(self.cfg["gap"], self.cfg["min_overlap"], self.cfg["min_new_points"])
@@ -108,17 +118,40 @@ class RoomSegmenter:
     # ------------------------------------------------------------------------------ rooms
 
     def block_members(self, room):
-        """The point indices of each test block of at least `min_block_points` points."""
-        xyz = room.xyz.astype(np.float64)
-        origins = s3dis.test_block_origins(xyz.max(axis=0), self.block_size, self.cfg["stride"])
+        """The point indices (ascending) of each test block of at least `min_block_points` points,
+        in the blocks' serpentine order.
+
+        The same blocks as testing every corner of `s3dis.test_block_origins`, but only the block
+        columns and rows that hold points are visited (a sorted sweep): a cloud of large, mostly
+        empty extent costs no more than a dense one.
+        """
+        size, stride = self.block_size, float(self.cfg["stride"])
+        if stride > size:
+            raise EvaluationError(f"eval.stride {stride} is larger than the block size {size}")
+        if len(room) == 0:
+            return []
+        needed = max(1, self.cfg["min_block_points"])
+        x = room.xyz[:, 0].astype(np.float64)
+        y = room.xyz[:, 1].astype(np.float64)
+        limit = room.xyz.max(axis=0)
+        columns, rows = (max(1, int(np.ceil((float(lim) - size) / stride)) + 1) for lim in limit[:2])
+        by_x = np.argsort(x, kind="stable")
+        sorted_x = x[by_x]
         members = []
-        for x0, y0 in origins:
-            inside = (
-                (xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + self.block_size) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + self.block_size)
-            )
-            indices = np.flatnonzero(inside)
-            if len(indices) >= self.cfg["min_block_points"]:
-                members.append(indices)
+        for i in _occupied_windows(x, size, stride, columns):
+            x0 = i * stride
+            column = by_x[np.searchsorted(sorted_x, x0, "left") : np.searchsorted(sorted_x, x0 + size, "right")]
+            if len(column) < needed:
+                continue
+            column_y = y[column]
+            by_y = np.argsort(column_y, kind="stable")
+            sorted_y = column_y[by_y]
+            windows = _occupied_windows(column_y, size, stride, rows)
+            for j in windows if i % 2 == 0 else windows[::-1]:
+                y0 = j * stride
+                lo, hi = np.searchsorted(sorted_y, y0, "left"), np.searchsorted(sorted_y, y0 + size, "right")
+                if hi - lo >= needed:
+                    members.append(np.sort(column[by_y[lo:hi]]))
         return members
 
     def segment(self, room, seed=0, progress=None):
@@ -135,45 +168,40 @@ class RoomSegmenter:
             return len(members)
         return sum(-(-len(m) // self.num_points) for m in members)
 
+    def _nothing_to_label(self, room):
+        return EvaluationError(
+            f"room {room.name}: no block of {self.block_size} m holds {self.cfg['min_block_points']} points "
+            "(eval.min_block_points); nothing to label"
+        )
+
     def _segment_every_point(self, room, seed, progress):
         rng = np.random.default_rng([int(seed), 1])
         members = self.block_members(room)
+        if not members:
+            raise self._nothing_to_label(room)
         normalised = _normalised(room)
-        chunks, owners = [], []  # point indices of each network block, and its test block
-        for b, indices in enumerate(members):
-            for chunk in _chunks(indices, self.num_points, rng):
-                chunks.append(chunk)
-                owners.append(b)
-        data = np.stack([_block_channels(room, normalised, c, self.block_size) for c in chunks]) if chunks else np.zeros(
-            (0, self.num_points, s3dis.NUM_CHANNELS), np.float32
-        )
-        probabilities, embeddings = self._run_network(data, progress)
 
-        num_classes = self.model.num_classes
-        probability_sum = np.zeros((len(room), num_classes), np.float64)
-        visits = np.zeros(len(room), np.int64)
+        def rows():  # ((test block, point indices), network input) of every chunk, block by block
+            for b, indices in enumerate(members):
+                for chunk in _chunks(indices, self.num_points, rng):
+                    yield (b, chunk), _block_channels(room, normalised, chunk, self.block_size)
+
+        mean_p = np.zeros((len(room), self.model.num_classes), np.float32)  # sums until divided below
+        visits = np.zeros(len(room), np.int32)
         merger = self._merger()
-        chunk_of_block = [[] for _ in members]
-        for c, b in enumerate(owners):
-            chunk_of_block[b].append(c)
-        for b, indices in enumerate(members):
+        outputs = self._network_outputs(rows(), progress)
+        for _, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
+            block_rows = list(block_rows)
             # A block's points, each once: the first row of every point in its chunks.
-            rows_points = np.concatenate([chunks[c] for c in chunk_of_block[b]])
-            rows_p = np.concatenate([probabilities[c] for c in chunk_of_block[b]])
-            rows_e = np.concatenate([embeddings[c] for c in chunk_of_block[b]])
-            points, first = np.unique(rows_points, return_index=True)
-            block_p, block_e = rows_p[first], rows_e[first]
+            points, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in block_rows]), return_index=True)
+            block_p = np.concatenate([p for _, p, _ in block_rows])[first]
+            block_e = np.concatenate([e for _, _, e in block_rows])[first]
             self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1))
-            probability_sum[points] += block_p
+            mean_p[points] += block_p
             visits[points] += 1
 
         covered = visits > 0
-        if not covered.any():
-            raise EvaluationError(
-                f"room {room.name}: no block of {self.block_size} m holds {self.cfg['min_block_points']} points "
-                "(eval.min_block_points); nothing to label"
-            )
-        mean_p = probability_sum / np.maximum(visits, 1)[:, None]
+        mean_p /= np.maximum(visits, 1)[:, None]
         if not covered.all():  # points only in skipped sparse blocks: the nearest labelled point's
             nearest = cKDTree(room.xyz[covered]).query(room.xyz[~covered])[1]
             mean_p[~covered] = mean_p[np.flatnonzero(covered)[nearest]]
@@ -187,7 +215,7 @@ class RoomSegmenter:
             rgb=room.rgb.astype(np.uint8),
             semantic_pred=semantic.astype(np.int32),
             instance_pred=instance.astype(np.int32),
-            score=mean_p.max(axis=1).astype(np.float32),
+            score=mean_p.max(axis=1),
             semantic_gt=room.semantic.astype(np.int32),
             instance_gt=room.instance.astype(np.int32),
         )
@@ -199,17 +227,15 @@ class RoomSegmenter:
             rng=np.random.default_rng([int(seed), 2]),
         )
         if len(blocks.data) == 0:
-            raise EvaluationError(
-                f"room {room.name}: no block of {self.block_size} m holds {self.cfg['min_block_points']} points "
-                "(eval.min_block_points); nothing to label"
-            )
-        probabilities, embeddings = self._run_network(blocks.data, progress)
-        semantic = probabilities.argmax(axis=2)
+            raise self._nothing_to_label(room)
         merger = self._merger()
-        for b in range(len(blocks.data)):
-            self._cluster_into(merger, blocks.data[b, :, 6:9], embeddings[b], semantic[b])
+        semantic, score = [], []
+        for b, p, e in self._network_outputs(((b, block) for b, block in enumerate(blocks.data)), progress):
+            semantic.append(p.argmax(axis=1))
+            score.append(p.max(axis=1))
+            self._cluster_into(merger, blocks.data[b, :, 6:9], e, semantic[-1])
         rows = blocks.indices.reshape(-1)
-        semantic = semantic.reshape(-1)
+        semantic = np.concatenate(semantic)
         instance = postprocess.finalize_instances(
             merger.assign(blocks.data[:, :, 6:9].reshape(-1, 3)), semantic, self.mean_ins_size, self.cfg["size_fraction"]
         )
@@ -219,7 +245,7 @@ class RoomSegmenter:
             rgb=room.rgb[rows].astype(np.uint8),
             semantic_pred=semantic.astype(np.int32),
             instance_pred=instance.astype(np.int32),
-            score=probabilities.reshape(-1, probabilities.shape[-1]).max(axis=1).astype(np.float32),
+            score=np.concatenate(score).astype(np.float32),
             semantic_gt=blocks.semantic.reshape(-1).astype(np.int32),
             instance_gt=blocks.instance.reshape(-1).astype(np.int32),
         )
@@ -230,6 +256,15 @@ def _check_room(room):
         raise EvaluationError(f"room {room.name} holds no points")
     if not np.isfinite(room.xyz).all():
         raise EvaluationError(f"room {room.name} holds non-finite coordinates")
+
+
+def _occupied_windows(values, size, stride, count):
+    """Ascending indices k < count of the windows [k * stride, k * stride + size] that may hold
+    one of the values (a superset: membership is decided exactly by the caller)."""
+    cells = np.unique(np.floor(values / stride).astype(np.int64))
+    reach = int(np.ceil(size / stride)) + 1
+    candidates = np.unique((cells[:, None] + np.arange(-reach, 2)[None, :]).reshape(-1))
+    return candidates[(candidates >= 0) & (candidates < count)]
 
 
 def _normalised(room):

@@ -1,0 +1,498 @@
+"""Segments your own point clouds with a trained JSNet.
+
+  python -m jsnet_tf.predict --workdir RUN --out DIR INPUT [INPUT ...]
+
+INPUT: `.ply` (ASCII or binary), `.txt` / `.xyz` / `.pts` (`x y z [r g b]` a line) or `.npy`
+((N, 3) or (N, 6+)), coordinates in metres in any frame. Each cloud is shifted so that its
+minimum corner is the origin, cut into the 1 m blocks of the S3DIS test protocol, run through the
+network, clustered and merged into instances (jsnet_tf.evaluation.RoomSegmenter). Per INPUT
+`<stem>` the outputs are, in the input's original coordinates, one row per point:
+  <stem>_semantic.ply  coloured by class, with `semantic`, `instance` and `score` properties
+  <stem>_instance.ply  coloured by instance (-1, no instance: grey), same properties
+  <stem>_labels.txt    `x y z semantic instance score` a line
+  <stem>_labels.npz    xyz, semantic, instance, score, offset (the minimum corner), classes
+  <stem>.png           top views coloured by class and by instance
+A cloud's outputs appear together at the end or not at all. An input that fails (unreadable,
+empty, no x/y/z, NaN points under --nan_policy=error, ...) is reported in one line and the
+others are still processed; the exit status is then 1.
+
+Clouds without colour get mid-grey (128/255) for every point and lose accuracy: the network was
+trained with colour. Clouds of more than --max_points_per_pass points are cut into x-y tiles whose
+edges lie on block edges, processed one after another; instances do not merge across tiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
+DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
+OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "a run folder (holding config.toml and weights), or train.py's workdir holding area<k>/ runs")
+flags.DEFINE_integer("area", None, "with a train.py workdir: the area<k> run to use (needed when it holds several)")
+flags.DEFINE_string("which", "best", "weights to load: best (lowest held-out loss), latest, or a checkpoint prefix")
+flags.DEFINE_string("out", None, "output folder (created if missing)")
+flags.DEFINE_string(
+    "mean_ins_size", None,
+    "file of the mean instance size per class of the training data (13 numbers); instances of at most a quarter "
+    "of their class's mean are dropped. Default: the run's <data.data_dir>/lists/mean_ins_size_woArea<k>.txt",
+)
+flags.DEFINE_integer(
+    "min_instance_points", None,
+    "instead of --mean_ins_size: drop instances of fewer than this many points, whatever their class",
+)
+flags.DEFINE_enum(
+    "nan_policy", "drop", ["drop", "error"],
+    "points with a NaN or infinite coordinate or colour: drop them (their count is printed; the outputs hold the "
+    "other points, in the input's order) or fail the file",
+)
+flags.DEFINE_float("color_max", None, "the full-intensity colour value of the inputs (1 or 255); default: detected")
+flags.DEFINE_bool("color", True, "use the inputs' colours; --nocolor gives every point mid-grey, as for clouds without colour")
+flags.DEFINE_integer(
+    "max_points_per_pass", DEFAULT_MAX_POINTS_PER_PASS,
+    "clouds with more points are cut into x-y tiles of at most this many points, processed one after another "
+    "(about 300 bytes a point of working memory); instances do not merge across tiles. 0: never tile",
+)
+flags.DEFINE_integer("batch_size", None, "blocks per inference batch (overrides eval.batch_size)")
+flags.DEFINE_integer("seed", None, "seed of the block chunking (overrides eval.seed)")
+flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), e.g. eval.bandwidth=0.5")
+flags.DEFINE_bool("txt", True, "write <stem>_labels.txt (--notxt saves time and disk on large clouds)")
+flags.DEFINE_bool("pictures", True, "write the <stem>.png top views")
+flags.DEFINE_bool("overwrite", False, "replace existing outputs (otherwise a cloud whose outputs exist is an error)")
+flags.DEFINE_bool("verbose", True, "show a progress bar over the network blocks")
+
+
+class PredictError(ValueError):
+    """Bad input or set-up for prediction; the message names the file or flag."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiling
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tile:
+    """A square of the cloud: its corner and side in shifted coordinates, and its points."""
+
+    origin: np.ndarray  # (2,) float64, x and y of the corner, multiples of the side
+    side: float  # a multiple of the tile unit
+    indices: np.ndarray  # (n,) int64, ascending
+
+
+def tile_unit(block_size, stride):
+    """The smallest multiple of the block stride that is at least a block: tiles whose edges are
+    multiples of it hold the blocks of the whole cloud's grid unchanged."""
+    return stride * np.ceil(block_size / stride - 1e-9)
+
+
+def plan_tiles(xy, max_points, unit):
+    """Cuts points (x, y >= 0, shifted coordinates) into square tiles of at most `max_points`.
+
+    The tile side is a multiple of `unit`, as large as a bisection finds for which no tile holds
+    more than `max_points` points; a single `unit` square may still hold more (then it is one
+    tile). `max_points` 0, or at least the number of points, means one tile. Every point lies in
+    exactly one tile; empty tiles are left out.
+    """
+    xy = np.asarray(xy, np.float64)
+    cells = np.floor(xy / unit).astype(np.int64)
+    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
+    if max_points > 0 and len(xy) > max_points:
+        occupied, counts = np.unique(cells, axis=0, return_counts=True)
+        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
+        while fits < side:
+            middle = (fits + side + 1) // 2
+            if _largest_tile(occupied, counts, middle) <= max_points:
+                fits = middle
+            else:
+                side = middle - 1
+        side = fits
+    keys = cells // side
+    span = int(keys[:, 1].max(initial=0)) + 1
+    flat = keys[:, 0] * span + keys[:, 1]
+    order = np.argsort(flat, kind="stable")
+    starts = np.flatnonzero(np.diff(flat[order], prepend=-1))
+    tiles = []
+    for indices in np.split(order, starts[1:]):
+        key = keys[indices[0]]
+        tiles.append(Tile(origin=key * side * unit, side=side * unit, indices=indices))
+    return tiles
+
+
+def _largest_tile(cells, counts, side):
+    tiles = cells // side
+    _, inverse = np.unique(tiles, axis=0, return_inverse=True)
+    return int(np.bincount(inverse.reshape(-1), weights=counts).max())
+
+
+# ------------------------------------------------------------------------------------------------
+# Segmentation of a whole cloud
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CloudPrediction:
+    """Per-point labels of a cloud, in the order of its points."""
+
+    semantic: np.ndarray  # (N,) int32 class
+    instance: np.ndarray  # (N,) int32, -1 = no instance; unique across tiles
+    score: np.ndarray  # (N,) float32, mean probability of the class over the blocks holding the point
+    offset: np.ndarray  # (3,) float64, the cloud's minimum corner (subtracted before the network)
+    num_tiles: int
+
+
+class CloudSegmenter:
+    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large.
+
+    Args:
+      segmenter: a `jsnet_tf.evaluation.RoomSegmenter` labelling every point (eval.label_all_points).
+      max_points_per_pass: tile clouds with more points; 0 never tiles.
+    """
+
+    def __init__(self, segmenter, max_points_per_pass=DEFAULT_MAX_POINTS_PER_PASS):
+        if not segmenter.cfg["label_all_points"]:
+            raise PredictError("prediction labels every point: eval.label_all_points must be true")
+        if max_points_per_pass < 0:
+            raise PredictError(f"--max_points_per_pass must be >= 0, got {max_points_per_pass}")
+        self.segmenter = segmenter
+        self.max_points_per_pass = int(max_points_per_pass)
+        self.unit = tile_unit(segmenter.block_size, float(segmenter.cfg["stride"]))
+
+    def plan(self, xyz):
+        """(offset, tiles) of a cloud: its minimum corner and its tiles in shifted coordinates."""
+        offset = xyz.min(axis=0)
+        return offset, plan_tiles(xyz[:, :2] - offset[:2], self.max_points_per_pass, self.unit)
+
+    def count_blocks(self, xyz, plan=None):
+        """How many network blocks `segment` runs (for a progress bar)."""
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        return sum(self.segmenter.count_blocks(self._tile_room(xyz, None, offset, t, "")) for t in tiles)
+
+    def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
+        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8.
+
+        A tile with no block of `eval.min_block_points` points takes the class and score of the
+        nearest labelled point and no instance; a cloud with no such block at all is an error.
+        """
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        semantic = np.full(len(xyz), -1, np.int32)
+        instance = np.full(len(xyz), -1, np.int32)
+        score = np.zeros(len(xyz), np.float32)
+        next_instance = 0
+        for tile in tiles:
+            room = self._tile_room(xyz, rgb, offset, tile, name)
+            if not self.segmenter.block_members(room):
+                continue  # filled from the nearest labelled point below
+            result = self.segmenter.segment(room, seed=seed, progress=progress)
+            ids = result.instance_pred
+            semantic[tile.indices] = result.semantic_pred
+            instance[tile.indices] = np.where(ids >= 0, ids + next_instance, -1)
+            score[tile.indices] = result.score
+            next_instance += int(ids.max(initial=-1)) + 1
+        unlabelled = semantic < 0
+        if unlabelled.all():
+            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
+            raise PredictError(
+                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                "are the coordinates in metres?"
+            )
+        if unlabelled.any():
+            from scipy.spatial import cKDTree
+
+            labelled = np.flatnonzero(~unlabelled)
+            nearest = labelled[cKDTree(xyz[labelled]).query(xyz[unlabelled])[1]]
+            semantic[unlabelled] = semantic[nearest]
+            score[unlabelled] = score[nearest]
+        return CloudPrediction(semantic, instance, score, offset, len(tiles))
+
+    def _tile_room(self, xyz, rgb, offset, tile, name):
+        from jsnet_tf.data import s3dis
+
+        local = xyz[tile.indices] - offset
+        local[:, :2] -= tile.origin
+        count = len(tile.indices)
+        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb[tile.indices]
+        return s3dis.Room(
+            name=name, xyz=local.astype(np.float32), rgb=colour,
+            semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+
+
+def output_paths(out_dir, stem):
+    """The final output files of one input."""
+    return [pathlib.Path(out_dir) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+
+
+def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, pictures=True):
+    """Writes one cloud's outputs into a hidden staging folder of `out_dir`, then renames them
+    into place (the npz last) and removes older outputs of `stem` that were not rewritten; on any
+    error none of the new files is left behind (an output it replaced is gone)."""
+    from jsnet_tf import io
+
+    out_dir = pathlib.Path(out_dir)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    moved = []
+    try:
+        semantic_ply, instance_ply, labels_txt, labels_npz, picture = (staging / p.name for p in output_paths(out_dir, stem))
+        labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
+        semantic_rgb = io.semantic_colors(prediction.semantic)
+        instance_rgb = io.instance_colors(prediction.instance)
+        io.write_ply(semantic_ply, xyz, semantic_rgb, extra=labels)
+        io.write_ply(instance_ply, xyz, instance_rgb, extra=labels)
+        if txt:
+            write_labels_txt(labels_txt, xyz, prediction.semantic, prediction.instance, prediction.score)
+        with open(labels_npz, "wb") as f:
+            np.savez(
+                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
+                offset=prediction.offset, classes=np.array(class_names),
+            )
+        if pictures:
+            _write_picture(picture, xyz - prediction.offset, semantic_rgb, instance_rgb, stem)
+        for path in (semantic_ply, instance_ply, labels_txt, picture, labels_npz):
+            if path.exists():
+                os.replace(path, out_dir / path.name)
+                moved.append(out_dir / path.name)
+        for path in output_paths(out_dir, stem):
+            if path not in moved:
+                path.unlink(missing_ok=True)
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000):
+    """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `#` header line;
+    formatted with vectorised digit arithmetic, a million rows at a time."""
+    from jsnet_tf.metrics import _format_float, _format_int, _join_lines
+
+    with open(path, "wb") as f:
+        f.write(b"# x y z semantic instance score\n")
+        for start in range(0, len(xyz), rows_per_write):
+            rows = slice(start, start + rows_per_write)
+            f.write(_join_lines([
+                _format_float(xyz[rows, 0]), _format_float(xyz[rows, 1]), _format_float(xyz[rows, 2]),
+                _format_int(semantic[rows]), _format_int(instance[rows]), _format_float(score[rows].astype(np.float64)),
+            ]))
+
+
+def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem):
+    from jsnet_tf import viz
+
+    z = local_xyz[:, 2]
+    viz.render_segmentation_panel(
+        path, local_xyz, {"semantic": semantic_rgb, "instance": instance_rgb},
+        title=f"{stem}: top view below 85% of the height, metres from the minimum corner",
+        z_max=float(z.min() + 0.85 * (z.max() - z.min())),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def resolve_run(workdir, area=None):
+    """(run folder, area) as evaluate.py finds them: `<workdir>/area<k>` of train.py or the run
+    folder `workdir` itself; the area is None when only the run's config can tell."""
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        raise PredictError(f"--workdir {workdir}: no such folder")
+    if area is not None:
+        candidate = workdir / f"area{area}"
+        if (candidate / "config.toml").exists() or not (workdir / "config.toml").exists():
+            return candidate, area
+        return workdir, area
+    if (workdir / "config.toml").exists():
+        return workdir, None
+    runs = sorted(p for p in workdir.glob("area*") if p.name[4:].isdigit() and (p / "config.toml").exists())
+    if len(runs) == 1:
+        return runs[0], int(runs[0].name[4:])
+    if not runs:
+        raise PredictError(f"--workdir {workdir}: not a run folder (no config.toml) and holds no area<k>/ run of train.py")
+    raise PredictError(f"--workdir {workdir} holds runs of areas {', '.join(p.name[4:] for p in runs)}: choose one with --area")
+
+
+def instance_sizes(cfg, area, mean_ins_size_file=None, min_instance_points=None):
+    """(mean instance size per class, size fraction, description) for the size filter."""
+    from jsnet_tf.data import s3dis
+
+    num_classes = cfg["model"]["num_classes"]
+    if min_instance_points is not None:
+        if mean_ins_size_file:
+            raise PredictError("give --mean_ins_size or --min_instance_points, not both")
+        if min_instance_points < 0:
+            raise PredictError(f"--min_instance_points must be >= 0, got {min_instance_points}")
+        # size > 1.0 * (n - 0.5) keeps exactly the instances of at least n points.
+        sizes = np.full(num_classes, max(min_instance_points - 0.5, 0.0))
+        return sizes, 1.0, f"instances of fewer than {min_instance_points} points are dropped"
+    if mean_ins_size_file:
+        path = pathlib.Path(mean_ins_size_file)
+        if not path.exists():
+            raise PredictError(f"--mean_ins_size {path}: no such file")
+    else:
+        area = area if area is not None else cfg["data"]["areas"][0]
+        path = pathlib.Path(cfg["data"]["data_dir"]) / "lists" / f"mean_ins_size_woArea{area}.txt"
+        if not path.exists():
+            raise PredictError(
+                f"no mean instance sizes: {path} (the run's training data) does not exist; pass --mean_ins_size FILE "
+                "(lists/mean_ins_size_woArea<k>.txt of the training data) or --min_instance_points N"
+            )
+    sizes = s3dis.read_mean_ins_size(path)
+    if len(sizes) != num_classes:
+        raise PredictError(f"{path}: {len(sizes)} classes, the model predicts {num_classes}")
+    fraction = cfg["eval"]["size_fraction"]
+    return sizes, fraction, f"instances of at most {fraction:g} x their class's mean size in {path} are dropped"
+
+
+def _overrides():
+    overrides = list(FLAGS.set) + ["eval.label_all_points=true"]
+    for flag in ("batch_size", "seed"):
+        if getattr(FLAGS, flag) is not None:
+            overrides.append(f"eval.{flag}={getattr(FLAGS, flag)}")
+    return overrides
+
+
+def _build(out_dir):
+    """(CloudSegmenter, class names, seed) from the flags."""
+    from jsnet_tf import checkpoints
+    from jsnet_tf.data import s3dis
+    from jsnet_tf.evaluation import RoomSegmenter
+
+    run_dir, area = resolve_run(FLAGS.workdir, FLAGS.area)
+    model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, _overrides())
+    sizes, fraction, filter_text = instance_sizes(cfg, area, FLAGS.mean_ins_size, FLAGS.min_instance_points)
+    eval_cfg = {**cfg["eval"], "size_fraction": fraction}
+    segmenter = RoomSegmenter(model, cfg["data"]["num_points"], sizes, eval_cfg, cfg["data"]["block_size"])
+    num_classes = cfg["model"]["num_classes"]
+    class_names = list(s3dis.CLASSES) if num_classes == len(s3dis.CLASSES) else [str(c) for c in range(num_classes)]
+    print(f"weights {prefix}; {filter_text}; outputs -> {out_dir}", flush=True)
+    return CloudSegmenter(segmenter, FLAGS.max_points_per_pass), class_names, cfg["eval"]["seed"]
+
+
+def predict_file(path, cloud_segmenter, class_names, seed, out_dir):
+    """Reads, segments and writes one input; returns a one-line summary."""
+    from jsnet_tf import io
+
+    started = time.time()
+    outputs = output_paths(out_dir, path.stem)
+    existing = [p for p in outputs if p.exists()]
+    if existing and not FLAGS.overwrite:
+        raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
+    cloud = io.read_point_cloud(path, nan_policy=FLAGS.nan_policy, color_max=FLAGS.color_max)
+    notes = [f"{len(cloud)} points"]
+    if cloud.num_dropped:
+        notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
+    rgb = cloud.rgb if FLAGS.color else None
+    if rgb is None:
+        why = "colours ignored (--nocolor)" if cloud.rgb is not None else "no colours"
+        print(
+            f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
+            "the network was trained with colour", file=sys.stderr, flush=True,
+        )
+    plan = cloud_segmenter.plan(cloud.xyz)
+    offset, tiles = plan
+    extent = cloud.xyz.max(axis=0) - offset
+    notes.append("extent " + " x ".join(f"{e:.2f}" for e in extent) + " m")
+    notes.append("minimum corner (" + ", ".join(f"{o:.3f}" for o in offset) + ") moved to the origin")
+    if len(tiles) > 1:
+        notes.append(f"{len(tiles)} tiles (more than --max_points_per_pass={cloud_segmenter.max_points_per_pass} points)")
+    print(f"{path}: " + "; ".join(notes), flush=True)
+    bar = None
+    if FLAGS.verbose:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cloud_segmenter.count_blocks(cloud.xyz, plan), unit="block", desc=path.stem)
+    try:
+        prediction = cloud_segmenter.segment(cloud.xyz, rgb, path.stem, seed, bar.update if bar else None, plan)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, FLAGS.txt, FLAGS.pictures)
+    classes = len(np.unique(prediction.semantic))
+    instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
+    return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "
+            f"({time.time() - started:.1f} s)")
+
+
+def main(argv):
+    inputs = [pathlib.Path(a) for a in argv[1:]]
+    if not inputs:
+        raise app.UsageError("give at least one INPUT point cloud (.ply, .txt, .xyz, .pts or .npy)")
+    if not FLAGS.workdir or not FLAGS.out:
+        raise app.UsageError("--workdir and --out are required")
+    if FLAGS.color_max is not None and not FLAGS.color_max > 0:
+        raise app.UsageError(f"--color_max must be positive, got {FLAGS.color_max}")
+    logging.set_verbosity(logging.WARNING)
+    out_dir = pathlib.Path(FLAGS.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cloud_segmenter, class_names, seed = _build(out_dir)
+    except Exception as error:
+        if not isinstance(error, _user_errors() + (OSError,)):
+            raise
+        sys.exit(f"predict: error: {error}")
+    failed, first_of_stem = 0, {}
+    for path in inputs:
+        try:
+            if path.stem in first_of_stem:
+                other = first_of_stem[path.stem]
+                raise PredictError(f"{path}: its outputs would take the names of {other}'s ({path.stem}_*); rename one")
+            first_of_stem[path.stem] = path
+            print(predict_file(path, cloud_segmenter, class_names, seed, out_dir), flush=True)
+        except Exception as error:
+            if not isinstance(error, _user_errors() + (MemoryError, OSError)):
+                raise
+            failed += 1
+            print(f"predict: error: {_describe(path, error)}", file=sys.stderr, flush=True)
+    if failed:
+        sys.exit(f"predict: {failed} of {len(inputs)} inputs failed; their outputs were not written")
+
+
+def _describe(path, error):
+    """One line for an input's failure, naming the file."""
+    if isinstance(error, MemoryError):
+        return f"{path}: out of memory: lower --max_points_per_pass (now {FLAGS.max_points_per_pass})"
+    text = str(error) or type(error).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def _user_errors():
+    """The errors that mean bad input or set-up (one line for the user, no traceback)."""
+    from jsnet_tf.checkpoints import CheckpointError
+    from jsnet_tf.clustering.library import ExtensionError
+    from jsnet_tf.config import ConfigError
+    from jsnet_tf.data.s3dis import DataError
+    from jsnet_tf.io import PointCloudError
+    from jsnet_tf.viz import VizError
+
+    errors = [PredictError, CheckpointError, ConfigError, DataError, PointCloudError, VizError, ExtensionError]
+    for module, name in (("jsnet_tf.clustering.postprocess", "ClusteringError"), ("jsnet_tf.evaluation", "EvaluationError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
+if __name__ == "__main__":
+    app.run(main)

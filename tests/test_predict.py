@@ -1,0 +1,424 @@
+"""`python -m jsnet_tf.predict`: user clouds in, labelled clouds out in their own coordinates; bad
+inputs are one clear line and leave no output; tiling covers every point once; the streaming
+RoomSegmenter gives the results of the former all-rows-first one."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jsnet_tf import checkpoints, config, io
+from jsnet_tf.clustering import postprocess
+from jsnet_tf.data import s3dis
+from jsnet_tf.evaluation import RoomSegmenter, _block_channels, _chunks, _normalised
+from jsnet_tf.model import build_model
+from jsnet_tf.predict import (
+    GREY, CloudSegmenter, PredictError, instance_sizes, plan_tiles, resolve_run, write_labels_txt, write_outputs,
+)
+from tests.conftest import TINY_POINTS
+from tests.test_evaluation import OracleNet, oracle_room
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_MODEL = [f"data.num_points={TINY_POINTS}", "model.npoints=[256, 64, 32, 16]", "data.areas=[2]", "eval.batch_size=4"]
+OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
+
+
+def _predict(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jsnet_tf.predict", "--noverbose", *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+def _tiny_model(cfg):
+    """A small JSNet after one training-mode pass (untrained batch-norm statistics overflow)."""
+    model = build_model(cfg)
+    points = np.random.default_rng(0).uniform(0, 1, (4, TINY_POINTS, 9)).astype(np.float32)
+    model(points, training=True)
+    return model
+
+
+def _scene(rng, count, offset=(0.0, 0.0, 0.0)):
+    """A 3 m x 2 m room-like cloud: a floor, a wall and a box, shifted by `offset`."""
+    floor = rng.uniform([0, 0, 0], [3, 2, 0.02], (count // 2, 3))
+    wall = rng.uniform([0, 1.95, 0], [3, 2, 2.5], (count // 4, 3))
+    box = rng.uniform([0.8, 0.5, 0.6], [1.8, 1.2, 0.75], (count - count // 2 - count // 4, 3))
+    return np.concatenate([floor, wall, box]) + np.asarray(offset)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line, end to end
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A train.py workdir whose area2 run holds tiny weights; its data folder holds only the mean
+    instance sizes that predict looks up by default."""
+    root = tmp_path_factory.mktemp("predict_run")
+    data_dir = root / "data"
+    (data_dir / "lists").mkdir(parents=True)
+    np.savetxt(data_dir / "lists" / "mean_ins_size_woArea2.txt", np.full(13, 80.0))
+    cfg = config.load(None, TINY_MODEL + [f'data.data_dir="{data_dir}"'])
+    checkpoints.write_run_files(root / "workdir" / "area2", cfg)
+    checkpoints.save_weights(_tiny_model(cfg), root / "workdir" / "area2" / "weights")
+    return root / "workdir"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Good inputs (binary PLY with colour in a far-away frame, txt without colour, npy with two
+    NaN points) and bad ones, with the points each good one must come back with."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(7)
+    ply_xyz = _scene(rng, 3000, offset=(512_345.25, 4_100_200.5, 87.0)).astype(np.float32)
+    ply_rgb = rng.integers(0, 256, (3000, 3)).astype(np.uint8)
+    io.write_ply(folder / "scan.ply", ply_xyz, ply_rgb, binary=True)
+    txt_xyz = np.round(_scene(rng, 2500, offset=(-3.0, 10.0, -1.5)), 4)
+    np.savetxt(folder / "bare.txt", txt_xyz, fmt="%.4f")
+    npy = np.concatenate([_scene(rng, 2000), rng.integers(0, 256, (2000, 3))], axis=1)
+    npy[[5, 700], [1, 2]] = np.nan
+    np.save(folder / "holes.npy", npy)
+    (folder / "empty.txt").write_bytes(b"")
+    io.write_ply(folder / "flat.ply", np.zeros((10, 3)), extra={"intensity": np.ones(10)})
+    with open(folder / "flat.ply", "r+b") as f:  # rename the y property: a PLY without y
+        data = f.read().replace(b"property double y\n", b"property double q\n", 1)
+        f.seek(0)
+        f.write(data)
+    (folder / "garbage.npy").write_bytes(b"\x93NUMPY this is not an array")
+    expected = {
+        "scan": ply_xyz.astype(np.float64),
+        "bare": txt_xyz,
+        "holes": npy[np.isfinite(npy).all(axis=1), :3],
+    }
+    return folder, expected
+
+
+@pytest.fixture(scope="module")
+def predicted(run, inputs, tmp_path_factory):
+    folder, _ = inputs
+    out = tmp_path_factory.mktemp("predicted")
+    names = ["scan.ply", "empty.txt", "bare.txt", "flat.ply", "holes.npy", "garbage.npy"]
+    result = _predict("--workdir", run, "--area", 2, *(folder / n for n in names), "--out", out)
+    return out, result
+
+
+@pytest.mark.slow
+def test_every_input_point_comes_back_labelled_in_its_own_coordinates(predicted, inputs):
+    out, result = predicted
+    _, expected = inputs
+    assert "Traceback" not in result.stderr
+    for stem, xyz in expected.items():
+        for suffix in OUTPUTS:
+            assert (out / f"{stem}{suffix}").stat().st_size > 0, (stem, suffix)
+        with np.load(out / f"{stem}_labels.npz") as z:
+            np.testing.assert_array_equal(z["xyz"], xyz)
+            np.testing.assert_array_equal(z["offset"], xyz.min(axis=0))
+            semantic, instance, score = z["semantic"], z["instance"], z["score"]
+            assert list(z["classes"]) == list(s3dis.CLASSES)
+        assert semantic.shape == instance.shape == score.shape == (len(xyz),)
+        assert semantic.min() >= 0 and semantic.max() < 13 and instance.min() >= -1
+        assert (score > 0).all() and (score <= 1 + 1e-6).all()
+        for kind, colours in (("semantic", io.semantic_colors(semantic)), ("instance", io.instance_colors(instance))):
+            ply = io.read_point_cloud(out / f"{stem}_{kind}.ply")
+            np.testing.assert_array_equal(ply.xyz, xyz)
+            np.testing.assert_array_equal(ply.rgb, colours)
+            np.testing.assert_array_equal(ply.extra["semantic"], semantic)
+            np.testing.assert_array_equal(ply.extra["instance"], instance)
+            np.testing.assert_array_equal(ply.extra["score"], score)
+        table = np.loadtxt(out / f"{stem}_labels.txt", ndmin=2)
+        np.testing.assert_allclose(table[:, :3], xyz, rtol=0, atol=5.1e-7)
+        np.testing.assert_array_equal(table[:, 3], semantic)
+        np.testing.assert_array_equal(table[:, 4], instance)
+        np.testing.assert_allclose(table[:, 5], score, rtol=0, atol=5.1e-7)
+
+
+@pytest.mark.slow
+def test_nan_points_are_dropped_with_their_count_and_missing_colour_is_warned(predicted):
+    _, result = predicted
+    assert "holes.npy: 1998 points; dropped 2 with NaN or infinite values" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "bare.txt: no colours" in warnings[0] and f"{GREY}/255" in warnings[0]
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_one_line_each_and_leave_no_outputs(predicted, inputs):
+    out, result = predicted
+    folder, _ = inputs
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    assert errors == [
+        f"predict: error: {folder / 'empty.txt'}: empty file (no points)",
+        f"predict: error: {folder / 'flat.ply'}: no y coordinate property (found x, q, z, intensity)",
+        f"predict: error: {folder / 'garbage.npy'}: not a readable .npy array: " + errors[2].split("array: ", 1)[1],
+    ]
+    assert result.stderr.splitlines()[-1] == "predict: 3 of 6 inputs failed; their outputs were not written"
+    stems = {p.name.split("_")[0].split(".")[0] for p in out.iterdir()}
+    assert stems == {"scan", "bare", "holes"}  # nothing of the bad inputs, no staging folder left
+
+
+@pytest.mark.slow
+def test_nan_policy_error_and_existing_outputs_fail_without_touching_anything(run, inputs, predicted, tmp_path):
+    out, _ = predicted
+    folder, _ = inputs
+    (tmp_path / "holes2.npy").write_bytes((folder / "holes.npy").read_bytes())
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    result = _predict("--workdir", run, "--nan_policy", "error", tmp_path / "holes2.npy", folder / "scan.ply", "--out", out)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    assert len(errors) == 2
+    assert "holes2.npy" in errors[0] and "2 of 2000 points have a NaN" in errors[0]
+    assert errors[1] == (
+        f"predict: error: {folder / 'scan.ply'}: {out / 'scan_semantic.ply'} exists (pass --overwrite to replace it)"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_help_explains_every_flag():
+    result = _predict("--helpshort")
+    for flag in ("workdir", "area", "which", "out", "mean_ins_size", "min_instance_points", "nan_policy",
+                 "color_max", "max_points_per_pass", "batch_size", "seed", "set"):
+        assert f"--{flag}:" in result.stdout, flag
+    for flag in ("color", "txt", "pictures", "overwrite", "verbose"):
+        assert f"--[no]{flag}:" in result.stdout, flag
+    assert "INPUT" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_run_without_mean_instance_sizes_is_one_clear_line(run, inputs, tmp_path):
+    result = _predict("--workdir", run, "--set", f'data.data_dir="{tmp_path}"', inputs[0] / "bare.txt", "--out", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("predict: error: no mean instance sizes:") and "--min_instance_points" in last
+    assert not any((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------
+
+
+def test_tiles_cover_every_point_once_within_the_limit(rng):
+    unit = 1.0
+    xy = np.concatenate([rng.uniform(0, 9.5, (3000, 2)), rng.uniform(40, 41, (200, 2))])  # and a far patch
+    xy[:50] = np.floor(xy[:50])  # points on tile edges
+    for max_points in (100, 700, 3199, 3200, 0):
+        tiles = plan_tiles(xy, max_points, unit)
+        covered = np.concatenate([t.indices for t in tiles])
+        np.testing.assert_array_equal(np.sort(covered), np.arange(len(xy)))
+        assert len({t.side for t in tiles}) == 1
+        for tile in tiles:
+            assert np.all(np.diff(tile.indices) > 0) and tile.side % unit == 0
+            np.testing.assert_array_equal(tile.origin % tile.side, 0)
+            inside = xy[tile.indices] - tile.origin
+            assert (inside >= 0).all() and (inside < tile.side).all()
+            assert len(tile.indices) <= max_points or tile.side == unit or max_points in (0, 3200)
+        if max_points in (0, 3200):
+            assert len(tiles) == 1 and np.array_equal(tiles[0].origin, [0, 0])
+        else:
+            assert len(tiles) > 1
+
+
+def _oracle_cloud(rng):
+    room = oracle_room(rng)
+    return room, room.xyz.astype(np.float64) + [100.0, -20.0, 3.0]
+
+
+def test_tiled_clouds_label_every_point_and_keep_instances_apart(rng):
+    room, xyz = _oracle_cloud(rng)
+    cfg = config.load(None)["eval"]
+    segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg)
+    cloud = CloudSegmenter(segmenter, max_points_per_pass=6000)
+    offset, tiles = cloud.plan(xyz)
+    assert len(tiles) > 1 and max(len(t.indices) for t in tiles) <= 6000
+    np.testing.assert_array_equal(offset, xyz.min(axis=0))
+    steps = []
+    prediction = cloud.segment(xyz, room.rgb, "oracle", progress=steps.append)
+    assert sum(steps) == cloud.count_blocks(xyz) and prediction.num_tiles == len(tiles)
+    np.testing.assert_array_equal(prediction.semantic, room.semantic)  # the oracle reads the class from colour
+    tile_of = np.empty(len(xyz), np.int64)
+    for k, tile in enumerate(tiles):
+        tile_of[tile.indices] = k
+    ids = prediction.instance
+    assert ids.min() >= -1 and (ids >= 0).mean() > 0.9
+    for instance in np.unique(ids):  # an id never spans two tiles
+        assert len(np.unique(tile_of[ids == instance])) == 1
+
+
+def test_a_cloud_within_one_pass_gets_the_same_labels_with_tiling_disabled(rng):
+    cfg = config.load(None, TINY_MODEL)
+    segmenter = RoomSegmenter(_tiny_model(cfg), TINY_POINTS, np.full(13, 50.0), cfg["eval"])
+    xyz = _scene(rng, 4000, offset=(250.0, 80.0, 10.0))
+    rgb = rng.integers(0, 256, (4000, 3)).astype(np.uint8)
+    default = CloudSegmenter(segmenter).segment(xyz, rgb, "cloud", seed=2)
+    untiled = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, rgb, "cloud", seed=2)
+    room = s3dis.Room("cloud", (xyz - xyz.min(axis=0)).astype(np.float32), rgb, np.zeros(4000, np.int32),
+                      np.zeros(4000, np.int32))
+    direct = segmenter.segment(room, seed=2)
+    for prediction in (default, untiled):
+        np.testing.assert_array_equal(prediction.semantic, direct.semantic_pred)
+        np.testing.assert_array_equal(prediction.instance, direct.instance_pred)
+        np.testing.assert_array_equal(prediction.score, direct.score)
+    grey = CloudSegmenter(segmenter).segment(xyz, None, "cloud", seed=2)
+    room.rgb = np.full_like(rgb, GREY)
+    np.testing.assert_array_equal(grey.semantic, segmenter.segment(room, seed=2).semantic_pred)
+
+
+def test_a_cloud_in_millimetres_is_a_clear_error(rng):
+    cfg = config.load(None)["eval"]
+    cloud = CloudSegmenter(RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg))
+    xyz = rng.uniform(0, 3000, (2000, 3))
+    with pytest.raises(PredictError, match="no block of 1.0 m x 1.0 m holds 100 points.*metres"):
+        cloud.segment(xyz, None)
+
+
+def test_the_labels_text_is_printf_formatted(tmp_path, rng):
+    xyz = rng.uniform(-1e5, 1e5, (300, 3)) * rng.choice([1e-4, 1.0], (300, 1))
+    semantic = rng.integers(0, 13, 300)
+    instance = rng.integers(-1, 2000, 300)
+    score = rng.uniform(0, 1, 300).astype(np.float32)
+    write_labels_txt(tmp_path / "l.txt", xyz, semantic, instance, score, rows_per_write=128)
+    expected = "# x y z semantic instance score\n" + "".join(
+        "%f %f %f %d %d %f\n" % (*p, s, i, float(c)) for p, s, i, c in zip(xyz, semantic, instance, score)
+    )
+    assert (tmp_path / "l.txt").read_text() == expected
+
+
+def test_a_failing_output_leaves_none_of_the_files_and_a_rewrite_no_stale_ones(tmp_path, monkeypatch, rng):
+    from jsnet_tf import viz
+    from jsnet_tf.predict import CloudPrediction
+
+    xyz = rng.uniform(0, 2, (100, 3))
+    prediction = CloudPrediction(np.zeros(100, np.int32), np.full(100, -1, np.int32), np.ones(100, np.float32),
+                                 xyz.min(axis=0), 1)
+
+    def broken(*args, **kwargs):
+        raise viz.VizError("cannot draw")
+
+    monkeypatch.setattr(viz, "render_segmentation_panel", broken)
+    with pytest.raises(viz.VizError):
+        write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert len(write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))) == 5
+    written = write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), pictures=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    assert len(written) == 4 and not (tmp_path / "cloud.png").exists()  # an old picture does not linger
+
+
+def test_min_instance_points_keeps_instances_of_exactly_that_size():
+    cfg = config.load(None)
+    sizes, fraction, _ = instance_sizes(cfg, 5, min_instance_points=4)
+    room_ids = np.array([0] * 4 + [1] * 3 + [2] * 5)
+    kept = postprocess.finalize_instances(room_ids, np.zeros(12, np.int64), sizes, fraction)
+    np.testing.assert_array_equal(kept, [0] * 4 + [-1] * 3 + [1] * 5)
+    with pytest.raises(PredictError, match="not both"):
+        instance_sizes(cfg, 5, "sizes.txt", 4)
+
+
+def test_missing_mean_instance_sizes_name_the_file_and_the_flags(tmp_path):
+    cfg = config.load(None, [f'data.data_dir="{tmp_path}"'])
+    with pytest.raises(PredictError, match=r"mean_ins_size_woArea3\.txt.*--mean_ins_size FILE.*--min_instance_points"):
+        instance_sizes(cfg, 3)
+    with pytest.raises(PredictError, match="--mean_ins_size .*nope.txt: no such file"):
+        instance_sizes(cfg, 3, tmp_path / "nope.txt")
+
+
+def test_runs_are_found_like_evaluate_finds_them(tmp_path):
+    cfg = config.load(None)
+    checkpoints.write_run_files(tmp_path / "work" / "area3", cfg)
+    assert resolve_run(tmp_path / "work") == (tmp_path / "work" / "area3", 3)
+    assert resolve_run(tmp_path / "work" / "area3") == (tmp_path / "work" / "area3", None)
+    checkpoints.write_run_files(tmp_path / "work" / "area5", cfg)
+    with pytest.raises(PredictError, match="areas 3, 5: choose one with --area"):
+        resolve_run(tmp_path / "work")
+    assert resolve_run(tmp_path / "work", 5) == (tmp_path / "work" / "area5", 5)
+    with pytest.raises(PredictError, match="no such folder"):
+        resolve_run(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------------
+# The streaming RoomSegmenter against the former all-rows-first logic
+# ------------------------------------------------------------------------------------------------
+
+
+def _members_by_scan(room, block_size, stride, min_points):
+    """Every corner of the block grid tested against every point (the former block search)."""
+    xyz = room.xyz.astype(np.float64)
+    members = []
+    for x0, y0 in s3dis.test_block_origins(xyz.max(axis=0), block_size, stride):
+        inside = (xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + block_size) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + block_size)
+        if inside.sum() >= min_points:
+            members.append(np.flatnonzero(inside))
+    return members
+
+
+def _segment_all_rows_first(segmenter, room, seed):
+    """The former RoomSegmenter: every chunk of every block through the network first (float64
+    probability sums), then clustering block by block."""
+    cfg, size = segmenter.cfg, segmenter.block_size
+    rng = np.random.default_rng([seed, 1])
+    members = _members_by_scan(room, size, cfg["stride"], cfg["min_block_points"])
+    normalised = _normalised(room)
+    chunks, owners = [], []
+    for b, indices in enumerate(members):
+        for chunk in _chunks(indices, segmenter.num_points, rng):
+            chunks.append(chunk)
+            owners.append(b)
+    data = np.stack([_block_channels(room, normalised, c, size) for c in chunks])
+    outputs = [segmenter._infer(tf.constant(data[s : s + cfg["batch_size"]])) for s in range(0, len(data), cfg["batch_size"])]
+    probabilities = np.concatenate([p.numpy() for p, _ in outputs])
+    embeddings = np.concatenate([e.numpy() for _, e in outputs])
+    sums = np.zeros((len(room), probabilities.shape[-1]))
+    visits = np.zeros(len(room))
+    merger = segmenter._merger()
+    owners = np.array(owners)
+    for b in range(len(members)):
+        rows = np.flatnonzero(owners == b)
+        points, first = np.unique(np.concatenate([chunks[r] for r in rows]), return_index=True)
+        block_p = probabilities[rows].reshape(-1, probabilities.shape[-1])[first]
+        block_e = embeddings[rows].reshape(-1, embeddings.shape[-1])[first]
+        labels, centres = postprocess.mean_shift(block_e, cfg["bandwidth"])
+        merger.merge(normalised[points], labels, postprocess.cluster_classes(labels, block_p.argmax(axis=1), len(centres)))
+        sums[points] += block_p
+        visits[points] += 1
+    mean_p = sums / visits[:, None]  # these rooms have no point outside the blocks
+    semantic = mean_p.argmax(axis=1)
+    instance = postprocess.finalize_instances(merger.assign(normalised), semantic, segmenter.mean_ins_size, cfg["size_fraction"])
+    return semantic, instance, mean_p.max(axis=1)
+
+
+@pytest.mark.parametrize("network", ["oracle", "tiny"])
+def test_streaming_gives_the_results_of_running_all_rows_first(rng, network):
+    if network == "oracle":
+        room = oracle_room(rng)
+        cfg = config.load(None, ["eval.batch_size=3"])  # batches that straddle blocks
+        segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg["eval"])
+    else:
+        xyz = _scene(rng, 5000).astype(np.float32)
+        room = s3dis.Room("scene", xyz - xyz.min(axis=0), rng.integers(0, 256, (5000, 3)).astype(np.uint8),
+                          np.zeros(5000, np.int32), np.zeros(5000, np.int32))
+        cfg = config.load(None, TINY_MODEL + ["eval.batch_size=3"])
+        segmenter = RoomSegmenter(_tiny_model(cfg), TINY_POINTS, np.full(13, 50.0), cfg["eval"])
+    result = segmenter.segment(room, seed=4)
+    semantic, instance, score = _segment_all_rows_first(segmenter, room, 4)
+    np.testing.assert_array_equal(result.semantic_pred, semantic)
+    np.testing.assert_array_equal(result.instance_pred, instance)
+    np.testing.assert_allclose(result.score, score, rtol=1e-6)  # sums are float32 now
+    assert result.score.dtype == np.float32
+
+
+def test_block_search_finds_the_blocks_of_a_full_grid_scan(rng):
+    xyz = (rng.integers(0, 16, (3000, 3)) * 0.25).astype(np.float32)  # many points on block edges
+    xyz[:150] += [40.0, 25.0, 0.0]  # a far patch: a large, mostly empty extent
+    room = s3dis.Room("grid", xyz, np.zeros((3000, 3), np.uint8), np.zeros(3000, np.int32), np.zeros(3000, np.int32))
+    for min_points in (1, 20, 100):
+        cfg = config.load(None, [f"eval.min_block_points={min_points}"])["eval"]
+        found = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg).block_members(room)
+        scanned = _members_by_scan(room, 1.0, 0.5, min_points)
+        assert len(found) == len(scanned)
+        for a, b in zip(found, scanned):
+            np.testing.assert_array_equal(a, b)
