@@ -285,16 +285,14 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, picture
 def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000):
     """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `#` header line;
     formatted with vectorised digit arithmetic, a million rows at a time."""
-    from jsnet_tf.metrics import _format_float, _format_int, _join_lines
+    from jsnet_tf.metrics import format_lines
 
     with open(path, "wb") as f:
         f.write(b"# x y z semantic instance score\n")
         for start in range(0, len(xyz), rows_per_write):
             rows = slice(start, start + rows_per_write)
-            f.write(_join_lines([
-                _format_float(xyz[rows, 0]), _format_float(xyz[rows, 1]), _format_float(xyz[rows, 2]),
-                _format_int(semantic[rows]), _format_int(instance[rows]), _format_float(score[rows].astype(np.float64)),
-            ]))
+            columns = [xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+            f.write(format_lines(columns, "fffddf"))
 
 
 def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem):

@@ -500,3 +500,12 @@ def test_writer_rejects_bad_input_and_keeps_the_old_file(rng, tmp_path):
         metrics.write_room_outputs(pred, gt, *bad)
     assert pred.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r_gt.txt", "r_pred.txt"]
+
+
+def test_format_lines_writes_what_printf_writes(rng):
+    floats = np.concatenate([rng.normal(0, 1000, 200), [0.0, -0.0, 0.5e-6, 2.5e-6, -1234.5678905]])
+    ints = rng.integers(-10**6, 10**6, floats.size)
+    expected = "".join("%f %d\n" % (f, i) for f, i in zip(floats, ints)).encode()
+    assert metrics.format_lines([floats, ints], "fd") == expected
+    with pytest.raises(ValueError, match="one format"):
+        metrics.format_lines([floats], "fd")
