@@ -59,27 +59,52 @@ def _overrides():
     return overrides
 
 
+def _is_run_folder(workdir):
+    return (pathlib.Path(workdir) / "config.toml").exists()
+
+
 def _run_folder(workdir, area):
-    """<workdir>/area<k> when train.py made it, else the workdir itself when it is a run folder."""
+    """The workdir itself when it is a run folder, else train.py's <workdir>/area<k>."""
     workdir = pathlib.Path(workdir)
-    candidate = workdir / f"area{area}"
-    if (candidate / "config.toml").exists() or not (workdir / "config.toml").exists():
-        return candidate
-    return workdir
+    return workdir if _is_run_folder(workdir) else workdir / f"area{area}"
 
 
 def _areas(workdir):
-    if FLAGS.area:
-        return list(FLAGS.area)
+    """The areas to evaluate. A run folder holds one model: the area it held out in training (a
+    run's config lists every area of its experiment, not the one this model may be tested on)."""
     from jsnet_tf import checkpoints
 
     workdir = pathlib.Path(workdir)
-    if (workdir / "config.toml").exists():
-        return checkpoints.load_config(workdir)["data"]["areas"]
-    runs = sorted(p for p in workdir.glob("area*") if (p / "config.toml").exists())
+    if _is_run_folder(workdir):
+        recorded = checkpoints.run_area(workdir)
+        if FLAGS.area:
+            if len(FLAGS.area) > 1:
+                raise app.UsageError(f"{workdir} holds one model: give one --area, or train.py's workdir for several")
+            if recorded is not None and FLAGS.area[0] != recorded:
+                raise app.UsageError(
+                    f"{workdir} is the model of area {recorded}: area {FLAGS.area[0]} was part of its training data"
+                )
+            return list(FLAGS.area)
+        if recorded is not None:
+            return [recorded]
+        areas = checkpoints.load_config(workdir)["data"]["areas"]
+        if len(areas) != 1:
+            raise app.UsageError(f"{workdir} does not record its test area: give --area")
+        return areas
+    if FLAGS.area:
+        return list(FLAGS.area)
+    runs = sorted(p for p in workdir.glob("area*") if _is_run_folder(p) and p.name[4:].isdigit())
     if not runs:
         raise app.UsageError(f"{workdir} holds no run (no area<k>/config.toml): give --area and a trained --workdir")
-    return [int(p.name[4:]) for p in runs if p.name[4:].isdigit()]
+    return [int(p.name[4:]) for p in runs]
+
+
+def _fingerprint(prefix, cfg):
+    """What a room's outputs depend on besides the room: reused rooms must share it."""
+    index = pathlib.Path(prefix + ".index")
+    stamp = index.stat().st_mtime_ns if index.exists() else None
+    return json.dumps({"weights": str(prefix), "written": stamp, "eval": cfg["eval"],
+                       "num_points": cfg["data"]["num_points"], "block_size": cfg["data"]["block_size"]}, sort_keys=True)
 
 
 def evaluate_area(area, out_dir):
@@ -93,7 +118,9 @@ def evaluate_area(area, out_dir):
     run_dir = _run_folder(FLAGS.workdir, area)
     overrides = _overrides()
     if FLAGS.data_dir:
-        overrides.append(f'data.data_dir="{FLAGS.data_dir}"')
+        from jsnet_tf import config
+
+        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides)
     data_dir = pathlib.Path(cfg["data"]["data_dir"])
     rooms = pipeline.area_files(data_dir, area, "test", "rooms")
@@ -109,6 +136,7 @@ def evaluate_area(area, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"area {area}: {len(rooms)} rooms, weights {prefix} -> {out_dir}", flush=True)
 
+    fingerprint = _fingerprint(prefix, cfg)
     loaded = {}
     todo = []
     for path in rooms:
@@ -116,9 +144,11 @@ def evaluate_area(area, out_dir):
         stored = out_dir / f"{name}.npz"
         if stored.exists() and not FLAGS.overwrite:
             with np.load(stored) as z:
-                loaded[name] = RoomResult(name=name, **{k: z[k] for k in z.files if k != "name"})
-        else:
-            todo.append(path)
+                if "fingerprint" in z.files and str(z["fingerprint"]) == fingerprint:
+                    loaded[name] = RoomResult(name=name, **{k: z[k] for k in z.files if k != "fingerprint"})
+                    continue
+            print(f"{name}: its outputs in {out_dir} came from other weights or settings: running it again", flush=True)
+        todo.append(path)
     bar = None
     if todo and FLAGS.verbose:
         from tqdm import tqdm
@@ -134,7 +164,7 @@ def evaluate_area(area, out_dir):
             if bar is not None:
                 bar.set_postfix_str(name)
             result = segmenter.segment(s3dis.load_room(path), seed=eval_cfg["seed"], progress=bar.update if bar else None)
-            _write_room(out_dir, result, class_names, FLAGS.pictures)
+            _write_room(out_dir, result, class_names, FLAGS.pictures, fingerprint)
         evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred, where=name)
     if bar is not None:
         bar.close()
@@ -151,7 +181,7 @@ def evaluate_area(area, out_dir):
     return evaluator
 
 
-def _write_room(out_dir, result, class_names, pictures):
+def _write_room(out_dir, result, class_names, pictures, fingerprint):
     """The room's txt outputs and pictures, then its .npz last (its presence marks the room done)."""
     import numpy as np
 
@@ -166,7 +196,8 @@ def _write_room(out_dir, result, class_names, pictures):
         _write_pictures(out_dir / "pictures", result)
     with AtomicTarget(out_dir / f"{result.name}.npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **{k: v for k, v in result.arrays().items() if k != "name"})
+            arrays = {k: v for k, v in result.arrays().items() if k != "name"}
+            np.savez_compressed(f, fingerprint=np.array(fingerprint), **arrays)
 
 
 def _write_pictures(folder, result):
@@ -261,10 +292,18 @@ def _user_errors():
     from jsnet_tf.data.s3dis import DataError
     from jsnet_tf.metrics import MetricsError
 
-    errors = [CheckpointError, ConfigError, DataError, MetricsError, ExtensionError]
-    for module, name in (("jsnet_tf.clustering.postprocess", "ClusteringError"), ("jsnet_tf.evaluation", "EvaluationError")):
+    errors = [CheckpointError, ConfigError, DataError, MetricsError, ExtensionError, OSError]
+    for module, name in (
+        ("jsnet_tf.clustering.postprocess", "ClusteringError"),
+        ("jsnet_tf.evaluation", "EvaluationError"),
+        ("jsnet_tf.viz", "VizError"),
+        ("tensorflow", "errors.OpError"),  # e.g. a corrupt checkpoint file
+    ):
         if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
+            error = sys.modules[module]
+            for part in name.split("."):
+                error = getattr(error, part)
+            errors.append(error)
     return tuple(errors)
 
 

@@ -34,18 +34,27 @@ def architecture(cfg):
     return {"model": cfg["model"], "num_points": cfg["data"]["num_points"]}
 
 
-def write_run_files(run_dir, cfg):
-    """Records the config and architecture of a run (atomically)."""
+def write_run_files(run_dir, cfg, area=None):
+    """Records the config and architecture of a run (atomically), and the test area it holds
+    out when it has one (`run.json`: the config's data.areas lists every area of an experiment)."""
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
     write_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
+    if area is not None:
+        write_atomic(run_dir / "run.json", json.dumps({"area": int(area)}) + "\n")
+
+
+def run_area(run_dir):
+    """The test area a run folder holds out, or None when it does not record one."""
+    path = pathlib.Path(run_dir) / "run.json"
+    return json.loads(path.read_text())["area"] if path.exists() else None
 
 
 def write_atomic(path, text):
     """Writes text so that a reader sees the old file or the whole new one, never a part."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may share the folder
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -127,6 +136,7 @@ __all__ = [
     "load_run",
     "model_variables",
     "restore_weights",
+    "run_area",
     "save_weights",
     "write_atomic",
     "write_run_files",

@@ -77,6 +77,7 @@ class RoomSegmenter:
             raise EvaluationError(
                 f"mean instance sizes hold {len(self.mean_ins_size)} classes, the model predicts {model.num_classes}"
             )
+        _check_settings(self.cfg, self.block_size)
 
         @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, channels], tf.float32)])
         def infer(points):
@@ -249,6 +250,25 @@ class RoomSegmenter:
             semantic_gt=blocks.semantic.reshape(-1).astype(np.int32),
             instance_gt=blocks.instance.reshape(-1).astype(np.int32),
         )
+
+
+def _check_settings(cfg, block_size):
+    """The [eval] values the protocol can run with (the config only checks their types)."""
+    problems = []
+    if cfg["batch_size"] < 1:
+        problems.append(f"eval.batch_size must be at least 1, got {cfg['batch_size']}")
+    if not 0 < cfg["stride"] <= block_size:
+        problems.append(f"eval.stride must lie in (0, {block_size}] (the block size), got {cfg['stride']}")
+    if cfg["min_block_points"] < 1:
+        problems.append(f"eval.min_block_points must be at least 1, got {cfg['min_block_points']}")
+    if not cfg["bandwidth"] > 0:
+        problems.append(f"eval.bandwidth must be positive, got {cfg['bandwidth']}")
+    if not 0 < cfg["gap"] < 1:
+        problems.append(f"eval.gap must lie in (0, 1) (normalised room coordinates), got {cfg['gap']}")
+    if cfg["min_overlap"] < 0 or cfg["min_new_points"] < 0 or cfg["size_fraction"] < 0:
+        problems.append("eval.min_overlap, eval.min_new_points and eval.size_fraction must not be negative")
+    if problems:
+        raise EvaluationError("; ".join(problems))
 
 
 def _check_room(room):

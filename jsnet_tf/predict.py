@@ -323,7 +323,9 @@ def resolve_run(workdir, area=None):
             return candidate, area
         return workdir, area
     if (workdir / "config.toml").exists():
-        return workdir, None
+        from jsnet_tf import checkpoints
+
+        return workdir, checkpoints.run_area(workdir)
     runs = sorted(p for p in workdir.glob("area*") if p.name[4:].isdigit() and (p / "config.toml").exists())
     if len(runs) == 1:
         return runs[0], int(runs[0].name[4:])
@@ -350,7 +352,13 @@ def instance_sizes(cfg, area, mean_ins_size_file=None, min_instance_points=None)
         if not path.exists():
             raise PredictError(f"--mean_ins_size {path}: no such file")
     else:
-        area = area if area is not None else cfg["data"]["areas"][0]
+        if area is None:
+            if len(cfg["data"]["areas"]) != 1:
+                raise PredictError(
+                    "the run does not record its test area and its config lists several: give --area "
+                    "(or --mean_ins_size FILE, or --min_instance_points N)"
+                )
+            area = cfg["data"]["areas"][0]
         path = pathlib.Path(cfg["data"]["data_dir"]) / "lists" / f"mean_ins_size_woArea{area}.txt"
         if not path.exists():
             raise PredictError(

@@ -63,6 +63,12 @@ class Trainer:
         self.output_dir = self.workdir if _is_chief(self.strategy) else self.workdir / "workers" / str(_task_id(self.strategy))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.global_batch = self.train_cfg["batch_size"]
+        replicas = self.strategy.num_replicas_in_sync
+        if self.global_batch % replicas:
+            raise TrainingError(
+                f"train.batch_size {self.global_batch} does not split evenly over {replicas} replicas: "
+                f"use a multiple of {replicas}"
+            )
         self.decay_steps = schedules.decay_steps_for(self.global_batch, self.train_cfg["reference_decay_steps"])
         self.seed_variable = tf.Variable([self.train_cfg["seed"], 0], dtype=tf.int64, trainable=False)
         keras.utils.set_random_seed(self.train_cfg["seed"])  # the same initial weights for a seed
@@ -98,7 +104,7 @@ class Trainer:
         """Creates the workdir, refuses one written for another architecture, records the config."""
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            probe = self.workdir / ".write_test"
+            probe = self.workdir / f".write_test.{os.getpid()}"  # per process: workers may share the folder
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
@@ -112,7 +118,7 @@ class Trainer:
                     f"workdir {self.workdir} holds a run of another architecture ({recorded}: {previous}); "
                     f"this config has {current}: use another --workdir"
                 )
-        checkpoints.write_run_files(self.workdir, self.cfg)
+        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area)
 
     def _restore(self):
         """Resumes after the last complete epoch; a fresh run in a folder holding converted
@@ -236,6 +242,7 @@ class Trainer:
                 steps_done += 1
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
                     return history
+            bar.update(count, finalize=True)
             if count == 0:
                 raise TrainingError(f"epoch {epoch} produced no batch of {self.global_batch} blocks: too little training data")
             means = {k: v / count for k, v in sums.items()}

@@ -3,6 +3,7 @@ metrics out; resumption; one clear line for bad input."""
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def run(tiny_s3dis, tmp_path_factory):
     points = np.random.default_rng(0).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
     model(points, training=True)
     workdir = tmp_path_factory.mktemp("workdir")
-    checkpoints.write_run_files(workdir / "area2", cfg)
+    checkpoints.write_run_files(workdir / "area2", cfg, area=2)
     checkpoints.save_weights(model, workdir / "area2" / "weights")
     return workdir
 
@@ -74,9 +75,12 @@ def test_a_second_run_reuses_the_finished_rooms(run, evaluated):
     again = _evaluate("--workdir", str(run), "--area", "2", "--out", str(out))
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")} == stamps
-    assert json.loads((out / "results.json").read_text())["oAcc"] == json.loads(
-        (out / "results.json").read_text()
-    )["oAcc"]
+    # Other settings: the stored rooms no longer apply and run again.
+    changed = _evaluate("--workdir", str(run), "--area", "2", "--out", str(out), "--bandwidth", "0.55")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "came from other weights or settings: running it again" in changed.stdout
+    assert all(p.stat().st_mtime_ns != stamps[p.name] for p in out.glob("*.npz"))
+    assert json.loads((out / "results.json").read_text())["eval"]["bandwidth"] == 0.55
 
 
 def test_help_explains_every_flag():
@@ -96,10 +100,19 @@ def test_a_workdir_without_weights_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_area_without_prepared_rooms_is_one_clear_line(run, tiny_s3dis, tmp_path):
-    result = _evaluate("--workdir", str(run / "area2"), "--area", "4", "--out", str(tmp_path))
+def test_an_area_without_prepared_rooms_is_one_clear_line(run, tmp_path):
+    converted = tmp_path / "converted"  # a run folder that does not record its area, as convert writes
+    shutil.copytree(run / "area2", converted)
+    (converted / "run.json").unlink()
+    result = _evaluate("--workdir", str(converted), "--area", "4", "--out", str(tmp_path / "out"))
     assert result.returncode != 0 and "evaluate.py: error:" in result.stderr and "area 4" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_is_not_evaluated_on_its_training_areas(run, tmp_path):
+    result = _evaluate("--workdir", str(run / "area2"), "--area", "1", "--out", str(tmp_path))
+    assert result.returncode != 0 and "is the model of area 2: area 1 was part of its training data" in result.stderr
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
 
 def test_predictions_that_do_not_match_their_ground_truth_are_one_clear_line(tmp_path):

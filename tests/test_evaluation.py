@@ -148,3 +148,13 @@ def test_bad_rooms_are_named(rng):
     nan.xyz[7, 1] = np.nan
     with pytest.raises(EvaluationError, match="non-finite"):
         segmenter().segment(nan)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("batch_size", 0, "eval.batch_size must be at least 1"), ("stride", 0.0, r"eval.stride must lie in \(0, 1.0\]"),
+     ("min_block_points", 0, "eval.min_block_points"), ("bandwidth", -1.0, "eval.bandwidth must be positive")],
+)
+def test_settings_the_protocol_cannot_run_with_are_named(key, value, message):
+    with pytest.raises(EvaluationError, match=message):
+        segmenter(**{key: value})

@@ -143,3 +143,12 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(pre
     assert len(names) == 340
     for name in names:
         np.testing.assert_allclose(resumed.get_tensor(name), straight.get_tensor(name), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_batch_that_does_not_split_over_the_replicas_is_refused(prepared, tmp_path):
+    class ThreeReplicas:
+        num_replicas_in_sync = 3
+
+    with pytest.raises(training.TrainingError, match="batch_size 4 does not split evenly over 3 replicas"):
+        training.Trainer(_config(prepared), tmp_path / "run", area=2, strategy=ThreeReplicas())
+

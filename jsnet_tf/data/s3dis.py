@@ -175,14 +175,22 @@ def read_room(room_dir: str | os.PathLike, name: str | None = None) -> Room:
 # Atomic writes
 # ------------------------------------------------------------------------------------------------
 
+def _file_mode() -> int:
+    """The mode of a new file under the process's umask (read once: setting it is process-wide)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def temp_path_for(path: str | os.PathLike) -> Path:
     """A fresh temporary name next to `path`: hidden, ending in `.tmp` (never a final name)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the final file follows the umask
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes it 0600; the final file follows the umask
     return Path(tmp)
 
 
