@@ -9,7 +9,11 @@ protocol, rows repeating points, for comparing with its numbers). Per block, the
 points are clustered with mean-shift, each cluster takes the most frequent predicted class of its
 points, and `RoomMerger` folds the clusters into room instances. Then every room point takes the
 instance of its grid cell, the most probable class averaged over the blocks that hold it, and
-instances of at most `size_fraction` of their class's mean training size are dropped.
+instances of at most `size_fraction` of their class's mean training size are dropped. Mean sizes
+are counted in rows of the training blocks (num_points samples per block, an instance counted in
+every block it appears in, as the original's estimate), so an instance's size here is the number
+of rows it would have had in the original's sampled test blocks: each point counts
+num_points / (points of the block) for every block that holds it.
 
 Everything is deterministic for a seed. Points in no block of at least `min_block_points` points
 take the prediction of the nearest labelled point.
@@ -62,10 +66,13 @@ class RoomSegmenter:
       mean_ins_size: (C,) mean instance size per class of the training set.
       eval_cfg: the `[eval]` section of a config (jsnet_tf.config.DEFAULTS["eval"]).
       block_size: block edge in metres.
+      size_in_rows: mean_ins_size counts rows of sampled training blocks (the original's
+        estimate; default) and instance sizes are measured likewise; False: both count points.
     """
 
-    def __init__(self, model, num_points, mean_ins_size, eval_cfg, block_size=1.0):
+    def __init__(self, model, num_points, mean_ins_size, eval_cfg, block_size=1.0, size_in_rows=True):
         self.model = model
+        self.size_in_rows = size_in_rows
         self.num_points = int(num_points)
         self.mean_ins_size = np.asarray(mean_ins_size, np.float64)
         self.cfg = dict(eval_cfg)
@@ -189,6 +196,7 @@ class RoomSegmenter:
 
         mean_p = np.zeros((len(room), self.model.num_classes), np.float32)  # sums until divided below
         visits = np.zeros(len(room), np.int32)
+        rows_per_point = np.zeros(len(room), np.float64)
         merger = self._merger()
         outputs = self._network_outputs(rows(), progress)
         for _, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
@@ -200,6 +208,8 @@ class RoomSegmenter:
             self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1))
             mean_p[points] += block_p
             visits[points] += 1
+            # The original's rows: a block of m points gave num_points sampled rows.
+            rows_per_point[points] += self.num_points / len(points)
 
         covered = visits > 0
         mean_p /= np.maximum(visits, 1)[:, None]
@@ -208,7 +218,8 @@ class RoomSegmenter:
             mean_p[~covered] = mean_p[np.flatnonzero(covered)[nearest]]
         semantic = mean_p.argmax(axis=1)
         instance = postprocess.finalize_instances(
-            merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"]
+            merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"],
+            weights=rows_per_point if self.size_in_rows else None,
         )
         return RoomResult(
             name=room.name,

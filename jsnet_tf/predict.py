@@ -390,7 +390,10 @@ def _build(out_dir):
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, _overrides())
     sizes, fraction, filter_text = instance_sizes(cfg, area, FLAGS.mean_ins_size, FLAGS.min_instance_points)
     eval_cfg = {**cfg["eval"], "size_fraction": fraction}
-    segmenter = RoomSegmenter(model, cfg["data"]["num_points"], sizes, eval_cfg, cfg["data"]["block_size"])
+    segmenter = RoomSegmenter(
+        model, cfg["data"]["num_points"], sizes, eval_cfg, cfg["data"]["block_size"],
+        size_in_rows=FLAGS.min_instance_points is None,  # --min_instance_points counts points
+    )
     num_classes = cfg["model"]["num_classes"]
     class_names = list(s3dis.CLASSES) if num_classes == len(s3dis.CLASSES) else [str(c) for c in range(num_classes)]
     print(f"weights {prefix}; {filter_text}; outputs -> {out_dir}", flush=True)

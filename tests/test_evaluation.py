@@ -97,18 +97,24 @@ def test_an_oracle_network_gives_back_the_ground_truth(rng, label_all_points):
         assert len(result.xyz) % num_points == 0 and len(result.xyz) > len(room)
 
 
-def test_instances_at_most_the_size_fraction_are_dropped(rng):
+def test_instances_at_most_the_size_fraction_of_rows_are_dropped(rng):
+    """Sizes count the rows the original's sampled blocks would give: every block holding a
+    point adds num_points / (the block's points)."""
     room = oracle_room(rng)
     cfg = config.load(None)["eval"]
     mean_size = np.full(13, 100.0)
-    unfiltered = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, {**cfg, "size_fraction": 0.0}).segment(room).instance_pred
+    seg = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, {**cfg, "size_fraction": 0.0})
+    unfiltered = seg.segment(room).instance_pred
+    rows = np.zeros(len(room))
+    for members in seg.block_members(room):
+        rows[members] += NUM_POINTS / len(members)
     ids, counts = np.unique(unfiltered[room.instance == 5], return_counts=True)
     chair = unfiltered == ids[counts.argmax()]
-    size = int(chair.sum())
-    mean_size[8] = size / 0.25  # the chair instance is exactly at the threshold: dropped
+    size = rows[chair].sum()
+    mean_size[8] = size / 0.25 * (1 + 1e-9)  # the chair instance just at the threshold: dropped
     at = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, cfg).segment(room).instance_pred
     assert (at[chair] == -1).all() and (at[~chair] >= 0).all()
-    mean_size[8] = (size - 1) / 0.25  # one point above it: kept
+    mean_size[8] = size / 0.25 * (1 - 1e-9)  # just above it: kept
     above = RoomSegmenter(OracleNet(), NUM_POINTS, mean_size, cfg).segment(room).instance_pred
     assert (above >= 0).all() and len(np.unique(above)) == len(np.unique(unfiltered))
 

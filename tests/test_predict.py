@@ -374,6 +374,7 @@ def _segment_all_rows_first(segmenter, room, seed):
     embeddings = np.concatenate([e.numpy() for _, e in outputs])
     sums = np.zeros((len(room), probabilities.shape[-1]))
     visits = np.zeros(len(room))
+    rows_per_point = np.zeros(len(room))
     merger = segmenter._merger()
     owners = np.array(owners)
     for b in range(len(members)):
@@ -385,9 +386,12 @@ def _segment_all_rows_first(segmenter, room, seed):
         merger.merge(normalised[points], labels, postprocess.cluster_classes(labels, block_p.argmax(axis=1), len(centres)))
         sums[points] += block_p
         visits[points] += 1
+        rows_per_point[points] += segmenter.num_points / len(points)
     mean_p = sums / visits[:, None]  # these rooms have no point outside the blocks
     semantic = mean_p.argmax(axis=1)
-    instance = postprocess.finalize_instances(merger.assign(normalised), semantic, segmenter.mean_ins_size, cfg["size_fraction"])
+    instance = postprocess.finalize_instances(
+        merger.assign(normalised), semantic, segmenter.mean_ins_size, cfg["size_fraction"], weights=rows_per_point
+    )
     return semantic, instance, mean_p.max(axis=1)
 
 

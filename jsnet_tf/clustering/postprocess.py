@@ -226,7 +226,7 @@ class RoomMerger:
 # --------------------------------------------------------------------------------------------
 
 
-def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.25):
+def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.25, weights=None):
     """Renumbers room instances 0.. in increasing order of their ids, dropping (-1) those with
     at most `size_fraction` * mean_ins_size[class] points, where an instance's class is the
     most frequent predicted class of its points (the lowest among equals).
@@ -235,6 +235,9 @@ def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.2
       room_ids: (M,) int room instance of each point (`RoomMerger.assign`), -1 for none.
       semantic_pred: (M,) int predicted class of each point, in [0, C).
       mean_ins_size: (C,) mean number of points of an instance of each class (training set).
+      weights: optional (M,) non-negative weight of each point: an instance's size, and its
+        class votes, are then sums of weights instead of point counts (e.g. the number of rows a
+        point stands for in the original's sampled blocks, the unit of mean_ins_size).
     Returns:
       int64 (M,) instance ids, -1 = no instance.
     """
@@ -248,6 +251,10 @@ def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.2
         raise ClusteringError("room_ids must be >= -1")
     if isinstance(size_fraction, bool) or not isinstance(size_fraction, numbers.Real) or not size_fraction >= 0:
         raise ClusteringError(f"size_fraction must be a non-negative number, got {size_fraction!r}")
+    if weights is not None:
+        weights = _finite("weights", weights).astype(np.float64)
+        if weights.shape != room_ids.shape or (weights < 0).any():
+            raise ClusteringError(f"weights must be {room_ids.shape} and non-negative")
     out = np.full(room_ids.shape, -1, np.int64)
     member = room_ids >= 0
     if not member.any():
@@ -258,10 +265,12 @@ def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.2
     else:
         present, compact = np.unique(ids, return_inverse=True)
         num = len(present)
-    counts = np.bincount(compact * num_classes + semantic_pred[member], minlength=num * num_classes)
-    counts = counts.reshape(num, num_classes)
-    size = counts.sum(axis=1)
-    keep = (size > 0) & (size > size_fraction * mean_ins_size[counts.argmax(axis=1)])
+    votes = np.bincount(compact * num_classes + semantic_pred[member],
+                        weights=None if weights is None else weights[member], minlength=num * num_classes)
+    votes = votes.reshape(num, num_classes)
+    present = np.bincount(compact, minlength=num) > 0
+    size = votes.sum(axis=1)
+    keep = present & (size > size_fraction * mean_ins_size[votes.argmax(axis=1)])
     renumbered = np.where(keep, np.cumsum(keep) - 1, -1)
     out[member] = renumbered[compact]
     return out

@@ -104,3 +104,21 @@ def replaced(index, value):
 def test_bad_input_raises(args, message):
     with pytest.raises(ClusteringError, match=message):
         postprocess_room(*args)
+
+
+def test_weighted_sizes_and_votes_decide_the_instances():
+    room_ids = np.array([0, 0, 0, 1, 1, 1, -1])
+    semantic = np.array([2, 2, 1, 1, 1, 1, 0])
+    weights = np.array([0.5, 0.5, 3.0, 1.0, 1.0, 1.0, 9.0])
+    mean_ins_size = np.array([1.0, 16.0, 4.0])
+    # instance 0: class 1 by weight (3 > 1), size 4 <= 0.25 * 16: dropped; instance 1: size 3 <= 4: dropped
+    np.testing.assert_array_equal(finalize_instances(room_ids, semantic, mean_ins_size, weights=weights), [-1] * 7)
+    mean_ins_size[1] = 11.9  # 0.25 * 11.9 = 2.975: both kept, renumbered 0 and 1
+    np.testing.assert_array_equal(
+        finalize_instances(room_ids, semantic, mean_ins_size, weights=weights), [0, 0, 0, 1, 1, 1, -1]
+    )
+    # without weights instance 0 is class 2 (two votes of three), size 3 > 0.25 * 4: kept
+    np.testing.assert_array_equal(finalize_instances(room_ids, semantic, np.array([1.0, 16.0, 4.0]))[:3], [0, 0, 0])
+    with pytest.raises(ClusteringError, match="weights"):
+        finalize_instances(room_ids, semantic, mean_ins_size, weights=-weights)
+
