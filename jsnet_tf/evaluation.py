@@ -188,11 +188,12 @@ class RoomSegmenter:
         if not members:
             raise self._nothing_to_label(room)
         normalised = _normalised(room)
+        limit = s3dis.room_limit(room)
 
         def rows():  # ((test block, point indices), network input) of every chunk, block by block
             for b, indices in enumerate(members):
                 for chunk in _chunks(indices, self.num_points, rng):
-                    yield (b, chunk), _block_channels(room, normalised, chunk, self.block_size)
+                    yield (b, chunk), s3dis.block_channels(room, chunk, limit, self.block_size)
 
         mean_p = np.zeros((len(room), self.model.num_classes), np.float32)  # sums until divided below
         visits = np.zeros(len(room), np.int32)
@@ -300,9 +301,7 @@ def _occupied_windows(values, size, stride, count):
 
 def _normalised(room):
     """Room coordinates divided by the room's max per axis (the blocks' channels 6:9)."""
-    limit = room.xyz.astype(np.float64).max(axis=0)
-    limit = np.where(limit > 0, limit, 1.0)
-    return (room.xyz.astype(np.float64) / limit).astype(np.float32)
+    return (room.xyz.astype(np.float64) / s3dis.room_limit(room)).astype(np.float32)
 
 
 def _chunks(indices, num_points, rng):
@@ -314,15 +313,3 @@ def _chunks(indices, num_points, rng):
     if missing:
         shuffled = np.concatenate([shuffled, rng.choice(indices, missing, replace=missing > len(indices))])
     return np.split(shuffled, count)
-
-
-def _block_channels(room, normalised, chosen, block_size):
-    """The 9 network channels of the chosen points, as `s3dis.blocks_at` makes them."""
-    p = room.xyz[chosen].astype(np.float64)
-    block = np.empty((len(chosen), s3dis.NUM_CHANNELS), np.float64)
-    block[:, 0] = p[:, 0] - (p[:, 0].min() + block_size / 2)
-    block[:, 1] = p[:, 1] - (p[:, 1].min() + block_size / 2)
-    block[:, 2] = p[:, 2]
-    block[:, 3:6] = room.rgb[chosen].astype(np.float64) / 255.0
-    block[:, 6:9] = normalised[chosen]
-    return block.astype(np.float32)

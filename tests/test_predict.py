@@ -13,7 +13,7 @@ import tensorflow as tf
 from jsnet_tf import checkpoints, config, io
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import s3dis
-from jsnet_tf.evaluation import RoomSegmenter, _block_channels, _chunks, _normalised
+from jsnet_tf.evaluation import RoomSegmenter, _chunks, _normalised
 from jsnet_tf.model import build_model
 from jsnet_tf.predict import (
     GREY, CloudSegmenter, PredictError, instance_sizes, plan_tiles, resolve_run, write_labels_txt, write_outputs,
@@ -368,7 +368,7 @@ def _segment_all_rows_first(segmenter, room, seed):
         for chunk in _chunks(indices, segmenter.num_points, rng):
             chunks.append(chunk)
             owners.append(b)
-    data = np.stack([_block_channels(room, normalised, c, size) for c in chunks])
+    data = np.stack([s3dis.block_channels(room, c, s3dis.room_limit(room), size) for c in chunks])
     outputs = [segmenter._infer(tf.constant(data[s : s + cfg["batch_size"]])) for s in range(0, len(data), cfg["batch_size"])]
     probabilities = np.concatenate([p.numpy() for p, _ in outputs])
     embeddings = np.concatenate([e.numpy() for _, e in outputs])

@@ -280,18 +280,35 @@ def test_block_origins(limit_xy: Sequence[float], block_size: float = 1.0,
     return np.asarray(origins, np.float64).reshape(-1, 2)
 
 
+def room_limit(room: Room) -> np.ndarray:
+    """The room's max x, y, z (float64), 1 where it is 0: the divisor of the normalised channels."""
+    limit = room.xyz.astype(np.float64).max(axis=0) if len(room) else np.ones(3)
+    return np.where(limit > 0, limit, 1.0)
+
+
+def block_channels(room: Room, chosen: np.ndarray, limit: np.ndarray, block_size: float = 1.0) -> np.ndarray:
+    """The 9 network channels of the chosen room points, (len(chosen), 9) float32: x, y minus
+    (their min + block_size / 2); z; RGB / 255; x, y, z divided by `limit` (`room_limit`), as
+    `room2blocks_plus_normalized`."""
+    p = room.xyz[chosen].astype(np.float64)
+    block = np.empty((len(chosen), NUM_CHANNELS), np.float64)
+    block[:, 0] = p[:, 0] - (p[:, 0].min() + block_size / 2)
+    block[:, 1] = p[:, 1] - (p[:, 1].min() + block_size / 2)
+    block[:, 2] = p[:, 2]
+    block[:, 3:6] = room.rgb[chosen].astype(np.float64) / 255.0
+    block[:, 6:9] = p / limit
+    return block.astype(np.float32)
+
+
 def blocks_at(room: Room, origins: np.ndarray, num_points: int = 4096, block_size: float = 1.0,
               min_points: int = 100, rng=None) -> Blocks:
     """Cuts blocks with the given (x, y) corners; blocks with < min_points points are dropped.
 
-    Channels: x, y minus (min of the block's sampled x, y + block_size / 2); z; RGB / 255;
-    x, y, z divided by the room's max x, y, z (as `room2blocks_plus_normalized`).
+    Channels: `block_channels` of the block's sampled points.
     """
     rng = _rng(rng)
     xyz = room.xyz.astype(np.float64)
-    limit = xyz.max(axis=0) if len(xyz) else np.ones(3)
-    limit = np.where(limit > 0, limit, 1.0)
-    colour = room.rgb.astype(np.float64) / 255.0
+    limit = room_limit(room)
     datas, sems, inss, idxs = [], [], [], []
     for x0, y0 in np.asarray(origins, np.float64).reshape(-1, 2):
         inside = ((xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + block_size)
@@ -300,14 +317,7 @@ def blocks_at(room: Room, origins: np.ndarray, num_points: int = 4096, block_siz
         if len(members) < min_points:
             continue
         chosen = members[sample_indices(len(members), num_points, rng)]
-        p = xyz[chosen]
-        block = np.empty((num_points, NUM_CHANNELS), np.float64)
-        block[:, 0] = p[:, 0] - (p[:, 0].min() + block_size / 2)
-        block[:, 1] = p[:, 1] - (p[:, 1].min() + block_size / 2)
-        block[:, 2] = p[:, 2]
-        block[:, 3:6] = colour[chosen]
-        block[:, 6:9] = p / limit
-        datas.append(block.astype(np.float32))
+        datas.append(block_channels(room, chosen, limit, block_size))
         sems.append(room.semantic[chosen])
         inss.append(room.instance[chosen])
         idxs.append(chosen.astype(np.int32))
