@@ -7,12 +7,12 @@ refuses an extension that is missing or stale, with a message naming the build c
 of running old code or failing later with an undefined symbol.
 """
 
-import hashlib
 import importlib.machinery
 import importlib.util
-import json
 import pathlib
 import sysconfig
+
+from jsnet_tf import native_build
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 SOURCE_DIR = PACKAGE_DIR / "src"
@@ -31,22 +31,11 @@ class ExtensionError(ImportError):
 
 def source_digest(source_dir=None):
     """SHA-256 over the extension's sources, or None when they are not present (installed package)."""
-    source_dir = pathlib.Path(SOURCE_DIR if source_dir is None else source_dir)
-    digest = hashlib.sha256()
-    for name in SOURCE_FILES:
-        path = source_dir / name
-        if not path.exists():
-            return None
-        digest.update(name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return native_build.source_digest(SOURCE_DIR if source_dir is None else source_dir, SOURCE_FILES)
 
 
 def read_build_info():
-    try:
-        return json.loads(INFO_PATH.read_text())
-    except (OSError, ValueError):
-        return None
+    return native_build.read_build_info(INFO_PATH)
 
 
 def problem():

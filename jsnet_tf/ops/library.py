@@ -6,12 +6,12 @@ library built for another TensorFlow or from other sources, with a message sayin
 instead of failing later with an undefined symbol or a segfault.
 """
 
-import hashlib
-import json
 import os
 import pathlib
 
 import tensorflow as tf
+
+from jsnet_tf import native_build
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 LIB_DIR = PACKAGE_DIR / "lib"
@@ -33,22 +33,11 @@ def tf_version_key():
 
 def source_digest(source_dir=None):
     """SHA-256 over the op sources, or None when they are not present (installed package)."""
-    source_dir = SOURCE_DIR if source_dir is None else source_dir
-    digest = hashlib.sha256()
-    for name in SOURCE_FILES:
-        path = pathlib.Path(source_dir) / name
-        if not path.exists():
-            return None
-        digest.update(name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return native_build.source_digest(SOURCE_DIR if source_dir is None else source_dir, SOURCE_FILES)
 
 
 def read_build_info():
-    try:
-        return json.loads(INFO_PATH.read_text())
-    except (OSError, ValueError):
-        return None
+    return native_build.read_build_info(INFO_PATH)
 
 
 def problem():
