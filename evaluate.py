@@ -169,7 +169,7 @@ def evaluate_area(area, out_dir):
     if bar is not None:
         bar.close()
     filelist = "".join(f"{path.stem}_pred.txt\n" for path in rooms)
-    checkpoints.write_atomic(out_dir / "output_filelist.txt", filelist)
+    s3dis.write_text_atomic(out_dir / "output_filelist.txt", filelist)
     _write_results(out_dir, evaluator, class_names, {
         "area": area,
         "weights": prefix,
@@ -222,12 +222,13 @@ def _write_pictures(folder, result):
 
 
 def _write_results(out_dir, evaluator, class_names, info):
-    from jsnet_tf import checkpoints, metrics, viz
+    from jsnet_tf import metrics, viz
+    from jsnet_tf.data import s3dis
 
     result = evaluator.result()
-    checkpoints.write_atomic(out_dir / "results.json", json.dumps({**info, **result}, indent=2) + "\n")
+    s3dis.write_text_atomic(out_dir / "results.json", json.dumps({**info, **result}, indent=2) + "\n")
     table = metrics.format_table(result, class_names)
-    checkpoints.write_atomic(out_dir / "results.txt", table + "\n")
+    s3dis.write_text_atomic(out_dir / "results.txt", table + "\n")
     names = class_names or [str(c) for c in range(len(result["counts"]["confusion"]))]
     viz.render_confusion_matrix(out_dir / "confusion.png", result["counts"]["confusion"], names)
     print(table, flush=True)
@@ -243,9 +244,7 @@ def evaluate_filelists():
     if FLAGS.out:
         out = pathlib.Path(FLAGS.out)
         out.mkdir(parents=True, exist_ok=True)
-        from jsnet_tf import checkpoints
-
-        checkpoints.write_atomic(out / "results.json", json.dumps({"filelists": FLAGS.filelist, **result}, indent=2) + "\n")
+        s3dis.write_text_atomic(out / "results.json", json.dumps({"filelists": FLAGS.filelist, **result}, indent=2) + "\n")
         print(f"results: {out / 'results.json'}")
 
 
@@ -271,10 +270,11 @@ def main(argv):
                 combined = combined.merge(other)
             out_dir = pathlib.Path(FLAGS.out or FLAGS.workdir)
             name = "results_areas_" + "-".join(str(a) for a in areas)
-            from jsnet_tf import checkpoints, metrics
+            from jsnet_tf import metrics
+            from jsnet_tf.data import s3dis
 
             result = combined.result()
-            checkpoints.write_atomic(out_dir / f"{name}.json", json.dumps({"areas": areas, **result}, indent=2) + "\n")
+            s3dis.write_text_atomic(out_dir / f"{name}.json", json.dumps({"areas": areas, **result}, indent=2) + "\n")
             print(f"areas {areas} together:\n{metrics.format_table(result, result.get('class_names'))}")
             print(f"results: {out_dir / (name + '.json')}")
     except Exception as error:

@@ -9,12 +9,12 @@ Keras lists and dicts that hold JSNet's layers.
 """
 
 import json
-import os
 import pathlib
 
 import tensorflow as tf
 
 from jsnet_tf import config as config_lib
+from jsnet_tf.data.s3dis import write_text_atomic
 from jsnet_tf.model import JSNet, build_model
 
 WEIGHT_FOLDERS = {"best": ("best", "checkpoints", "weights"), "latest": ("checkpoints", "best", "weights")}
@@ -39,24 +39,16 @@ def write_run_files(run_dir, cfg, area=None):
     out when it has one (`run.json`: the config's data.areas lists every area of an experiment)."""
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
-    write_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
+    write_text_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
+    write_text_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
     if area is not None:
-        write_atomic(run_dir / "run.json", json.dumps({"area": int(area)}) + "\n")
+        write_text_atomic(run_dir / "run.json", json.dumps({"area": int(area)}) + "\n")
 
 
 def run_area(run_dir):
     """The test area a run folder holds out, or None when it does not record one."""
     path = pathlib.Path(run_dir) / "run.json"
     return json.loads(path.read_text())["area"] if path.exists() else None
-
-
-def write_atomic(path, text):
-    """Writes text so that a reader sees the old file or the whole new one, never a part."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may share the folder
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def find_weights(run_dir, which="best"):
@@ -138,6 +130,5 @@ __all__ = [
     "restore_weights",
     "run_area",
     "save_weights",
-    "write_atomic",
     "write_run_files",
 ]

@@ -49,11 +49,12 @@ values do not enter the metrics.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
+
+from jsnet_tf.data.s3dis import AtomicTarget
 
 __all__ = [
     "Evaluator", "IOU_THRESHOLD", "MetricsError", "RoomOutputs", "S3DIS_CLASSES",
@@ -676,15 +677,5 @@ def _join_lines(fields: list[np.ndarray]) -> bytes:
 
 
 def _write_atomic(path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AtomicTarget(path) as tmp:
+        Path(tmp).write_bytes(data)

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from jsnet_tf import checkpoints, schedules
 from jsnet_tf.data import pipeline
+from jsnet_tf.data.s3dis import write_text_atomic
 from jsnet_tf.losses import jsnet_loss
 from jsnet_tf.model import build_model
 
@@ -277,7 +278,7 @@ class Trainer:
         if best is None or loss < best["loss"]:
             self.best_manager.save(checkpoint_number=epoch)
             best = {"epoch": epoch, "loss": loss}
-            checkpoints.write_atomic(path, json.dumps(best) + "\n")
+            write_text_atomic(path, json.dumps(best) + "\n")
         patience = self.train_cfg["early_stopping_patience"]
         return patience > 0 and epoch - best["epoch"] >= patience
 
@@ -293,7 +294,7 @@ class Trainer:
         path = self.output_dir / "metrics.json"
         records = json.loads(path.read_text()) if path.exists() else []
         records = [r for r in records if r["epoch"] < epoch] + [{"epoch": epoch, **means}]
-        checkpoints.write_atomic(path, json.dumps(records, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(records, indent=2) + "\n")
 
     def _log_step(self, step, losses):
         with self.writer.as_default(step=step):
