@@ -21,13 +21,23 @@ DEFAULTS = {
         "areas": [5],  # test areas: one fold per area (6-fold: [1, 2, 3, 4, 5, 6])
         "num_points": 4096,
         "block_size": 1.0,
-        "blocks_per_room": 0,  # random training blocks per room and epoch; 0: the room's floor area in m^2
+        # Training blocks (S3DIS): "resample" (the original's documented command, the paper's RS):
+        # every stride-0.5 block of every training room once per epoch, 4096 points drawn afresh;
+        # "fixed": the prepared h5 blocks, the same points every epoch (the paper's fixed sample);
+        # "random_corners": random block corners, ceil(x) * ceil(y) per room and epoch.
+        "sampling": "resample",
+        "blocks_per_room": 0,  # random_corners only: blocks per room and epoch; 0: the room's floor area in m^2
+        # Rooms of the training areas held out for validation, "best" and early stopping: a
+        # fraction in [0, 1) (seeded by train.seed) or a list of room names ("Area_1_office_3");
+        # 0.0 / []: none, then validation, "best" and early stopping are off (the original's way).
+        "validation_rooms": 0.0,
     },
     "model": {
         "num_classes": 13,
         "input_channels": 9,
         "embedding_dim": 5,
         "npoints": [1024, 256, 64, 32],  # sampled centres of the four encoder levels
+        "radii": [0.1, 0.2, 0.4, 0.8],  # neighbourhood radii of the four encoder levels (S3DIS: metres)
         "sigma": 0.05,
         "dropout": 0.5,
         "backbone": "pointconv",  # pointconv | pointnet2 (the base network of Table 4)
@@ -49,6 +59,9 @@ DEFAULTS = {
         "seed": 0,
         "keep_checkpoints": 3,
         "early_stopping_patience": 0,  # epochs without a better validation loss; 0: off
+        # Validation, "best" and early stopping on the TEST area: leaks the reported data into
+        # model selection. Refused unless set to true in as many words; recorded in the run.
+        "select_on_test_area": False,
     },
     "eval": {
         "stride": 0.5,  # sliding-window step of the test blocks (block size: data.block_size)
@@ -63,6 +76,16 @@ DEFAULTS = {
         "seed": 0,  # block sampling and chunking
     },
 }
+
+
+# Keys whose value is one of a fixed set of words.
+CHOICES = {
+    ("data", "dataset"): ("s3dis", "shapenet"),
+    ("data", "sampling"): ("resample", "fixed", "random_corners"),
+    ("model", "backbone"): ("pointconv", "pointnet2"),
+}
+# Keys that take either of two types: a fraction or a list of room names.
+ALTERNATIVE_TYPES = {("data", "validation_rooms"): ([""],)}
 
 
 class ConfigError(ValueError):
@@ -92,10 +115,17 @@ def _set(config, section, key, value, source):
     if key not in DEFAULTS[section]:
         raise ConfigError(f"{source}: unknown key {section}.{key}{_hint(key, DEFAULTS[section])}")
     default = DEFAULTS[section][key]
+    alternatives = ALTERNATIVE_TYPES.get((section, key), ())
+    if not _type_ok(value, default) and any(_type_ok(value, a) for a in alternatives):
+        config[section][key] = value
+        return
     if not _type_ok(value, default):
         raise ConfigError(
             f"{source}: {section}.{key} must be {type(default).__name__} like {default!r}, got {value!r}"
         )
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(choices)}, got {value!r}{_hint(value, choices)}")
     config[section][key] = float(value) if isinstance(default, float) else value
 
 

@@ -209,7 +209,7 @@ class JSNet(keras.Model):
 def build_model(cfg):
     """JSNet as an experiment config (jsnet_tf.config) describes it."""
     m = cfg["model"]
-    encoder = [{**spec, "npoint": npoint} for spec, npoint in zip(ENCODER, m["npoints"])]
+    encoder = [{**spec, "npoint": npoint, "radius": radius} for spec, npoint, radius in zip(ENCODER, m["npoints"], m["radii"])]
     return JSNet(
         num_classes=m["num_classes"],
         input_channels=m["input_channels"],
