@@ -13,7 +13,7 @@ random points (--fallback_points each, 6 m x 5 m x 3 m) are written directly wit
 `s3dis.save_room` / `write_blocks_h5`. The header says which one was used.
 
 Rows (batch --batch x 4096 points, test area --area):
-  * train random, cached:   `training_dataset` (fresh random blocks every epoch) with a RoomCache
+  * train resample, cached: `training_dataset` (the default: every stride-0.5 block, fresh points) with a RoomCache
                             shared across epochs, filled by a warm-up epoch;
   * train random, no cache: the same, every room reloaded from its .npz for each epoch;
   * fixed test / train:     `fixed_dataset`, the prepared stride-0.5 HDF5 blocks of the test
@@ -156,10 +156,14 @@ def main(argv):
         for _ in pipeline.training_dataset(data_dir, FLAGS.area, cache_rooms=cache, **options):
             pass
         rows_spec = [
-            ("train random, cached", lambda e: pipeline.training_dataset(
+            ("train resample, cached", lambda e: pipeline.training_dataset(
                 data_dir, FLAGS.area, epoch=e + 1, cache_rooms=cache, **options)),
-            ("train random, no cache", lambda e: pipeline.training_dataset(
+            ("train resample, no cache", lambda e: pipeline.training_dataset(
                 data_dir, FLAGS.area, epoch=e + 1, cache_rooms=False, **options)),
+            ("train random corners, cached", lambda e: pipeline.training_dataset(
+                data_dir, FLAGS.area, epoch=e + 1, sampling="random_corners", cache_rooms=cache, **options)),
+            ("train fixed (h5)", lambda e: pipeline.training_dataset(
+                data_dir, FLAGS.area, epoch=e + 1, sampling="fixed", **options)),
             ("fixed test (h5)", lambda e: pipeline.fixed_dataset(data_dir, FLAGS.area, **options)),
             ("fixed train (h5), shuffled", lambda e: pipeline.fixed_dataset(
                 data_dir, FLAGS.area, split="train", shuffle=True, seed=e, **options)),

@@ -340,15 +340,44 @@ def test_blocks(room: Room, num_points: int = 4096, block_size: float = 1.0,
 test_blocks.__test__ = False  # not a pytest test, despite the name
 
 
+def window_point_counts(room: Room, block_size: float = 1.0,
+                        stride: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(origins (B, 2), counts (B,)): the sliding-window corners of `test_blocks` and how many
+    room points each window holds, by the same closed-interval test as `blocks_at` but without
+    cutting or sampling (points sorted by x, then by y within each column of windows)."""
+    limit = room.xyz.max(axis=0) if len(room) else np.zeros(3)
+    origins = test_block_origins(limit, block_size, stride)
+    xyz = room.xyz.astype(np.float64)
+    by_x = np.argsort(xyz[:, 0])
+    xs, ys = xyz[by_x, 0], xyz[by_x, 1]
+    counts = np.zeros(len(origins), np.int64)
+    for x0 in np.unique(origins[:, 0]):
+        column = origins[:, 0] == x0
+        lo = np.searchsorted(xs, x0, side="left")
+        hi = np.searchsorted(xs, x0 + block_size, side="right")
+        column_ys = np.sort(ys[lo:hi])
+        y0 = origins[column, 1]
+        counts[column] = (np.searchsorted(column_ys, y0 + block_size, side="right")
+                          - np.searchsorted(column_ys, y0, side="left"))
+    return origins, counts
+
+
+def random_block_count(room: Room, block_size: float = 1.0) -> int:
+    """The default number of random block corners of a room: as many as block_size cells cover
+    its x-y extent, ceil(max_x / block_size) * ceil(max_y / block_size), at least 1."""
+    limit = room.xyz.max(axis=0).astype(np.float64) if len(room) else np.zeros(3)
+    return max(1, int(np.ceil(limit[0] / block_size)) * int(np.ceil(limit[1] / block_size)))
+
+
 def random_blocks(room: Room, count: int | None = None, num_points: int = 4096,
                   block_size: float = 1.0, min_points: int = 100, rng=None) -> Blocks:
     """Training blocks: `count` corners drawn uniformly in [-block_size, room max) in x and y
-    (default count: ceil(max_x / block_size) * ceil(max_y / block_size)); blocks with fewer than
-    `min_points` points are dropped, so up to `count` blocks come back."""
+    (default count: `random_block_count`); blocks with fewer than `min_points` points are
+    dropped, so up to `count` blocks come back."""
     rng = _rng(rng)
     limit = room.xyz.max(axis=0).astype(np.float64) if len(room) else np.zeros(3)
     if count is None:
-        count = max(1, int(np.ceil(limit[0] / block_size)) * int(np.ceil(limit[1] / block_size)))
+        count = random_block_count(room, block_size)
     origins = np.stack([rng.uniform(-block_size, limit[0], count),
                         rng.uniform(-block_size, limit[1], count)], axis=1)
     return blocks_at(room, origins, num_points, block_size, min_points, rng)
@@ -480,6 +509,21 @@ def read_file_list(path: str | os.PathLike) -> list[Path]:
                                                           if s.strip())]
 
 
+SPLITS = ("train", "test")  # of an area's lists: the other areas / the area itself
+
+
+def list_path(out_dir: str | os.PathLike, area: int, split: str, kind: str) -> Path:
+    """`lists/` file of the prepared folder: kind "rooms" (npz) or "blocks" (h5); split
+    "train" (every area but `area`) or "test" (`area`)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if kind not in ("rooms", "blocks"):
+        raise ValueError(f"kind must be 'rooms' or 'blocks', got {kind!r}")
+    mid = "hdf5_file_list" if kind == "blocks" else "file_list"
+    name = f"train_{mid}_woArea{area}.txt" if split == "train" else f"test_{mid}_Area{area}.txt"
+    return Path(out_dir) / "lists" / name
+
+
 def write_area_lists(out_dir: str | os.PathLike) -> dict[int, dict[str, Path]]:
     """Writes, under `out_dir/lists/`, for every area k that has block files in `out_dir/blocks`:
 
@@ -509,14 +553,10 @@ def write_area_lists(out_dir: str | os.PathLike) -> dict[int, dict[str, Path]]:
         train = sorted(s for a, stems in by_area.items() if a != k for s in stems)
         test = sorted(by_area[k])
         files = {
-            "train_h5": (lists_dir / f"train_hdf5_file_list_woArea{k}.txt",
-                         [f"blocks/{s}.h5" for s in train]),
-            "test_h5": (lists_dir / f"test_hdf5_file_list_Area{k}.txt",
-                        [f"blocks/{s}.h5" for s in test]),
-            "train_rooms": (lists_dir / f"train_file_list_woArea{k}.txt",
-                            [f"rooms/{s}.npz" for s in train]),
-            "test_rooms": (lists_dir / f"test_file_list_Area{k}.txt",
-                           [f"rooms/{s}.npz" for s in test]),
+            "train_h5": (list_path(out_dir, k, "train", "blocks"), [f"blocks/{s}.h5" for s in train]),
+            "test_h5": (list_path(out_dir, k, "test", "blocks"), [f"blocks/{s}.h5" for s in test]),
+            "train_rooms": (list_path(out_dir, k, "train", "rooms"), [f"rooms/{s}.npz" for s in train]),
+            "test_rooms": (list_path(out_dir, k, "test", "rooms"), [f"rooms/{s}.npz" for s in test]),
         }
         written[k] = {}
         for kind, (path, entries) in files.items():

@@ -28,20 +28,27 @@ def make_room(name, room_id, rng, n=3000):
     return s3dis.Room(name, xyz, rgb.astype(np.uint8), semantic, instance)
 
 
+def prepare_rooms(out, rooms, rng, num_points=NP, min_points=10):
+    """Writes the rooms (Room objects) as a prepared folder: rooms/, blocks/ (their stride-0.5
+    blocks of `num_points` points, windows under `min_points` dropped) and lists/."""
+    for room in rooms:
+        s3dis.save_room(out / "rooms" / f"{room.name}.npz", room)
+        b = s3dis.test_blocks(room, num_points=num_points, min_points=min_points, rng=rng)
+        s3dis.write_blocks_h5(out / "blocks" / f"{room.name}.h5", *b)
+    s3dis.write_area_lists(out)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     rng = np.random.default_rng(0)
-    ids = {}
+    ids, rooms = {}, []
     for area, names in ROOMS.items():
         for name in names:
             full = f"Area_{area}_{name}"
             ids[full] = len(ids) + 1
-            room = make_room(full, ids[full], rng)
-            s3dis.save_room(out / "rooms" / f"{full}.npz", room)
-            b = s3dis.test_blocks(room, num_points=NP, min_points=10, rng=rng)
-            s3dis.write_blocks_h5(out / "blocks" / f"{full}.h5", *b)
-    s3dis.write_area_lists(out)
+            rooms.append(make_room(full, ids[full], rng))
+    prepare_rooms(out, rooms, rng)
     return out, ids
 
 
@@ -79,7 +86,8 @@ def test_training_shapes_alignment_and_areas(dataset):
 
 def test_training_deterministic_per_seed_and_epoch(dataset):
     out, _ = dataset
-    kw = dict(area=2, batch_size=3, num_points=NP, min_points=10, shuffle_buffer=50)
+    kw = dict(area=2, batch_size=3, num_points=NP, min_points=10, shuffle_buffer=50,
+              sampling="random_corners")
     a = collect(pipeline.training_dataset(out, seed=5, epoch=1, num_parallel_calls=1, **kw))[1]
     cache = pipeline.RoomCache()
     b = collect(pipeline.training_dataset(out, seed=5, epoch=1, num_parallel_calls=4,
@@ -101,7 +109,7 @@ def test_training_deterministic_per_seed_and_epoch(dataset):
 
 def test_training_blocks_per_room_and_remainder(dataset):
     out, _ = dataset
-    kw = dict(area=3, num_points=NP, min_points=1, blocks_per_room=7)
+    kw = dict(area=3, num_points=NP, min_points=1, blocks_per_room=7, sampling="random_corners")
     total = collect(pipeline.training_dataset(out, batch_size=1, **kw))[1]["points"].shape[0]
     assert total <= 3 * 7 and total >= 3 * 5  # 3 training rooms; few empty corners dropped
     kept = collect(pipeline.training_dataset(out, batch_size=4, drop_remainder=False, **kw))
