@@ -1,17 +1,20 @@
 """ShapeNet part (`shapenetcore_partanno_segmentation_benchmark_v0_normal`): reader, instance
-labels, sampling, prepared HDF5 files and a tiny synthetic part set (NumPy, SciPy, h5py only).
+labels, sampling, prepared HDF5 files and a small synthetic part set (NumPy, SciPy, h5py only).
 
 Dataset layout (the PointNet++ "normal" release)::
 
     <root>/synsetoffset2category.txt              "Airplane\t02691156" a line
     <root>/<synset>/<shape_id>.txt                "x y z nx ny nz part" a line, part in 0..49
+                                                  (the part written as a float, "3.000000")
     <root>/train_test_split/shuffled_{train,val,test}_file_list.json
                                                   ["shape_data/<synset>/<shape_id>", ...]
 
 Conventions (documented choices):
 
-* part labels are the global ids 0..49 of the 16 categories (`CATEGORIES`, the standard
-  PointNet / PointNet++ `seg_classes`); a label outside its category's range is a DataError;
+* the synset of each category is read from the release's own `synsetoffset2category.txt`
+  (`read_category_file`); the code keeps only what the release does not carry: each category's
+  range of global part ids 0..49 (`CATEGORIES`, the standard PointNet / PointNet++
+  `seg_classes`). A part label outside its category's range is a DataError;
 * xyz is normalised to the unit sphere as PointNet++'s `pc_normalize` does: centred on the mean
   of the shape's points, then divided by the largest distance to that centre (normals unchanged);
 * instance labels: ShapeNet part has none. The JSNet paper follows SGPN, which makes instances
@@ -22,20 +25,26 @@ Conventions (documented choices):
   ordered by part id, then by each component's first point;
 * `sample_points` keeps a random subset *without* replacement when a shape has more points than
   asked, and all points plus random duplicates when it has fewer (as `s3dis.sample_indices`);
+  `prepare_shapenet` draws each shape's sample from its own generator, seeded with (seed,
+  category, shape id), so a shape's points do not depend on the order or the split it is in;
 * prepared HDF5 files use the SGPN/JSNet block format: `data` (B, N, 6) float32 (normalised xyz,
   normals), `seglabels` (B, N) int32 part ids (semantic), `pid` (B, N) int32 instance ids and
   `category` (B,) int32 index into `CATEGORY_NAMES`. (In PointNet's own ShapeNet HDF5 files
-  `pid` meant the *part* id; here, as in the S3DIS block files, it is the instance id.)
+  `pid` meant the *part* id; here, as in the S3DIS block files, it is the instance id.) A split's
+  files, listed in `<out>/<split>_hdf5_file_list.txt`, hold its shapes in the split json's order.
 
-Nothing here imports TensorFlow.
+Nothing here imports TensorFlow; the tf.data input is `jsnet_tf.data.shapenet_pipeline`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
+import sys
+import zlib
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -45,47 +54,51 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from jsnet_tf.data.s3dis import DataError, parse_numbers, sample_indices, write_blocks_h5, write_text_atomic
+from jsnet_tf.data.s3dis import (AtomicTarget, DataError, parse_numbers, sample_indices,
+                                 write_blocks_h5, write_text_atomic)
 
 __all__ = [
     "CATEGORIES", "CATEGORY_NAMES", "Category", "DataError", "DEFAULT_INSTANCE_RADIUS",
-    "NUM_CATEGORIES", "NUM_CHANNELS", "NUM_PARTS", "PART_TO_CATEGORY", "PartSet", "SPLITS",
-    "Shape", "normalize_xyz", "part_instances", "prepare_shapenet", "read_category_file",
-    "read_shape", "read_shapenet_h5", "read_split", "sample_points", "write_shapenet_h5",
-    "write_synthetic_partset",
+    "NUM_CATEGORIES", "NUM_CHANNELS", "NUM_PARTS", "PART_TO_CATEGORY", "PartSet",
+    "RELEASE_SYNSETS", "SPLITS", "Shape", "is_split_file", "list_file", "normalize_xyz",
+    "part_instances", "prepare_shapenet", "prepared_files", "read_category_file", "read_shape",
+    "read_shapenet_h5", "read_shapenet_h5_size", "read_split", "sample_points",
+    "write_shapenet_h5", "write_synthetic_partset",
 ]
 
 
 class Category(NamedTuple):
-    synset: str
+    """What the code knows of a category: its range of global part ids."""
+
     parts: tuple[int, ...]   # global part ids, contiguous
 
 
-def _cat(synset: str, first: int, last: int) -> Category:
-    return Category(synset, tuple(range(first, last + 1)))
+def _cat(first: int, last: int) -> Category:
+    return Category(tuple(range(first, last + 1)))
 
 
+# The standard PointNet++ `seg_classes`: which global part ids belong to which category. The
+# synsets are not here: they come from the release's synsetoffset2category.txt.
 CATEGORIES: dict[str, Category] = {
-    "Airplane": _cat("02691156", 0, 3),
-    "Bag": _cat("02773838", 4, 5),
-    "Cap": _cat("02954340", 6, 7),
-    "Car": _cat("02958343", 8, 11),
-    "Chair": _cat("03001627", 12, 15),
-    "Earphone": _cat("03261776", 16, 18),
-    "Guitar": _cat("03467517", 19, 21),
-    "Knife": _cat("03624134", 22, 23),
-    "Lamp": _cat("03636649", 24, 27),
-    "Laptop": _cat("03642806", 28, 29),
-    "Motorbike": _cat("03790512", 30, 35),
-    "Mug": _cat("03797390", 36, 37),
-    "Pistol": _cat("03948459", 38, 40),
-    "Rocket": _cat("04099429", 41, 43),
-    "Skateboard": _cat("04225943", 44, 46),
-    "Table": _cat("04379243", 47, 49),
+    "Airplane": _cat(0, 3),
+    "Bag": _cat(4, 5),
+    "Cap": _cat(6, 7),
+    "Car": _cat(8, 11),
+    "Chair": _cat(12, 15),
+    "Earphone": _cat(16, 18),
+    "Guitar": _cat(19, 21),
+    "Knife": _cat(22, 23),
+    "Lamp": _cat(24, 27),
+    "Laptop": _cat(28, 29),
+    "Motorbike": _cat(30, 35),
+    "Mug": _cat(36, 37),
+    "Pistol": _cat(38, 40),
+    "Rocket": _cat(41, 43),
+    "Skateboard": _cat(44, 46),
+    "Table": _cat(47, 49),
 }
 CATEGORY_NAMES = tuple(CATEGORIES)          # index order of the `category` dataset
 CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORY_NAMES)}
-SYNSET_TO_CATEGORY = {c.synset: name for name, c in CATEGORIES.items()}
 NUM_CATEGORIES = len(CATEGORIES)            # 16
 NUM_PARTS = 50
 NUM_CHANNELS = 6                            # x y z nx ny nz
@@ -93,9 +106,12 @@ PART_TO_CATEGORY = np.array([CATEGORY_INDEX[name] for name, c in CATEGORIES.item
                              for _ in c.parts], np.int32)   # (50,)
 DEFAULT_NUM_POINTS = 2048
 DEFAULT_INSTANCE_RADIUS = 0.1               # unit-sphere units, see module docstring
+DEFAULT_SHAPES_PER_FILE = 512               # ~33 MB per file at 2048 points
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "train_test_split/shuffled_{}_file_list.json"
 CATEGORY_FILE = "synsetoffset2category.txt"
+LIST_FILE = "{}_hdf5_file_list.txt"
+H5_FILE = "shapenet_{}_{}.h5"
 
 assert len(PART_TO_CATEGORY) == NUM_PARTS
 
@@ -250,37 +266,53 @@ def sample_points(shape: Shape, num_points: int = DEFAULT_NUM_POINTS, rng=None) 
 # ------------------------------------------------------------------------------------------------
 
 def read_category_file(root: str | os.PathLike) -> dict[str, str]:
-    """`<root>/synsetoffset2category.txt` as {category name: synset}; DataError with file:line
-    for a malformed line, an unknown name or a synset that disagrees with CATEGORIES."""
+    """`<root>/synsetoffset2category.txt` as {category name: synset}, in the file's order: the
+    release's own synsets, followed as they are. DataError with file:line for a malformed line,
+    a category without a part range in `CATEGORIES`, or a category or synset given twice."""
     path = Path(root) / CATEGORY_FILE
     try:
         lines = path.read_text().splitlines()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read: {e}") from e
-    result = {}
+    result: dict[str, str] = {}
+    seen_synsets: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         tokens = line.split()
         if not tokens:
             continue
-        if len(tokens) != 2:
+        if len(tokens) != 2 or "/" in tokens[1]:
             raise DataError(f"{path}:{number}: expected '<category> <synset>', got {line!r}")
         name, synset = tokens
         if name not in CATEGORIES:
-            raise DataError(f"{path}:{number}: unknown category {name!r}")
-        if synset != CATEGORIES[name].synset:
-            raise DataError(f"{path}:{number}: {name} has synset {CATEGORIES[name].synset}, "
-                            f"not {synset}")
+            raise DataError(f"{path}:{number}: unknown category {name!r} (part ranges are known "
+                            f"for {', '.join(CATEGORY_NAMES)})")
+        if name in result:
+            raise DataError(f"{path}:{number}: category {name} listed twice")
+        if synset in seen_synsets:
+            raise DataError(f"{path}:{number}: synset {synset} listed twice "
+                            f"({seen_synsets[synset]} and {name})")
         result[name] = synset
+        seen_synsets[synset] = name
+    if not result:
+        raise DataError(f"{path}: no categories listed")
     return result
 
 
-def read_split(root: str | os.PathLike, split: str,
-               categories: Sequence[str] | None = None) -> list[tuple[str, Path]]:
+def _entry_line(text: str, entry) -> str:
+    """':<line>' of a JSON string entry in `text` (the first place it occurs), or ''."""
+    at = text.find(json.dumps(entry)) if isinstance(entry, str) else -1
+    return f":{text.count(chr(10), 0, at) + 1}" if at >= 0 else ""
+
+
+def read_split(root: str | os.PathLike, split: str, categories: Sequence[str] | None = None,
+               synsets: dict[str, str] | None = None) -> list[tuple[str, Path]]:
     """[(category name, `<root>/<synset>/<shape_id>.txt`)] of a split, in the json's order.
 
     `split` is "train", "val", "test" or "trainval" (train then val). Entries look like
-    "shape_data/<synset>/<shape_id>"; an unknown synset or a malformed entry is a DataError.
-    `categories` keeps only those categories. Files are not opened here.
+    "shape_data/<synset>/<shape_id>"; the synset is looked up in `synsets` ({category: synset},
+    default: `read_category_file(root)`). A synset not in it or a malformed entry is a DataError
+    naming the json (and its line). `categories` keeps only those categories. Shape files are
+    not opened here.
     """
     root = Path(root)
     names = ("train", "val") if split == "trainval" else (split,)
@@ -289,12 +321,16 @@ def read_split(root: str | os.PathLike, split: str,
     if categories is not None:
         for c in categories:
             _category(c)
+    if synsets is None:
+        synsets = read_category_file(root)
+    synset_to_category = {synset: name for name, synset in synsets.items()}
     result = []
     for name in names:
         path = root / SPLIT_FILE.format(name)
         try:
-            entries = json.loads(path.read_text())
-        except OSError as e:
+            text = path.read_text()
+            entries = json.loads(text)
+        except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read split file: {e}") from e
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
@@ -303,12 +339,13 @@ def read_split(root: str | os.PathLike, split: str,
         for i, entry in enumerate(entries):
             pieces = entry.strip("/").split("/") if isinstance(entry, str) else []
             if len(pieces) < 2 or not pieces[-1] or not pieces[-2]:
-                raise DataError(f"{path}: entry {i}: expected 'shape_data/<synset>/<id>', "
-                                f"got {entry!r}")
+                raise DataError(f"{path}{_entry_line(text, entry)}: entry {i}: expected "
+                                f"'shape_data/<synset>/<id>', got {entry!r}")
             synset, shape_id = pieces[-2], pieces[-1]
-            if synset not in SYNSET_TO_CATEGORY:
-                raise DataError(f"{path}: entry {i}: unknown synset {synset!r}")
-            category = SYNSET_TO_CATEGORY[synset]
+            if synset not in synset_to_category:
+                raise DataError(f"{path}{_entry_line(text, entry)}: entry {i}: unknown synset "
+                                f"{synset!r} (not in {root / CATEGORY_FILE})")
+            category = synset_to_category[synset]
             if categories is None or category in categories:
                 result.append((category, root / synset / f"{shape_id}.txt"))
     return result
@@ -358,40 +395,127 @@ def read_shapenet_h5(path: str | os.PathLike) -> PartSet:
     return result
 
 
+def read_shapenet_h5_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(shapes, points per shape) of a prepared file, from its HDF5 headers only (cheap);
+    DataError naming the file if it is missing, not HDF5, lacks a dataset or is inconsistent."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("data", "seglabels", "pid", "category") if k not in f]
+            if missing:
+                raise DataError(f"{path}: missing dataset(s) {', '.join(missing)}")
+            shapes = {k: f[k].shape for k in ("data", "seglabels", "pid", "category")}
+    except DataError:
+        raise
+    except Exception as e:  # OSError for truncated / non-HDF5 files, ...
+        raise DataError(f"{path}: not a readable ShapeNet part file: {e}") from e
+    d = shapes["data"]
+    if (len(d) != 3 or d[2] != NUM_CHANNELS or shapes["seglabels"] != d[:2]
+            or shapes["pid"] != d[:2] or shapes["category"] != d[:1]):
+        raise DataError(f"{path}: inconsistent shapes: " +
+                        ", ".join(f"{k} {v}" for k, v in shapes.items()))
+    return int(d[0]), int(d[1])
+
+
+def list_file(out: str | os.PathLike, split: str) -> Path:
+    """`<out>/<split>_hdf5_file_list.txt`: the prepared files of a split, one name a line."""
+    return Path(out) / LIST_FILE.format(split)
+
+
+def prepared_files(out: str | os.PathLike, split: str) -> list[Path]:
+    """The prepared h5 files of `split` in list order ("trainval": train's, then val's); names in
+    the list are relative to `out`. DataError naming the list if it is missing or empty, or the
+    first listed file that does not exist."""
+    if split not in SPLITS + ("trainval",):
+        raise ValueError(f"unknown split {split!r} (expected train, val, test or trainval)")
+    files = []
+    for name in ("train", "val") if split == "trainval" else (split,):
+        path = list_file(out, name)
+        try:
+            lines = path.read_text().split()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read file list (is split {name!r} prepared in "
+                            f"{out}?): {e}") from e
+        if not lines:
+            raise DataError(f"{path}: no files listed")
+        for line in lines:
+            if not (Path(out) / line).is_file():
+                raise DataError(f"{Path(out) / line}: listed in {path} but missing")
+            files.append(Path(out) / line)
+    return files
+
+
+def is_split_file(name: str, split: str) -> bool:
+    """True for the name of a prepared h5 file of `split`, `shapenet_<split>_<k>.h5`."""
+    stem = H5_FILE.format(split, "")[:-len(".h5")]
+    return name.startswith(stem) and name.endswith(".h5") and name[len(stem):-3].isdigit()
+
+
 def prepare_shapenet(root: str | os.PathLike, out: str | os.PathLike, split: str,
                      num_points: int = DEFAULT_NUM_POINTS, seed: int = 0,
-                     radius: float = DEFAULT_INSTANCE_RADIUS, shapes_per_file: int = 2048,
-                     categories: Sequence[str] | None = None) -> list[Path]:
-    """Reads every shape of `split`, normalises, labels instances, samples `num_points` points
-    and writes `out/shapenet_<split>_<k>.h5` (at most `shapes_per_file` shapes each, in the
-    split's order) plus the list `out/<split>_hdf5_file_list.txt` (file names relative to
-    `out`), all atomically. Returns the h5 paths. Deterministic for a given `seed`."""
+                     radius: float = DEFAULT_INSTANCE_RADIUS,
+                     shapes_per_file: int = DEFAULT_SHAPES_PER_FILE,
+                     categories: Sequence[str] | None = None,
+                     synsets: dict[str, str] | None = None, progress: bool = False) -> list[Path]:
+    """Reads every shape of `split` (train, val or test), normalises, labels instances, samples
+    `num_points` points and writes `out/shapenet_<split>_<k>.h5` (at most `shapes_per_file`
+    shapes each, in the split's order) plus the list `out/<split>_hdf5_file_list.txt` (file
+    names relative to `out`). Returns the h5 paths. Deterministic for a given `seed`;
+    `synsets` as in `read_split`; `progress` shows a tqdm bar over the shapes (on stderr).
+
+    All or nothing: the h5 files are written to temporary files and renamed into place only
+    once every shape of the split has been read, so a bad shape (DataError naming file:line)
+    leaves no file of the split behind, and a complete earlier output of it stays as it was.
+    The old list is removed before the renames and the new one written after them, so a list
+    never names files of another run; `shapenet_<split>_<k>.h5` files not in it are removed.
+    """
+    from tqdm import tqdm
+
     out = Path(out)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     if shapes_per_file < 1:
         raise ValueError(f"shapes_per_file must be >= 1, got {shapes_per_file}")
-    entries = read_split(root, split, categories)
+    if num_points < 1:
+        raise ValueError(f"num_points must be >= 1, got {num_points}")
+    entries = read_split(root, split, categories, synsets)
     if not entries:
         raise DataError(f"{Path(root) / SPLIT_FILE.format(split)}: no shapes in split {split!r}")
-    rng = np.random.default_rng(seed)
-    paths = []
-    for k, start in enumerate(range(0, len(entries), shapes_per_file)):
-        datas, parts, instances, cats = [], [], [], []
-        for category, path in entries[start:start + shapes_per_file]:
-            shape = sample_points(read_shape(path, category, radius=radius), num_points, rng)
-            datas.append(shape.points)
-            parts.append(shape.part)
-            instances.append(shape.instance)
-            cats.append(shape.category_index)
-        h5 = out / f"shapenet_{split}_{k}.h5"
-        write_shapenet_h5(h5, np.stack(datas), np.stack(parts), np.stack(instances),
-                          np.array(cats, np.int32))
-        paths.append(h5)
-    write_text_atomic(out / f"{split}_hdf5_file_list.txt", "".join(p.name + "\n" for p in paths))
-    return paths
+    names = []
+    bar = tqdm(total=len(entries), desc=f"ShapeNet {split}", unit="shape", disable=not progress,
+               file=sys.stderr)
+    try:
+        with contextlib.ExitStack() as commit:
+            for k, start in enumerate(range(0, len(entries), shapes_per_file)):
+                datas, parts, instances, cats = [], [], [], []
+                for category, path in entries[start:start + shapes_per_file]:
+                    key = zlib.crc32(f"{category}/{path.stem}".encode())
+                    shape = sample_points(read_shape(path, category, radius=radius), num_points,
+                                          np.random.default_rng([seed, key]))
+                    datas.append(shape.points)
+                    parts.append(shape.part)
+                    instances.append(shape.instance)
+                    cats.append(shape.category_index)
+                    bar.update()
+                names.append(H5_FILE.format(split, k))
+                tmp = commit.enter_context(AtomicTarget(out / names[-1]))
+                write_shapenet_h5(tmp, np.stack(datas), np.stack(parts), np.stack(instances),
+                                  np.array(cats, np.int32))
+            list_file(out, split).unlink(missing_ok=True)
+    except BaseException:
+        bar.leave = False   # clear the bar: the error message takes its line
+        raise
+    finally:
+        bar.close()
+    write_text_atomic(list_file(out, split), "".join(name + "\n" for name in names))
+    for stale in out.iterdir():
+        if is_split_file(stale.name, split) and stale.name not in names:
+            stale.unlink()
+    return [out / name for name in names]
 
 
 # ------------------------------------------------------------------------------------------------
-# Tiny synthetic part set
+# Synthetic part set
 # ------------------------------------------------------------------------------------------------
 # Primitives: (kind, params, part id). Surfaces are sampled uniformly by area, with exact normals.
 
@@ -470,26 +594,63 @@ def _mug(rng, parts):
 
 
 def _table(rng, parts):
-    top, leg = parts[0], parts[1]
+    top, leg, shelf = parts
     w, d = rng.uniform(0.7, 0.9), rng.uniform(0.45, 0.6)
-    prims = [(_box((0, 0, 0.5), (w, d, 0.03)), top)]
+    prims = [(_box((0, 0, 0.5), (w, d, 0.03)), top),
+             (_box((0, 0, -0.2), (w - 0.14, d - 0.14, 0.02)), shelf)]
     for sx in (-1, 1):
         for sy in (-1, 1):
             prims.append((_box((sx * (w - 0.1), sy * (d - 0.1), 0.0), (0.04, 0.04, 0.47)), leg))
     return prims
 
 
-def _generic(rng, parts):
-    """Any other category: a flat box (first part) with a sphere on top (second part, if any)."""
-    prims = [(_box((0, 0, 0), (0.6, rng.uniform(0.2, 0.3), 0.1)), parts[0])]
-    if len(parts) > 1:
-        prims.append((_sphere((0, 0, 0.55), 0.25), parts[1]))
+def _generic(rng, parts, category):
+    """Any other category: a box body (first part) with one attachment per further part, taken
+    from five slots (top knob, a pair of side posts, a pair of end blocks, a bottom bar, a front
+    knob) in an order and with body proportions fixed per category, so categories differ."""
+    look = np.random.default_rng(zlib.crc32(category.encode()))
+    # A long, flat body: few enough square units that ~2048 points connect at radius 0.1.
+    hx, hy, hz = look.uniform([0.45, 0.12, 0.05], [0.65, 0.3, 0.15]) * rng.uniform(0.9, 1.1, 3)
+    r = rng.uniform(0.12, 0.18)
+    slots = [
+        [_sphere((0, 0, hz + 0.8 * r), r)],
+        [_cylinder((0, s * (hy + 0.05), 0), 0.05, hz + 0.1, 2) for s in (-1, 1)],
+        [_box((s * (hx + 0.07), 0, 0), (0.07, 0.6 * hy, 0.6 * hz)) for s in (-1, 1)],
+        [_cylinder((0, 0, -(hz + 0.06)), 0.06, 0.7 * hx, 0)],
+        [_sphere((0.6 * hx, 0, hz + 0.08), 0.1)],
+    ]
+    order = look.permutation(len(slots))
+    prims = [(_box((0, 0, 0), (hx, hy, hz)), parts[0])]
+    for part, slot in zip(parts[1:], order):
+        prims.extend((prim, part) for prim in slots[slot])
     return prims
 
 
 _GENERATORS = {"Airplane": _airplane, "Mug": _mug, "Table": _table}
-# Number of connected part instances each generator makes (used by tests and demos).
-SYNTHETIC_INSTANCES = {"Airplane": 5, "Mug": 2, "Table": 5}   # any other category: 2
+
+
+def _primitives(category: str, rng) -> list:
+    """[(primitive, part id)] of one random shape of `category`: every part of the category
+    occurs, each primitive is one connected part instance."""
+    parts = _category(category).parts
+    if category in _GENERATORS:
+        return _GENERATORS[category](rng, parts)
+    return _generic(rng, parts, category)
+
+
+# Number of connected part instances of every synthetic shape of a category (one per primitive;
+# the count does not depend on the random draw). Used by tests and demos.
+SYNTHETIC_INSTANCES = {name: len(_primitives(name, np.random.default_rng(0)))
+                       for name in CATEGORY_NAMES}
+
+# The synsets of the real release's synsetoffset2category.txt, used only to write the synthetic
+# set in the real layout; readers always take the synsets from the data's own file.
+RELEASE_SYNSETS = {
+    "Airplane": "02691156", "Bag": "02773838", "Cap": "02954340", "Car": "02958343",
+    "Chair": "03001627", "Earphone": "03261776", "Guitar": "03467517", "Knife": "03624134",
+    "Lamp": "03636649", "Laptop": "03642806", "Motorbike": "03790512", "Mug": "03797390",
+    "Pistol": "03948459", "Rocket": "04099429", "Skateboard": "04225987", "Table": "04379243",
+}
 
 
 def synthetic_shape_points(category: str, rng, num_points: int,
@@ -499,11 +660,10 @@ def synthetic_shape_points(category: str, rng, num_points: int,
 
     Random sampling can leave a point with no same-part neighbour within `radius` (a spurious
     one-point instance); such draws are redrawn, so that `part_instances` on the normalised shape
-    finds exactly one instance per primitive (`SYNTHETIC_INSTANCES`, 1 + parts > 1 for others).
+    finds exactly one instance per primitive (`SYNTHETIC_INSTANCES`).
     """
-    parts = _category(category).parts
     for _ in range(max_tries):
-        prims = _GENERATORS.get(category, _generic)(rng, parts)
+        prims = _primitives(category, rng)
         rows = _sample_shape(prims, rng, num_points)
         if part_instances(normalize_xyz(rows[:, :3]), rows[:, 6], radius).max() + 1 == len(prims):
             return rows
@@ -523,36 +683,57 @@ def _sample_shape(prims, rng, num_points: int) -> np.ndarray:
 
 
 def write_synthetic_partset(root: str | os.PathLike, seed: int = 0,
-                            shapes_per_category: int = 3,
-                            categories: Sequence[str] = ("Airplane", "Mug", "Table"),
-                            points_range: tuple[int, int] = (1800, 2600)) -> dict[str, list]:
-    """Writes a tiny ShapeNet part set in the real layout under `root`:
-    `synsetoffset2category.txt` (all 16 categories), `<synset>/<id>.txt` shapes (`x y z nx ny nz
-    part`, part written as a float like the real files) and the three split jsons.
+                            shapes_per_category: tuple[int, int, int] = (12, 3, 4),
+                            categories: Sequence[str] = CATEGORY_NAMES,
+                            points_range: tuple[int, int] = (2048, 3000),
+                            synsets: dict[str, str] | None = None,
+                            progress: bool = False) -> dict[str, list]:
+    """Writes a synthetic ShapeNet part set in the real release's layout under `root`:
+    `synsetoffset2category.txt` (every category of `synsets`, default `RELEASE_SYNSETS`),
+    `<synset>/<id>.txt` shapes (`x y z nx ny nz part`, written with 6 decimals, the part as a
+    float like the real files) and the three split jsons ("shape_data/<synset>/<id>" entries).
 
     Airplane: fuselage cylinder, one wing box, tail, two engines (2 instances of "engine");
-    Mug: body cylinder + half-torus handle; Table: top + four legs (4 instances of "leg");
-    any other category: a box and a sphere. Each shape has a random point count in
-    `points_range` (so both sampling paths occur). Per category, the last shape goes to test,
-    the one before to val (with >= 3 shapes), the rest to train. Returns {split: [entries]}.
+    Mug: body cylinder + half-torus handle; Table: top, shelf and four legs (4 instances of
+    "leg"); any other category: a box body with one attachment per further part (`_generic`),
+    so every part id of every category occurs. Each shape has a random point count in
+    `points_range` (real shapes differ in size too). `shapes_per_category` = (train, val,
+    test) shapes of each category; each split's entries are shuffled. Deterministic per `seed`.
+    `progress` shows a tqdm bar over the shapes (on stderr). Returns {split: [entries]}.
     """
+    from tqdm import tqdm
+
     root = Path(root)
+    synsets = RELEASE_SYNSETS if synsets is None else synsets
+    if len(shapes_per_category) != len(SPLITS) or min(shapes_per_category) < 0:
+        raise ValueError(f"shapes_per_category must be 3 counts (train, val, test) >= 0, got "
+                         f"{shapes_per_category}")
+    if not 1 <= points_range[0] <= points_range[1]:
+        raise ValueError(f"points_range must be (min, max) with 1 <= min <= max, got "
+                         f"{points_range}")
+    missing = [c for c in categories if c not in synsets]
+    if missing:
+        raise ValueError(f"no synset for {', '.join(missing)}")
     rng = np.random.default_rng(seed)
     write_text_atomic(root / CATEGORY_FILE,
-                      "".join(f"{name}\t{c.synset}\n" for name, c in CATEGORIES.items()))
+                      "".join(f"{name}\t{synset}\n" for name, synset in synsets.items()))
     splits: dict[str, list] = {s: [] for s in SPLITS}
+    bar = tqdm(total=len(categories) * sum(shapes_per_category), desc="synthetic shapes",
+               unit="shape", disable=not progress, file=sys.stderr)
     for category in categories:
-        synset = _category(category).synset
-        for i in range(shapes_per_category):
-            shape_id = "".join(rng.choice(list("0123456789abcdef"), 32))
-            rows = synthetic_shape_points(category, rng, int(rng.integers(*points_range)))
-            buf = io.StringIO()
-            np.savetxt(buf, rows, fmt="%.6f")
-            write_text_atomic(root / synset / f"{shape_id}.txt", buf.getvalue())
-            split = ("test" if i == shapes_per_category - 1 else
-                     "val" if i == shapes_per_category - 2 and shapes_per_category >= 3
-                     else "train")
-            splits[split].append(f"shape_data/{synset}/{shape_id}")
+        synset = synsets[category]
+        for split, count in zip(SPLITS, shapes_per_category):
+            for _ in range(count):
+                shape_id = "".join(rng.choice(list("0123456789abcdef"), 32))
+                num_points = int(rng.integers(points_range[0], points_range[1] + 1))
+                rows = synthetic_shape_points(category, rng, num_points)
+                # One %-format for the whole shape: np.savetxt's text, 2.5x faster.
+                line = " ".join(["%.6f"] * 7) + "\n"
+                text = (line * len(rows)) % tuple(rows.ravel().tolist())
+                write_text_atomic(root / synset / f"{shape_id}.txt", text)
+                splits[split].append(f"shape_data/{synset}/{shape_id}")
+                bar.update()
+    bar.close()
     for split, entries in splits.items():
         entries = [entries[j] for j in rng.permutation(len(entries))]
         splits[split] = entries
