@@ -4,8 +4,11 @@ For each test room of the area: the network over the room's sliding-window block
 each block's embeddings, BlockMerging into room instances (jsnet_tf.evaluation), then the paper's
 metrics over all rooms: oAcc, mAcc, mIoU; mCov, mWCov, mPrec, mRec (jsnet_tf.metrics).
 
-The weights come from `<workdir>/area<k>` (train.py's run of that area; `--which` picks the best
-or last epoch) or from `--workdir` itself when it is a run folder (e.g. converted weights). The
+The weights come from `<workdir>/area<k>` (train.py's run of that area) or from `--workdir` itself
+when it is a run folder (e.g. converted weights). By default the last epoch, as the paper does
+(`epoch_99.ckpt`); `--which best` takes the checkpoint of the lowest validation loss of runs that
+had validation rooms, and refuses one chosen on the test area unless `--select_on_test_area`.
+`results.json` records which weights were used and how they were selected. The
 evaluation settings come from the run's config (`[eval]`), `--set eval.key=value` overrides them.
 Outputs go to `<run>/eval` (or `--out`): per room `<room>_pred.txt` (x y z r g b score sem ins)
 and `<room>_gt.txt` (sem ins) in the original's formats with `output_filelist.txt`, a compact
@@ -13,6 +16,11 @@ and `<room>_gt.txt` (sem ins) in the original's formats with `output_filelist.tx
 confusion-matrix PNG. A room whose `.npz` exists is not run again: an interrupted evaluation
 resumes. Several areas (`--area` repeated or the config's `data.areas`) are also evaluated
 together (6-fold with all six) into `results_areas_<...>.json`.
+
+A ShapeNet part run (`train.py --config configs/shapenet_part.toml`, whose run folder is the
+workdir itself) is evaluated on the prepared test split instead: part IoU per shape over its
+category's parts, instance- and class-averaged mIoU and the 16 categories beside the paper's
+Table 3, part instances by mean-shift per shape (jsnet_tf.part_evaluation).
 
 `--filelist` evaluates existing outputs (ours or the original test.py's) without a model.
 """
@@ -28,11 +36,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "train.py's workdir (holding area<k>/), or one run folder")
+flags.DEFINE_string("workdir", None, "train.py's workdir (holding area<k>/), or one run folder (ShapeNet: the workdir)")
+flags.DEFINE_string(
+    "config", None,
+    "the experiment config the run was trained with (optional: the run's own config.toml is used; when given, "
+    "a run of another dataset or architecture is refused)",
+)
 flags.DEFINE_multi_integer("area", None, "test area(s) to evaluate (default: the run's data.areas)")
 flags.DEFINE_string("data_dir", None, "prepared data folder (default: the run's data.data_dir)")
 flags.DEFINE_string("out", None, "output folder (default: <run folder>/eval; with several areas <out>/area<k>)")
-flags.DEFINE_string("which", "best", "weights to load: best (lowest held-out loss), latest, or a checkpoint prefix")
+flags.DEFINE_string(
+    "which", "latest",
+    "weights to load: latest (the last epoch, as the paper), best (lowest validation loss; runs with "
+    "data.validation_rooms only), or a checkpoint prefix",
+)
+flags.DEFINE_bool(
+    "select_on_test_area", False,
+    "accept --which best of a run that chose it on its test area (train.select_on_test_area=true): this "
+    "leaks the reported data into model selection, and results.json says so",
+)
 flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), e.g. eval.bandwidth=0.5")
 flags.DEFINE_float("bandwidth", None, "mean-shift bandwidth (overrides eval.bandwidth, 0.6)")
 flags.DEFINE_integer("batch_size", None, "blocks per inference batch (overrides eval.batch_size)")
@@ -121,7 +143,7 @@ def evaluate_area(area, out_dir):
         from jsnet_tf import config
 
         overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
-    model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides)
+    model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
     data_dir = pathlib.Path(cfg["data"]["data_dir"])
     rooms = pipeline.area_files(data_dir, area, "test", "rooms")
     mean_size_path = data_dir / "lists" / f"mean_ins_size_woArea{area}.txt"
@@ -173,12 +195,26 @@ def evaluate_area(area, out_dir):
     _write_results(out_dir, evaluator, class_names, {
         "area": area,
         "weights": prefix,
+        "model_selection": _selection(run_dir, FLAGS.which),
         "protocol": "every point of every block" if eval_cfg["label_all_points"] else "one random sample per block (original)",
         "eval": eval_cfg,
         "rooms": [p.stem for p in rooms],
         "seconds": round(time.time() - started, 1),
     })
     return evaluator
+
+
+def _selection(run_dir, which):
+    """How the evaluated weights were chosen, for results.json."""
+    from jsnet_tf import checkpoints
+
+    record = checkpoints.run_record(run_dir)
+    if which == "best":
+        chosen = record.get("selection", "lowest validation loss")
+        leak = bool(record.get("selected_on_test_area"))
+        return {"which": "best", "chosen_on": chosen, "selected_on_test_area": leak}
+    return {"which": which, "chosen_on": "nothing (the last epoch)" if which == "latest" else "the given checkpoint",
+            "selected_on_test_area": False}
 
 
 def _write_room(out_dir, result, class_names, pictures, fingerprint):
@@ -235,6 +271,50 @@ def _write_results(out_dir, evaluator, class_names, info):
     print(f"results: {out_dir / 'results.json'}", flush=True)
 
 
+def _check_against_config(run_dir):
+    """With --config: the run must be of that config's dataset and architecture."""
+    if not FLAGS.config:
+        return
+    from jsnet_tf import checkpoints, config
+
+    wanted, recorded = config.load(FLAGS.config), checkpoints.load_config(run_dir)
+    if wanted["data"]["dataset"] != recorded["data"]["dataset"]:
+        raise config.ConfigError(
+            f"{run_dir} holds a {recorded['data']['dataset']} run, --config {FLAGS.config} is {wanted['data']['dataset']}"
+        )
+    if checkpoints.architecture(wanted) != checkpoints.architecture(recorded):
+        changes = config.differences(checkpoints.architecture(recorded), checkpoints.architecture(wanted))
+        raise config.ConfigError(f"{run_dir} was trained with another architecture than --config {FLAGS.config} ({changes})")
+
+
+def evaluate_shapenet(run_dir):
+    """Part mIoU of a ShapeNet part run on the prepared test split."""
+    from jsnet_tf import checkpoints, config, part_evaluation
+
+    overrides = _overrides()
+    if FLAGS.data_dir:
+        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
+    model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
+    out_dir = pathlib.Path(FLAGS.out or pathlib.Path(run_dir) / "eval")
+    eval_cfg = cfg["eval"]
+    print(f"ShapeNet part test split, weights {prefix} -> {out_dir}", flush=True)
+    result = part_evaluation.evaluate_shapenet(
+        model, cfg, cfg["data"]["data_dir"], out_dir, split="test", batch_size=eval_cfg["batch_size"],
+        bandwidth=eval_cfg["bandwidth"], pictures=4 if FLAGS.pictures else 0, seed=eval_cfg["seed"],
+        progress=FLAGS.verbose, info={"weights": prefix, "model_selection": _selection(run_dir, FLAGS.which)},
+        overwrite=FLAGS.overwrite,
+    )
+    print(part_evaluation.format_results(result), flush=True)
+    print(f"results: {out_dir / 'results.json'}", flush=True)
+    return result
+
+
+def _is_shapenet_run(workdir):
+    from jsnet_tf import checkpoints
+
+    return _is_run_folder(workdir) and checkpoints.load_config(workdir)["data"]["dataset"] == "shapenet"
+
+
 def evaluate_filelists():
     from jsnet_tf import metrics
     from jsnet_tf.data import s3dis
@@ -258,7 +338,16 @@ def main(argv):
             return
         if not FLAGS.workdir:
             raise app.UsageError("--workdir is required (or --filelist to evaluate existing outputs)")
+        if _is_shapenet_run(FLAGS.workdir):
+            if FLAGS.area:
+                raise app.UsageError("--area: a ShapeNet part run has no areas (it is evaluated on the test split)")
+            _check_against_config(FLAGS.workdir)
+            evaluate_shapenet(FLAGS.workdir)
+            return
         areas = _areas(FLAGS.workdir)
+        if FLAGS.config:
+            for area in areas:
+                _check_against_config(_run_folder(FLAGS.workdir, area))
         several = len(areas) > 1
         evaluators = []
         for area in areas:

@@ -4,7 +4,13 @@ Everything not given on the command line comes from the config (default: the pap
 setting, configs/s3dis_area5.toml); `--set section.key=value` overrides any config key. The data
 folder is the output of `python -m jsnet_tf.data.prepare_s3dis`. Each test area trains its own
 model in `<workdir>/area<k>` (one area with --area, else every area of `data.areas`: 6-fold with
-configs/s3dis_6fold.toml). Running the same command again resumes after the last complete epoch.
+configs/s3dis_6fold.toml). With a ShapeNet part config (configs/shapenet_part.toml, data from
+`python -m jsnet_tf.data.prepare_shapenet`) the run goes to `<workdir>` itself: train split,
+validation on val. Running the same command again resumes after the last complete epoch.
+
+No checkpoint, stopping point or threshold is chosen on the test data: validation, `best/` and
+early stopping use `data.validation_rooms` (carved from the training areas) or are off, and the
+model is the last epoch, as in the paper.
 With TF_CONFIG set, training runs on several machines (MultiWorkerMirroredStrategy); otherwise on
 all visible GPUs, or the CPU.
 """
@@ -26,7 +32,11 @@ flags.DEFINE_string("workdir", None, "where checkpoints, TensorBoard logs and th
 flags.DEFINE_integer("epochs", None, "number of epochs (overrides train.epochs)")
 flags.DEFINE_integer("batch_size", None, "global batch size over all replicas (overrides train.batch_size)")
 flags.DEFINE_bool("verbose", True, "show a progress bar per epoch")
-flags.DEFINE_bool("validate", True, "after every epoch, semantic accuracy and loss on the held-out area's blocks")
+flags.DEFINE_bool(
+    "validate", True,
+    "after every epoch, semantic accuracy and loss on the validation data (data.validation_rooms, or ShapeNet's "
+    "val split), which also choose best/ and early stopping; nothing happens without validation data",
+)
 
 
 def resolve_config():
@@ -56,6 +66,14 @@ def main(argv):
 
     try:
         cfg = resolve_config()
+        if cfg["data"]["dataset"] == "shapenet":
+            if FLAGS.area is not None:
+                raise ConfigError("--area: ShapeNet part has no areas (train split, val for validation, test for testing)")
+            print(f"training on ShapeNet part -> {FLAGS.workdir}", flush=True)
+            training.Trainer(cfg, FLAGS.workdir).fit(verbose=int(FLAGS.verbose), validate=FLAGS.validate)
+            return
+        if not cfg["data"]["areas"]:
+            raise ConfigError(f"{FLAGS.config}: data.areas is empty: give the test area(s) to hold out, e.g. --area 5")
         for area in cfg["data"]["areas"]:
             workdir = pathlib.Path(FLAGS.workdir) / f"area{area}"
             print(f"training with area {area} held out -> {workdir}", flush=True)

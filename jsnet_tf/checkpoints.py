@@ -2,8 +2,9 @@
 
 A run folder (`<workdir>/area<k>` of train.py, or the output of `python -m jsnet_tf.convert`)
 holds `config.toml` (the experiment it ran), `architecture.json` and TensorFlow checkpoints:
-`best/` (lowest held-out loss), `checkpoints/` (every epoch, with the optimizer state) and
-`weights/` (model only, from the converter). Checkpoints list the model variables by their Keras
+`checkpoints/` (every epoch, with the optimizer state), `best/` (lowest validation loss, only
+when the run had validation data) and `weights/` (model only, from the converter). `run.json`
+records the test area a run holds out and how its model was selected. Checkpoints list the model variables by their Keras
 path minus the model's own name, because TensorFlow's object graph does not descend into the
 Keras lists and dicts that hold JSNet's layers.
 """
@@ -17,7 +18,9 @@ from jsnet_tf import config as config_lib
 from jsnet_tf.data.s3dis import write_text_atomic
 from jsnet_tf.model import JSNet, build_model
 
-WEIGHT_FOLDERS = {"best": ("best", "checkpoints", "weights"), "latest": ("checkpoints", "best", "weights")}
+# Where each choice of weights looks, in order. "latest" (the default everywhere) is the last
+# epoch, as the paper evaluates it; "best" is only ever the validation choice.
+WEIGHT_FOLDERS = {"latest": ("checkpoints", "weights"), "best": ("best",)}
 
 
 class CheckpointError(ValueError):
@@ -34,28 +37,40 @@ def architecture(cfg):
     return {"model": cfg["model"], "num_points": cfg["data"]["num_points"]}
 
 
-def write_run_files(run_dir, cfg, area=None):
-    """Records the config and architecture of a run (atomically), and the test area it holds
-    out when it has one (`run.json`: the config's data.areas lists every area of an experiment)."""
+def write_run_files(run_dir, cfg, area=None, extra=None):
+    """Records the config and architecture of a run (atomically), and in `run.json` the test
+    area it holds out when it has one (the config's data.areas lists every area of an
+    experiment) with `extra` facts (sampling, validation rooms, model selection)."""
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "architecture.json", json.dumps(architecture(cfg), indent=2) + "\n")
     write_text_atomic(run_dir / "config.toml", config_lib.to_toml(cfg))
-    if area is not None:
-        write_text_atomic(run_dir / "run.json", json.dumps({"area": int(area)}) + "\n")
+    record = {**({"area": int(area)} if area is not None else {}), **(extra or {})}
+    if record:
+        write_text_atomic(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def run_record(run_dir):
+    """The run's `run.json` (empty when it has none, e.g. converted weights)."""
+    path = pathlib.Path(run_dir) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def run_area(run_dir):
     """The test area a run folder holds out, or None when it does not record one."""
-    path = pathlib.Path(run_dir) / "run.json"
-    return json.loads(path.read_text())["area"] if path.exists() else None
+    return run_record(run_dir).get("area")
 
 
-def find_weights(run_dir, which="best"):
-    """The checkpoint prefix to load from a run folder: `which` is "best" (lowest held-out loss,
-    else the last epoch, else converted weights) or "latest" (the last epoch first), or a
-    checkpoint prefix / folder given directly."""
+def find_weights(run_dir, which="latest", allow_test_area_selection=False):
+    """The checkpoint prefix to load from a run folder: `which` is "latest" (the last epoch,
+    else converted weights), "best" (the lowest validation loss; refused when the run chose it
+    on its test area, unless `allow_test_area_selection`), or a checkpoint prefix / folder."""
     run_dir = pathlib.Path(run_dir)
+    if which == "best" and run_record(run_dir).get("selected_on_test_area") and not allow_test_area_selection:
+        raise CheckpointError(
+            f"{run_dir}: its best/ checkpoint was chosen on the test area (train.select_on_test_area=true), the data "
+            "the results are reported on; use --which latest, or --select_on_test_area to accept the leak"
+        )
     if which not in WEIGHT_FOLDERS:
         explicit = pathlib.Path(which)
         prefix = tf.train.latest_checkpoint(str(explicit)) if explicit.is_dir() else str(explicit)
@@ -68,6 +83,11 @@ def find_weights(run_dir, which="best"):
         prefix = tf.train.latest_checkpoint(str(run_dir / folder))
         if prefix:
             return prefix
+    if which == "best":
+        raise CheckpointError(
+            f"{run_dir} has no best/ checkpoint: only runs with validation data (data.validation_rooms) choose one; "
+            "use --which latest (the last epoch)"
+        )
     raise CheckpointError(
         f"{run_dir} holds no weights (looked in {', '.join(f + '/' for f in WEIGHT_FOLDERS[which])}): "
         "train with train.py or convert an original checkpoint with python -m jsnet_tf.convert"
@@ -109,10 +129,10 @@ def load_config(run_dir):
     return config_lib.load(path)
 
 
-def load_run(run_dir, which="best", overrides=()):
+def load_run(run_dir, which="latest", overrides=(), allow_test_area_selection=False):
     """(model, config, checkpoint prefix) of a run folder, the model built and its weights loaded."""
     cfg = config_lib.apply_overrides(load_config(run_dir), overrides)
-    prefix = find_weights(run_dir, which)
+    prefix = find_weights(run_dir, which, allow_test_area_selection)
     model = build_model(cfg)
     model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
     restore_weights(model, prefix)
@@ -129,6 +149,7 @@ __all__ = [
     "model_variables",
     "restore_weights",
     "run_area",
+    "run_record",
     "save_weights",
     "write_run_files",
 ]

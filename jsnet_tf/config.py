@@ -26,7 +26,7 @@ DEFAULTS = {
         # "fixed": the prepared h5 blocks, the same points every epoch (the paper's fixed sample);
         # "random_corners": random block corners, ceil(x) * ceil(y) per room and epoch.
         "sampling": "resample",
-        "blocks_per_room": 0,  # random_corners only: blocks per room and epoch; 0: the room's floor area in m^2
+        "blocks_per_room": 0,  # random_corners only: blocks per room and epoch; 0: ceil(max x) * ceil(max y) of the room
         # Rooms of the training areas held out for validation, "best" and early stopping: a
         # fraction in [0, 1) (seeded by train.seed) or a list of room names ("Area_1_office_3");
         # 0.0 / []: none, then validation, "best" and early stopping are off (the original's way).
@@ -176,26 +176,42 @@ def apply_overrides(config, overrides):
     return config
 
 
+def differences(previous, current):
+    """'section.key: a -> b' for every key whose value differs between two nested dicts, joined
+    by '; ' (what a refusal to mix two runs names)."""
+
+    def walk(a, b, prefix):
+        for key in sorted(set(a) | set(b), key=str):
+            x, y = a.get(key, "(absent)"), b.get(key, "(absent)")
+            if isinstance(x, dict) and isinstance(y, dict):
+                yield from walk(x, y, f"{prefix}{key}.")
+            elif x != y:
+                yield f"{prefix}{key}: {x!r} -> {y!r}"
+
+    return "; ".join(walk(previous, current, ""))
+
+
 def toml_string(text):
     """A TOML string literal of `text`."""
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def toml_value(v):
+    """A config value (bool, number, string or list of them) as TOML text."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return toml_string(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
 def to_toml(config):
     """The config as TOML text (written next to checkpoints, so a run records what it used)."""
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return toml_string(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
     lines = []
     for section, table in config.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {value(v)}" for key, v in table.items())
+        lines.extend(f"{key} = {toml_value(v)}" for key, v in table.items())
         lines.append("")
     return "\n".join(lines)

@@ -193,8 +193,8 @@ def export_model(model, cfg, out_dir, version=1, overwrite=False, checkpoint=Non
     return target
 
 
-def export_run(workdir, out_dir, which="best", version=1, overwrite=False):
-    """Exports a run folder's weights (`which`: "best", "latest" or a checkpoint prefix)."""
+def export_run(workdir, out_dir, which="latest", version=1, overwrite=False):
+    """Exports a run folder's weights (`which`: "latest", "best" or a checkpoint prefix)."""
     _target_folder(out_dir, version, overwrite)  # fail before loading anything
     model, cfg, prefix = checkpoints.load_run(workdir, which)
     return export_model(model, cfg, out_dir, version, overwrite, checkpoint=prefix)
@@ -209,8 +209,8 @@ def define_flags():
                         "python -m jsnet_tf.convert): its config.toml and weights are read.")
     flags.DEFINE_string("out", None, "Model base folder for TF Serving; the SavedModel goes to <out>/<version>/.")
     flags.DEFINE_integer("version", 1, "Version folder to write (TF Serving serves the highest).", lower_bound=1)
-    flags.DEFINE_string("which", "best", "Weights to export: best (lowest held-out loss), latest (last epoch), "
-                        "or a checkpoint prefix or folder.")
+    flags.DEFINE_string("which", "latest", "Weights to export: latest (the last epoch, as the paper), best (lowest "
+                        "validation loss, runs with validation rooms only), or a checkpoint prefix or folder.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing <out>/<version>/ (refused by default).")
 
 

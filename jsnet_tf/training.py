@@ -1,8 +1,17 @@
 """The JSNet training loop: tf.distribute, the paper's schedules, checkpoints, exact resumption.
 
-One `Trainer` per (config, test area, workdir). Each epoch draws fresh random blocks
-(`pipeline.training_dataset`, deterministic for (seed, epoch)); every step sets the BN decay and
-the dropout seed from the global step before the replicas run, so an epoch replays identically.
+One `Trainer` per (config, test area, workdir). S3DIS epochs follow `data.sampling`
+(`pipeline.training_dataset`: by default every stride-0.5 block of every training room with fresh
+points, as the original; deterministic for (seed, epoch)); ShapeNet part epochs are the `train`
+split, shuffled per (seed, epoch). Every step sets the BN decay and the dropout seed from the
+global step before the replicas run, so an epoch replays identically.
+
+Model selection never looks at the test data unless told to in as many words: validation, the
+`best/` checkpoint and early stopping use the validation rooms carved from the training areas
+(`data.validation_rooms`; ShapeNet: the `val` split), or are off when there are none (the
+original's way: it keeps the last epoch). `train.select_on_test_area = true` validates on the
+test area instead; the run records it (`run.json`), and evaluate.py / predict / export refuse its
+`best/` weights unless their own flag allows it.
 A checkpoint (model, optimizer state and step, epoch) is written after every epoch; a new Trainer
 on the same workdir resumes after the last complete epoch, so an interruption anywhere loses at
 most that epoch's progress and the resumed run reaches the same weights as an uninterrupted one.
@@ -18,7 +27,8 @@ import keras
 import tensorflow as tf
 
 from jsnet_tf import checkpoints, schedules
-from jsnet_tf.data import pipeline
+from jsnet_tf import config as config_lib
+from jsnet_tf.data import pipeline, shapenet_pipeline
 from jsnet_tf.data.s3dis import write_text_atomic
 from jsnet_tf.losses import jsnet_loss
 from jsnet_tf.model import build_model
@@ -53,11 +63,12 @@ def _is_chief(strategy):
 class Trainer:
     """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`, holding out `area`."""
 
-    def __init__(self, cfg, workdir, area, strategy=None):
+    def __init__(self, cfg, workdir, area=None, strategy=None):
         self.cfg, self.area = cfg, area
         self.workdir = pathlib.Path(workdir)
-        self._prepare_workdir()
         self.train_cfg = cfg["train"]
+        self.selection = self._plan_data()
+        self._prepare_workdir()
         self.strategy = strategy or make_strategy()
         # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only the
         # chief into the workdir; the others keep their copies in workers/<index>.
@@ -116,10 +127,74 @@ class Trainer:
             previous = json.loads(recorded.read_text())
             if previous != current:
                 raise TrainingError(
-                    f"workdir {self.workdir} holds a run of another architecture ({recorded}: {previous}); "
-                    f"this config has {current}: use another --workdir"
+                    f"workdir {self.workdir} holds a run of another architecture ({config_lib.differences(previous, current)}): "
+                    "use another --workdir"
                 )
-        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area)
+        previous = checkpoints.run_record(self.workdir)
+        current = {"area": self.area, **self.selection} if self.area is not None else self.selection
+        if previous and previous != {k: v for k, v in current.items() if v is not None}:
+            raise TrainingError(
+                f"workdir {self.workdir} holds a run with other data settings ({config_lib.differences(previous, current)}): "
+                "use another --workdir, or the settings it was started with"
+            )
+        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
+
+    def _plan_data(self):
+        """Checks the data and the validation split before anything is written; returns what
+        run.json records about them."""
+        d, t = self.cfg["data"], self.train_cfg
+        validation = d["validation_rooms"]
+        wants_split = bool(validation) or d["dataset"] == "shapenet"
+        if t["select_on_test_area"] and (validation or d["dataset"] == "shapenet"):
+            raise TrainingError(
+                "train.select_on_test_area=true and a validation split (data.validation_rooms, or ShapeNet's val split) "
+                "exclude each other: choose one"
+            )
+        if t["early_stopping_patience"] > 0 and not (wants_split or t["select_on_test_area"]):
+            raise TrainingError(
+                "train.early_stopping_patience needs validation data: set data.validation_rooms (a fraction such as 0.1, "
+                "or room names) to carve it from the training areas; train.select_on_test_area=true would choose the "
+                "stopping point on the test area, the data the results are reported on"
+            )
+        if d["dataset"] == "shapenet":
+            if self.area is not None:
+                raise TrainingError("ShapeNet part has no areas: train on its train split, validate on val, test on test")
+            self.train_rooms = self.validation_rooms = None
+            self.epoch_blocks = shapenet_pipeline.num_shapes(d["data_dir"], "train")
+            shapenet_pipeline.num_shapes(d["data_dir"], "val")
+            return {"dataset": "shapenet", "sampling": "fixed (the prepared train split)", "epoch_blocks": self.epoch_blocks,
+                    "selection": "validation split (val)"}
+        if d["blocks_per_room"] and d["sampling"] != "random_corners":
+            raise TrainingError(
+                f"data.blocks_per_room={d['blocks_per_room']} applies to data.sampling=\"random_corners\" only "
+                f"(this config has {d['sampling']!r}, whose epoch is every stride-0.5 block)"
+            )
+        if self.area is None:
+            raise TrainingError("S3DIS training needs a test area to hold out (data.areas or --area)")
+        self.train_rooms, self.validation_rooms = pipeline.split_rooms(d["data_dir"], self.area, validation, t["seed"])
+        self.epoch_blocks = pipeline.epoch_blocks(
+            d["data_dir"], self.area, sampling=d["sampling"], num_points=d["num_points"], block_size=d["block_size"],
+            blocks_per_room=self._blocks_per_room(), rooms=self.train_rooms,
+        )
+        if self.validation_rooms:
+            selection = f"validation rooms ({len(self.validation_rooms)} of the training areas)"
+        elif t["select_on_test_area"]:
+            selection = f"test area {self.area} (train.select_on_test_area=true: leaks the reported data)"
+        else:
+            selection = "none (the last epoch is the model)"
+        return {"dataset": "s3dis", "sampling": d["sampling"], "epoch_blocks": self.epoch_blocks,
+                "training_rooms": len(self.train_rooms), "validation_rooms": list(self.validation_rooms),
+                "selection": selection, "selected_on_test_area": bool(t["select_on_test_area"])}
+
+    def _blocks_per_room(self):
+        d = self.cfg["data"]
+        return (d["blocks_per_room"] or None) if d["sampling"] == "random_corners" else None
+
+    @property
+    def has_validation(self):
+        """Whether validation data exists: validation rooms, ShapeNet's val split, or (when
+        allowed in as many words) the test area."""
+        return self.cfg["data"]["dataset"] == "shapenet" or bool(self.validation_rooms) or self.train_cfg["select_on_test_area"]
 
     def _restore(self):
         """Resumes after the last complete epoch; a fresh run in a folder holding converted
@@ -177,7 +252,13 @@ class Trainer:
         return step
 
     def dataset(self, epoch):
+        """The training batches of one epoch (deterministic for (seed, epoch))."""
         d = self.cfg["data"]
+        if d["dataset"] == "shapenet":
+            return shapenet_pipeline.dataset(
+                d["data_dir"], "train", self.global_batch, num_points=d["num_points"], shuffle=True,
+                seed=self.train_cfg["seed"], epoch=epoch, drop_remainder=True,
+            )
         return pipeline.training_dataset(
             d["data_dir"],
             self.area,
@@ -185,14 +266,28 @@ class Trainer:
             num_points=d["num_points"],
             seed=self.train_cfg["seed"],
             epoch=epoch,
-            blocks_per_room=d["blocks_per_room"] or None,
+            sampling=d["sampling"],
+            blocks_per_room=self._blocks_per_room(),
             block_size=d["block_size"],
+            rooms=self.train_rooms,
         )
 
-    def validate(self):
-        """Semantic accuracy and mean loss on the held-out area's stride-0.5 blocks."""
+    def validation_dataset(self):
+        """The validation blocks: the validation rooms' stride-0.5 h5 blocks, ShapeNet's val
+        split, or the test area's blocks when train.select_on_test_area allows it."""
         d = self.cfg["data"]
-        dataset = pipeline.fixed_dataset(d["data_dir"], self.area, self.global_batch, num_points=d["num_points"])
+        if d["dataset"] == "shapenet":
+            return shapenet_pipeline.dataset(d["data_dir"], "val", self.global_batch, num_points=d["num_points"])
+        if self.validation_rooms:
+            return pipeline.validation_dataset(d["data_dir"], self.validation_rooms, self.global_batch, num_points=d["num_points"])
+        if self.train_cfg["select_on_test_area"]:
+            return pipeline.fixed_dataset(d["data_dir"], self.area, self.global_batch, num_points=d["num_points"])
+        raise TrainingError("no validation data: set data.validation_rooms")
+
+    def validate(self):
+        """Semantic accuracy and mean loss on the validation data (`validation_dataset`)."""
+        d = self.cfg["data"]
+        dataset = self.validation_dataset()
         correct = total = 0
         loss_sum = batches = 0.0
         for batch in dataset:
@@ -207,21 +302,42 @@ class Trainer:
             loss_sum += float(losses["total"])
             batches += 1
         if total == 0:
-            raise TrainingError(f"area {self.area} has no validation blocks in {d['data_dir']}")
+            raise TrainingError(f"no validation blocks in {d['data_dir']}")
         return {"accuracy": correct / total, "loss": loss_sum / batches}
 
     # ------------------------------------------------------------------------------ loop
 
-    def fit(self, epochs=None, stop_after_steps=None, verbose=1, validate=False):
+    def describe(self):
+        """One line on the epoch, the validation and the model selection (printed at start)."""
+        s = self.selection
+        if s["dataset"] == "shapenet":
+            return f"ShapeNet part: {s['epoch_blocks']} training shapes per epoch; validation and best/: the val split"
+        what = {
+            "resample": "every stride-0.5 block of every training room, points drawn afresh (the original's; paper: RS)",
+            "fixed": "the prepared h5 blocks, the same points every epoch (paper: fixed sample)",
+            "random_corners": "random block corners, ceil(x) * ceil(y) per room (an upper bound)",
+        }[s["sampling"]]
+        steps = s["epoch_blocks"] // self.global_batch
+        return (f"sampling {s['sampling']}: {s['epoch_blocks']} blocks per epoch from {s['training_rooms']} rooms, "
+                f"{steps} steps at batch {self.global_batch} ({what}); model selection: {s['selection']}")
+
+    def fit(self, epochs=None, stop_after_steps=None, verbose=1, validate=True):
         """Trains until `epochs` (default: the config's) are complete; returns the per-epoch mean
-        losses of this call (with the held-out accuracy and loss when `validate`; they also go
-        to TensorBoard and `<workdir>/metrics.json`). `stop_after_steps` ends early (tests of
-        the resumption)."""
+        losses of this call (with the validation accuracy and loss when `validate` and there is
+        validation data; they also go to TensorBoard and `<workdir>/metrics.json`).
+        `stop_after_steps` ends early (tests of the resumption)."""
         epochs = self.train_cfg["epochs"] if epochs is None else epochs
+        validate = validate and self.has_validation
+        if verbose:
+            print(self.describe(), flush=True)
         if self._step_fn is None:
             self._step_fn = self._make_step()
         history = []
         steps_done = 0
+        if validate and self._stopped_early():
+            if verbose:
+                print(f"{self.output_dir}: stopped early before; nothing to train", flush=True)
+            return history
         while int(self.epoch.numpy()) < epochs:
             epoch = int(self.epoch.numpy())
             dataset = self.strategy.experimental_distribute_dataset(self.dataset(epoch))
@@ -258,7 +374,7 @@ class Trainer:
                 with self.writer.as_default(step=int(self.optimizer.iterations.numpy())):
                     for k, v in held_out.items():
                         tf.summary.scalar(f"validation/{k}", v)
-                summary += f", held-out accuracy {held_out['accuracy']:.3f}, loss {held_out['loss']:.4f}"
+                summary += f", validation accuracy {held_out['accuracy']:.3f}, loss {held_out['loss']:.4f}"
                 stop = self._track_best(epoch + 1, held_out["loss"])
             history.append(means)
             self._record(epoch + 1, means)
@@ -266,12 +382,12 @@ class Trainer:
                 print(f"{summary} ({time.time() - started:.0f} s)", flush=True)
             if stop:
                 if verbose:
-                    print(f"early stop: no better held-out loss in {self.train_cfg['early_stopping_patience']} epochs", flush=True)
+                    print(f"early stop: no better validation loss in {self.train_cfg['early_stopping_patience']} epochs", flush=True)
                 break
         return history
 
     def _track_best(self, epoch, loss):
-        """Keeps the checkpoint of the lowest held-out loss in <workdir>/best; True when early
+        """Keeps the checkpoint of the lowest validation loss in <workdir>/best; True when early
         stopping (train.early_stopping_patience > 0) says to stop."""
         path = self.output_dir / "best.json"
         best = json.loads(path.read_text()) if path.exists() else None
@@ -282,9 +398,20 @@ class Trainer:
         patience = self.train_cfg["early_stopping_patience"]
         return patience > 0 and epoch - best["epoch"] >= patience
 
+    def _stopped_early(self):
+        """True when a previous call stopped early (re-running train.py must not train on and
+        move best/)."""
+        path = self.output_dir / "best.json"
+        patience = self.train_cfg["early_stopping_patience"]
+        if patience <= 0 or not path.exists():
+            return False
+        return int(self.epoch.numpy()) - json.loads(path.read_text())["epoch"] >= patience
+
     def _expected_steps(self):
-        """The progress bar's length: the last epoch's step count (random blocks give each epoch
-        about the same number); unknown before the first epoch."""
+        """The progress bar's length: exact for resample, fixed and ShapeNet; for random corners
+        the last epoch's step count (blocks with too few points are dropped), unknown before."""
+        if self.selection["sampling"] != "random_corners":
+            return self.epoch_blocks // self.global_batch
         path = self.output_dir / "metrics.json"
         records = json.loads(path.read_text()) if path.exists() else []
         return records[-1].get("steps") if records else None

@@ -56,11 +56,26 @@ def tiny_s3dis(tmp_path_factory):
     return root / "prepared"
 
 
+@pytest.fixture(scope="session")
+def tiny_s3dis_split(tmp_path_factory):
+    """Like `tiny_s3dis` with two rooms per area, so that a validation room can leave a training
+    area without emptying it."""
+    from jsnet_tf.data import prepare_s3dis, synthetic
+
+    root = tmp_path_factory.mktemp("tiny_s3dis_split")
+    synthetic.generate(root / "raw", seed=1, areas=2, rooms_per_area=2, points_per_m2=200)
+    prepare_s3dis.prepare(root / "raw", root / "prepared", num_points=TINY_POINTS, progress=False)
+    return root / "prepared"
+
+
 def tiny_overrides(data_dir, **train):
-    """Config overrides for a small, fast network on `tiny_s3dis`."""
+    """Config overrides for a small, fast network on `tiny_s3dis`. The loop's tests draw 8 random
+    corners per room (2 steps an epoch); the resampled epochs of the default sampling (about 90
+    blocks per tiny room) are tested in tests/data/test_sampling.py and once through the loop."""
     return [
         f'data.data_dir="{data_dir}"',
         f"data.num_points={TINY_POINTS}",
+        'data.sampling="random_corners"',
         "data.blocks_per_room=8",
         "model.npoints=[256, 64, 32, 16]",
         "train.batch_size=4",

@@ -69,3 +69,35 @@ def test_missing_file_and_bad_toml(tmp_path):
     loop.write_text('extends = "loop.toml"\n')
     with pytest.raises(config.ConfigError, match="loops back"):
         config.load(loop)
+
+
+def test_the_default_sampling_is_the_originals_and_model_selection_leaks_nothing():
+    cfg = config.load()
+    assert cfg["data"]["sampling"] == "resample" and cfg["data"]["validation_rooms"] == 0.0
+    assert cfg["train"]["select_on_test_area"] is False and cfg["train"]["early_stopping_patience"] == 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.sampling=fixd", "data.sampling must be one of resample, fixed, random_corners, got 'fixd' (did you mean 'fixed'?)"),
+    ("data.dataset=scannet", "data.dataset must be one of s3dis, shapenet, got 'scannet'"),
+    ("model.backbone=pointnet", "model.backbone must be one of pointconv, pointnet2, got 'pointnet'"),
+    ("data.validation_rooms=true", "data.validation_rooms must be float like 0.0, got True"),
+    ("data.validation_rooms=[1, 2]", "data.validation_rooms must be float like 0.0, got [1, 2]"),
+])
+def test_word_valued_and_two_typed_keys_are_checked(override, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.load(None, [override])
+    assert message in str(error.value)
+
+
+def test_validation_rooms_take_a_fraction_or_room_names():
+    assert config.load(None, ["data.validation_rooms=0.1"])["data"]["validation_rooms"] == 0.1
+    names = config.load(None, ['data.validation_rooms=["Area_1_office_1", "Area_2_hallway_3"]'])["data"]["validation_rooms"]
+    assert names == ["Area_1_office_1", "Area_2_hallway_3"]
+
+
+def test_differences_name_each_changed_key():
+    a = {"model": {"pcff": True, "npoints": [1, 2]}, "num_points": 4096}
+    b = {"model": {"pcff": False, "npoints": [1, 2], "new": 1}, "num_points": 4096}
+    assert config.differences(a, b) == "model.new: '(absent)' -> 1; model.pcff: True -> False"
+    assert config.differences(a, a) == ""

@@ -126,3 +126,28 @@ def test_predictions_that_do_not_match_their_ground_truth_are_one_clear_line(tmp
     result = _evaluate("--filelist", str(tmp_path / "output_filelist.txt"))
     assert result.returncode != 0 and "evaluate.py: error:" in result.stderr
     assert "r_pred.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_results_record_the_weights_and_how_they_were_chosen(evaluated):
+    out, _ = evaluated
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_selection"] == {"which": "latest", "chosen_on": "nothing (the last epoch)", "selected_on_test_area": False}
+    assert "/weights/" in results["weights"]
+
+
+def test_best_weights_chosen_on_the_test_area_are_refused_without_the_flag(run, tmp_path):
+    leaky = tmp_path / "leaky"
+    shutil.copytree(run / "area2", leaky)
+    (leaky / "run.json").write_text(json.dumps({"area": 2, "selected_on_test_area": True, "selection": "test area 2"}))
+    shutil.copytree(leaky / "weights", leaky / "best")
+    result = _evaluate("--workdir", str(leaky), "--which", "best", "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "evaluate.py: error:" in result.stderr
+    assert "chosen on the test area" in result.stderr and "--select_on_test_area" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_best_of_a_run_without_validation_is_one_clear_line(run, tmp_path):
+    result = _evaluate("--workdir", str(run), "--area", "2", "--which", "best", "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "has no best/ checkpoint" in result.stderr and "--which latest" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -30,3 +30,16 @@ def test_missing_data_is_one_clear_line(tmp_path):
     result = _run("--workdir", str(tmp_path / "w"), "--data_dir", str(tmp_path / "nothing"), "--area", "5")
     assert result.returncode != 0 and "train.py: error:" in result.stderr and "nothing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_s3dis_config_without_areas_is_an_error_not_a_silent_exit(tmp_path):
+    result = _run("--workdir", str(tmp_path / "w"), "--set", "data.areas=[]")
+    assert result.returncode != 0 and "train.py: error:" in result.stderr and "data.areas is empty" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
+
+
+def test_an_unknown_sampling_mode_is_one_clear_line(tmp_path):
+    result = _run("--workdir", str(tmp_path / "w"), "--area", "5", "--set", "data.sampling=resampled")
+    assert result.returncode != 0
+    assert "data.sampling must be one of resample, fixed, random_corners, got 'resampled' (did you mean 'resample'?)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()

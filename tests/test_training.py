@@ -21,9 +21,18 @@ def _config(prepared, **train):
     return config.load(None, tiny_overrides(prepared, **train))
 
 
+@pytest.fixture(scope="module")
+def split(tiny_s3dis_split):
+    return tiny_s3dis_split
+
+
+def _split_config(split, validation_rooms, **train):
+    return config.load(None, tiny_overrides(split, **train) + [f"data.validation_rooms={validation_rooms}"])
+
+
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(prepared, tmp_path):
-    trainer = training.Trainer(_config(prepared, epochs=3), tmp_path / "run", area=2)
+def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(split, tmp_path):
+    trainer = training.Trainer(_split_config(split, 0.5, epochs=3), tmp_path / "run", area=2)
     history = trainer.fit(verbose=0, validate=True)
     assert len(history) == 3 and history[-1]["total"] < history[0]["total"]
     assert 0.0 <= history[-1]["val_accuracy"] <= 1.0 and np.isfinite(history[-1]["val_loss"])
@@ -57,13 +66,15 @@ def test_resuming_after_an_interruption_reaches_the_same_weights(prepared, tmp_p
 
 
 @pytest.mark.slow
-def test_early_stopping_after_patience_without_a_better_held_out_loss(prepared, tmp_path, monkeypatch):
-    trainer = training.Trainer(_config(prepared, epochs=6, early_stopping_patience=2), tmp_path / "run", area=2)
+def test_early_stopping_after_patience_without_a_better_validation_loss(split, tmp_path, monkeypatch):
+    trainer = training.Trainer(_split_config(split, 0.5, epochs=6, early_stopping_patience=2), tmp_path / "run", area=2)
     losses = iter([1.0, 0.5, 0.7, 0.6, 0.4, 0.3])  # best at epoch 2, no better at 3 and 4: stop
     monkeypatch.setattr(trainer, "validate", lambda: {"accuracy": 0.5, "loss": next(losses)})
     history = trainer.fit(verbose=0, validate=True)
     assert len(history) == 4 and int(trainer.epoch.numpy()) == 4
     assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 2, "loss": 0.5}
+    again = training.Trainer(trainer.cfg, tmp_path / "run", area=2)  # train.py run again on a stopped run
+    assert again.fit(verbose=0) == [] and int(again.epoch.numpy()) == 4
 
 
 def test_workdir_of_another_architecture_is_refused(prepared, tmp_path):
@@ -80,11 +91,10 @@ def test_unwritable_workdir_is_refused(prepared, tmp_path):
         training.Trainer(_config(prepared), blocker / "run", area=2)
 
 
-def test_area_without_data_fails_before_training(prepared, tmp_path):
-    trainer = training.Trainer(_config(prepared), tmp_path / "run", area=4)
+def test_area_without_data_fails_before_anything_is_written(prepared, tmp_path):
     with pytest.raises(DataError, match="area4|Area4|woArea4"):
-        trainer.fit(verbose=0)
-    assert int(trainer.optimizer.iterations.numpy()) == 0
+        training.Trainer(_config(prepared), tmp_path / "run", area=4)
+    assert not (tmp_path / "run").exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(prepared, tmp_path, monkeypatch):
@@ -120,7 +130,7 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(pre
     repo = pathlib.Path(__file__).resolve().parents[1]
     args = [
         sys.executable, "train.py", "--area", "2", "--epochs", "2", "--batch_size", "4", "--novalidate", "--noverbose",
-        "--data_dir", str(prepared), "--set", f"data.num_points={TINY_POINTS}", "--set", "data.blocks_per_room=40",
+        "--data_dir", str(prepared), "--set", f"data.num_points={TINY_POINTS}",  # the default sampling: resample
         "--set", "model.npoints=[256, 64, 32, 16]",
     ]
     run = lambda workdir, **kw: subprocess.Popen([*args, "--workdir", str(workdir)], cwd=repo, **kw)  # noqa: E731
@@ -152,3 +162,91 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(prepared, tmp_
     with pytest.raises(training.TrainingError, match="batch_size 4 does not split evenly over 3 replicas"):
         training.Trainer(_config(prepared), tmp_path / "run", area=2, strategy=ThreeReplicas())
 
+
+
+# ---------------------------------------------------------------------------------- model selection
+
+
+class _Reads:
+    """Every room and block file the data pipeline opens during a test."""
+
+    def __init__(self, monkeypatch):
+        from jsnet_tf.data import s3dis
+
+        self.paths = []
+        for name in ("load_room", "read_blocks_h5"):
+            real = getattr(s3dis, name)
+
+            def spy(path, *args, _real=real, **kwargs):
+                self.paths.append(str(path))
+                return _real(path, *args, **kwargs)
+
+            monkeypatch.setattr(s3dis, name, spy)
+
+    def rooms(self):
+        import pathlib
+
+        return {pathlib.Path(p).stem for p in self.paths}
+
+
+@pytest.mark.slow
+def test_validation_rooms_choose_best_and_no_test_area_room_is_ever_read(split, tmp_path, monkeypatch):
+    reads = _Reads(monkeypatch)
+    trainer = training.Trainer(_split_config(split, 0.5, epochs=2, early_stopping_patience=5), tmp_path / "run", area=2)
+    history = trainer.fit(verbose=0)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["area"] == 2 and record["selected_on_test_area"] is False
+    (validation_room,) = record["validation_rooms"]
+    assert validation_room.startswith("Area_1_") and record["training_rooms"] == 1
+    assert all("val_loss" in h for h in history) and (tmp_path / "run" / "best.json").exists()
+    read = reads.rooms()
+    assert read == {"Area_1_office_1", "Area_1_office_2"}, read  # training room + validation room, nothing of area 2
+    training_reads = {p for p in reads.paths if p.endswith(".npz")}
+    assert all(validation_room not in p for p in training_reads)  # the validation room never trains
+
+
+def test_without_validation_rooms_there_is_no_validation_and_no_best(prepared, tmp_path, monkeypatch):
+    reads = _Reads(monkeypatch)
+    trainer = training.Trainer(_config(prepared, epochs=1), tmp_path / "run", area=2)
+    history = trainer.fit(verbose=0, validate=True)
+    assert "val_loss" not in history[0] and not (tmp_path / "run" / "best").exists()
+    assert reads.rooms() == {"Area_1_office_1"}
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["selection"].startswith("none") and record["validation_rooms"] == []
+
+
+def test_early_stopping_without_validation_data_is_refused_before_anything_is_written(prepared, tmp_path):
+    with pytest.raises(training.TrainingError, match="early_stopping_patience needs validation data: set data.validation_rooms"):
+        training.Trainer(_config(prepared, early_stopping_patience=3), tmp_path / "run", area=2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_validation_split_that_empties_an_area_is_refused(prepared, tmp_path):
+    with pytest.raises(DataError):
+        training.Trainer(config.load(None, tiny_overrides(prepared) + ["data.validation_rooms=0.5"]), tmp_path / "run", area=2)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_selecting_on_the_test_area_needs_the_words_and_is_recorded(prepared, tmp_path, monkeypatch):
+    from jsnet_tf import checkpoints
+
+    reads = _Reads(monkeypatch)
+    trainer = training.Trainer(_config(prepared, epochs=1, select_on_test_area="true"), tmp_path / "run", area=2)
+    trainer.fit(verbose=0)
+    assert "Area_2_office_1" in reads.rooms()  # validated on the test area, as asked
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["selected_on_test_area"] is True and "leaks" in record["selection"]
+    with pytest.raises(checkpoints.CheckpointError, match="chosen on the test area"):
+        checkpoints.find_weights(tmp_path / "run", "best")
+    assert "/best/" in checkpoints.find_weights(tmp_path / "run", "best", allow_test_area_selection=True)
+    assert "/checkpoints/" in checkpoints.find_weights(tmp_path / "run")  # the default: the last epoch
+
+
+def test_resuming_with_other_data_settings_is_refused_naming_the_keys(prepared, tmp_path):
+    training.Trainer(_config(prepared), tmp_path / "run", area=2)
+    before = (tmp_path / "run" / "run.json").read_text()
+    other = config.load(None, tiny_overrides(prepared) + ['data.sampling="fixed"', "data.blocks_per_room=0"])
+    with pytest.raises(training.TrainingError, match=r"other data settings \(.*sampling: 'random_corners' -> 'fixed'"):
+        training.Trainer(other, tmp_path / "run", area=2)
+    assert (tmp_path / "run" / "run.json").read_text() == before
