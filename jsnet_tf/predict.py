@@ -19,11 +19,29 @@ others are still processed; the exit status is then 1.
 Clouds without colour get mid-grey (128/255) for every point and lose accuracy: the network was
 trained with colour. Clouds of more than --max_points_per_pass points are cut into x-y tiles whose
 edges lie on block edges, processed one after another; instances do not merge across tiles.
+
+With a ShapeNet part run (data.dataset = "shapenet") every INPUT is one shape: `.txt` with
+`x y z nx ny nz [part]` a line (part: a ground-truth part id 0..49, optional) or `.ply` with nx, ny
+and nz vertex properties; normals are required. The shape is normalised to the unit sphere as
+training does (jsnet_tf.data.shapenet.normalize_xyz), every point is labelled (rows of
+data.num_points, the last topped up with repeats), its parts are predicted among the parts of
+--category (default: among all 50) and its part instances found by mean-shift on its embeddings
+(jsnet_tf.part_evaluation). Per INPUT `<stem>`, in the input's coordinates:
+  <stem>_parts.ply      coloured by part, with `part`, `instance` and `score` properties
+  <stem>_instances.ply  coloured by instance, same properties
+  <stem>_labels.txt     `x y z part instance score` a line
+  <stem>_labels.npz     xyz, normals, part, instance, score, instance_part (each instance's part),
+                        category, classes (part names); part_gt and shape_iou with ground truth
+  <stem>.png            views along -z (x right, y up: the release's up axis) coloured by part,
+                        by ground-truth part (when given) and by instance
+With ground-truth parts, the shape's part IoU (PointNet++'s protocol) over the parts of
+--category, or of the category its parts belong to, is printed and stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import shutil
@@ -39,11 +57,18 @@ from absl import app, flags, logging  # noqa: E402
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
 DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
 OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
+SHAPE_OUTPUT_SUFFIXES = ("_parts.ply", "_instances.ply", "_labels.txt", "_labels.npz", ".png")
+SHAPE_SUFFIXES = (".txt", ".ply")
+S3DIS_ONLY_FLAGS = ("mean_ins_size", "min_instance_points", "color_max", "color", "max_points_per_pass")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run folder (holding config.toml and weights), or train.py's workdir holding area<k>/ runs")
 flags.DEFINE_integer("area", None, "with a train.py workdir: the area<k> run to use (needed when it holds several)")
-flags.DEFINE_string("which", "best", "weights to load: best (lowest held-out loss), latest, or a checkpoint prefix")
+flags.DEFINE_string(
+    "which", "latest",
+    "weights to load: latest (the last epoch, as the paper), best (lowest validation loss; runs with validation "
+    "data only), or a checkpoint prefix",
+)
 flags.DEFINE_string("out", None, "output folder (created if missing)")
 flags.DEFINE_string(
     "mean_ins_size", None,
@@ -70,9 +95,14 @@ flags.DEFINE_integer("batch_size", None, "blocks per inference batch (overrides 
 flags.DEFINE_integer("seed", None, "seed of the block chunking (overrides eval.seed)")
 flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), e.g. eval.bandwidth=0.5")
 flags.DEFINE_bool("txt", True, "write <stem>_labels.txt (--notxt saves time and disk on large clouds)")
-flags.DEFINE_bool("pictures", True, "write the <stem>.png top views")
+flags.DEFINE_bool("pictures", True, "write the <stem>.png top views (ShapeNet shapes: views along -z)")
 flags.DEFINE_bool("overwrite", False, "replace existing outputs (otherwise a cloud whose outputs exist is an error)")
 flags.DEFINE_bool("verbose", True, "show a progress bar over the network blocks")
+flags.DEFINE_string(
+    "category", None,
+    "ShapeNet part runs: the category of the input shapes (e.g. Airplane); their parts are predicted among that "
+    "category's parts only, as the benchmark does. Default: among all 50 parts",
+)
 
 
 class PredictError(ValueError):
@@ -236,41 +266,27 @@ class CloudSegmenter:
 # ------------------------------------------------------------------------------------------------
 
 
-def output_paths(out_dir, stem):
+def output_paths(out_dir, stem, suffixes=OUTPUT_SUFFIXES):
     """The final output files of one input."""
-    return [pathlib.Path(out_dir) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+    return [pathlib.Path(out_dir) / f"{stem}{suffix}" for suffix in suffixes]
 
 
-def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, pictures=True):
-    """Writes one cloud's outputs into a hidden staging folder of `out_dir`, then renames them
-    into place (the npz last) and removes older outputs of `stem` that were not rewritten; on any
-    error none of the new files is left behind (an output it replaced is gone)."""
-    from jsnet_tf import io
-
+def publish_outputs(out_dir, stem, suffixes, write):
+    """Calls `write({suffix: path})` with paths in a hidden staging folder of `out_dir`, then
+    renames the files it wrote into place (the npz last) and removes older outputs of `stem` that
+    were not rewritten; on any error none of the new files is left behind (an output it replaced
+    is gone). Returns the paths written."""
     out_dir = pathlib.Path(out_dir)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
     moved = []
     try:
-        semantic_ply, instance_ply, labels_txt, labels_npz, picture = (staging / p.name for p in output_paths(out_dir, stem))
-        labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
-        semantic_rgb = io.semantic_colors(prediction.semantic)
-        instance_rgb = io.instance_colors(prediction.instance)
-        io.write_ply(semantic_ply, xyz, semantic_rgb, extra=labels)
-        io.write_ply(instance_ply, xyz, instance_rgb, extra=labels)
-        if txt:
-            write_labels_txt(labels_txt, xyz, prediction.semantic, prediction.instance, prediction.score)
-        with open(labels_npz, "wb") as f:
-            np.savez(
-                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
-                offset=prediction.offset, classes=np.array(class_names),
-            )
-        if pictures:
-            _write_picture(picture, xyz - prediction.offset, semantic_rgb, instance_rgb, stem)
-        for path in (semantic_ply, instance_ply, labels_txt, picture, labels_npz):
+        staged = {suffix: staging / f"{stem}{suffix}" for suffix in suffixes}
+        write(staged)
+        for path in sorted(staged.values(), key=lambda p: p.suffix == ".npz"):  # the npz last
             if path.exists():
                 os.replace(path, out_dir / path.name)
                 moved.append(out_dir / path.name)
-        for path in output_paths(out_dir, stem):
+        for path in output_paths(out_dir, stem, suffixes):
             if path not in moved:
                 path.unlink(missing_ok=True)
     except BaseException:
@@ -282,13 +298,37 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, picture
     return moved
 
 
-def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000):
-    """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `#` header line;
+def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, pictures=True):
+    """Writes one cloud's outputs (OUTPUT_SUFFIXES) all together or not at all (`publish_outputs`)."""
+    from jsnet_tf import io
+
+    def write(staged):
+        labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
+        semantic_rgb = io.semantic_colors(prediction.semantic)
+        instance_rgb = io.instance_colors(prediction.instance)
+        io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
+        io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
+        if txt:
+            write_labels_txt(staged["_labels.txt"], xyz, prediction.semantic, prediction.instance, prediction.score)
+        with open(staged["_labels.npz"], "wb") as f:
+            np.savez(
+                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
+                offset=prediction.offset, classes=np.array(class_names),
+            )
+        if pictures:
+            _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem)
+
+    return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
+
+
+def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
+                     header="x y z semantic instance score"):
+    """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `# <header>` line;
     formatted with vectorised digit arithmetic, a million rows at a time."""
     from jsnet_tf.metrics import format_lines
 
     with open(path, "wb") as f:
-        f.write(b"# x y z semantic instance score\n")
+        f.write(f"# {header}\n".encode())
         for start in range(0, len(xyz), rows_per_write):
             rows = slice(start, start + rows_per_write)
             columns = [xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
@@ -304,6 +344,201 @@ def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem):
         title=f"{stem}: top view below 85% of the height, metres from the minimum corner",
         z_max=float(z.min() + 0.85 * (z.max() - z.min())),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# ShapeNet part shapes
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ShapeInput:
+    """One shape read from a file, in the file's coordinates."""
+
+    xyz: np.ndarray  # (P, 3) float64
+    normals: np.ndarray  # (P, 3) float64
+    part: np.ndarray | None  # (P,) int32 ground-truth part ids (a txt file's 7th column), or None
+    num_dropped: int = 0  # points left out for NaN or infinite values
+
+
+def shape_category(name):
+    """The category name in CATEGORIES for a --category value (any case), or None for None."""
+    from jsnet_tf.data import shapenet
+
+    if name is None:
+        return None
+    by_lower = {category.lower(): category for category in shapenet.CATEGORY_NAMES}
+    if name.lower() not in by_lower:
+        raise PredictError(f"--category {name}: not a ShapeNet part category ({', '.join(shapenet.CATEGORY_NAMES)})")
+    return by_lower[name.lower()]
+
+
+def read_shape_input(path, nan_policy="drop", category=None):
+    """Reads a shape: `.txt` with `x y z nx ny nz [part]` a line (blank lines and `#` / `//`
+    comments skipped) or `.ply` with nx, ny, nz vertex properties. Points with a NaN or infinite
+    value are dropped (counted) or, with nan_policy="error", an error. Ground-truth parts must be
+    integers 0..49, and parts of `category` when it is given. PredictError (or io's
+    PointCloudError) naming the file and line otherwise."""
+    from jsnet_tf import io
+
+    path = pathlib.Path(path)
+    if path.suffix.lower() not in SHAPE_SUFFIXES:
+        raise PredictError(
+            f"{path}: a ShapeNet part run takes .txt shapes (x y z nx ny nz [part] a line) or .ply shapes with nx, ny "
+            f"and nz properties, not {path.suffix or 'a file without a suffix'}"
+        )
+    dropped = 0
+    if path.suffix.lower() == ".ply":
+        cloud = io.read_point_cloud(path, nan_policy=nan_policy)
+        missing = [name for name in ("nx", "ny", "nz") if name not in cloud.extra]
+        if missing:
+            raise PredictError(
+                f"{path}: no normals ({', '.join(missing)} missing; properties: x, y, z"
+                f"{''.join(', ' + name for name in cloud.extra)}): a ShapeNet part model needs nx, ny and nz"
+            )
+        table = np.column_stack([cloud.xyz] + [cloud.extra[name].astype(np.float64) for name in ("nx", "ny", "nz")])
+        lines, dropped = None, cloud.num_dropped
+    else:
+        table, lines = _read_shape_txt(path)
+    bad = ~np.isfinite(table).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        where = f"{path}:{lines[first]}" if lines is not None else f"{path}: point {first}"
+        if nan_policy == "error":
+            raise PredictError(f"{where}: a NaN or infinite value ({int(bad.sum())} of {len(table)} points have one); "
+                               "pass --nan_policy=drop to leave them out")
+        if bad.all():
+            raise PredictError(f"{path}: all {len(table)} points have NaN or infinite values")
+        table = table[~bad]
+        lines = None if lines is None else lines[~bad]
+        dropped += int(bad.sum())
+    part = _shape_parts(path, table[:, 6], lines, category) if table.shape[1] == 7 else None
+    return ShapeInput(table[:, :3], table[:, 3:6], part, dropped)
+
+
+def _read_shape_txt(path):
+    """(table (P, 6 or 7) float64, the line number of each row) of a shape's text file."""
+    from jsnet_tf import io
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PredictError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not data.strip():
+        raise PredictError(f"{path}: empty file (no points)")
+    data = data.replace(b"\r", b"")
+    first = io._first_data_line(data)
+    if first is None:
+        raise PredictError(f"{path}: no points (the file is blank or only comments)")
+    number, start, end = first
+    count = len(data[start:end].split())
+    if count not in (6, 7):
+        hint = ": normals are required" if count < 6 else ""
+        raise PredictError(f"{path}:{number}: expected 6 (x y z nx ny nz) or 7 (x y z nx ny nz part) numbers, "
+                           f"found {count}{hint}")
+    try:
+        table = np.loadtxt(data.decode("latin-1").splitlines(), dtype=np.float64, ndmin=2, comments=("#", "//"))
+    except ValueError as e:
+        raise PredictError(io._first_bad_text_line(path, data, count, number) or f"{path}: cannot parse: {e}") from None
+    lines = np.array([k for k, line in enumerate(data.split(b"\n"), start=1)
+                      if line.strip() and not io._is_comment(line.strip())])
+    return table, lines
+
+
+def _shape_parts(path, values, lines, category):
+    """Ground-truth part ids from a txt file's 7th column, checked."""
+    from jsnet_tf.data import shapenet
+
+    part = np.rint(values)
+    bad = (values != part) | (part < 0) | (part >= shapenet.NUM_PARTS)
+    expected = f"a part id 0..{shapenet.NUM_PARTS - 1}"
+    if category is not None:
+        parts = shapenet.CATEGORIES[category].parts
+        bad |= (part < parts[0]) | (part > parts[-1])
+        expected = f"a part of {category} ({parts[0]}..{parts[-1]})"
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise PredictError(f"{path}:{lines[k]}: part {values[k]:g} is not {expected}")
+    return part.astype(np.int32)
+
+
+def _iou_category(shape, category):
+    """The category whose parts the shape's IoU is taken over: --category, else the one category
+    its ground-truth parts belong to; None without ground truth or when they span several."""
+    from jsnet_tf.data import shapenet
+
+    if shape.part is None:
+        return None
+    if category is not None:
+        return category
+    owners = np.unique(shapenet.PART_TO_CATEGORY[shape.part])
+    return shapenet.CATEGORY_NAMES[owners[0]] if len(owners) == 1 else None
+
+
+def write_shape_outputs(out_dir, stem, shape, normalised, prediction, class_names, category=None, shape_iou=None,
+                        txt=True, pictures=True):
+    """Writes one shape's outputs (SHAPE_OUTPUT_SUFFIXES) all together or not at all
+    (`publish_outputs`): `shape` a ShapeInput, `normalised` its unit-sphere xyz, `prediction` a
+    part_evaluation.ShapePrediction."""
+    from jsnet_tf import io
+    from jsnet_tf.part_evaluation import render_shape, shape_panels
+
+    def write(staged):
+        labels = {"part": prediction.part, "instance": prediction.instance, "score": prediction.score}
+        panels = shape_panels(prediction.part, prediction.instance, shape.part)
+        io.write_ply(staged["_parts.ply"], shape.xyz, panels["part prediction"][1], extra=labels)
+        io.write_ply(staged["_instances.ply"], shape.xyz, panels["instance prediction"][1], extra=labels)
+        if txt:
+            write_labels_txt(staged["_labels.txt"], shape.xyz, prediction.part, prediction.instance, prediction.score,
+                             header="x y z part instance score")
+        arrays = {
+            "xyz": shape.xyz, "normals": shape.normals, "part": prediction.part, "instance": prediction.instance,
+            "score": prediction.score, "instance_part": prediction.instance_part, "category": np.array(category or ""),
+            "classes": np.array(class_names),
+        }
+        if shape.part is not None:
+            arrays["part_gt"] = shape.part
+        if shape_iou is not None:
+            arrays["shape_iou"] = np.array(shape_iou)
+        with open(staged["_labels.npz"], "wb") as f:
+            np.savez(f, **arrays)
+        if pictures:
+            scored = "" if shape_iou is None else f", part IoU {100 * shape_iou:.1f}"
+            render_shape(staged[".png"], normalised, panels,
+                         f"{stem} ({category or 'all 50 parts'}{scored}): unit sphere seen along -z (x right, y up)")
+
+    return publish_outputs(out_dir, stem, SHAPE_OUTPUT_SUFFIXES, write)
+
+
+def predict_shape_file(path, segmenter, class_names, seed, out_dir, category=None):
+    """Reads, segments and writes one shape of a ShapeNet part run; returns a one-line summary."""
+    from jsnet_tf import part_metrics
+    from jsnet_tf.data import shapenet
+
+    started = time.time()
+    existing = [p for p in output_paths(out_dir, path.stem, SHAPE_OUTPUT_SUFFIXES) if p.exists()]
+    if existing and not FLAGS.overwrite:
+        raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
+    shape = read_shape_input(path, FLAGS.nan_policy, category)
+    notes = [f"{len(shape.xyz)} points"]
+    if shape.num_dropped:
+        notes.append(f"dropped {shape.num_dropped} with NaN or infinite values")
+    notes.append(f"{segmenter.count_rows(len(shape.xyz))} network rows of {segmenter.num_points} points")
+    print(f"{path}: " + "; ".join(notes), flush=True)
+    normalised = shapenet.normalize_xyz(shape.xyz)
+    points = np.concatenate([normalised, shape.normals], axis=1).astype(np.float32)
+    prediction = segmenter.segment(points, category, rng=np.random.default_rng(seed))
+    iou_category = _iou_category(shape, category)
+    shape_iou = None
+    if iou_category is not None:
+        shape_iou = float(part_metrics.shape_part_ious(shape.part, prediction.part, iou_category, str(path)).mean())
+    written = write_shape_outputs(out_dir, path.stem, shape, normalised, prediction, class_names, category, shape_iou,
+                                  FLAGS.txt, FLAGS.pictures)
+    parts, counts = np.unique(prediction.instance_part, return_counts=True)
+    instances = ", ".join(f"{n} x {class_names[p]}" for p, n in zip(parts, counts))
+    scored = "" if shape_iou is None else f"; part IoU {100 * shape_iou:.1f} over {iou_category}'s parts"
+    return (f"{path}: parts predicted: {len(np.unique(prediction.part))}; instances: {len(prediction.instance_part)} "
+            f"({instances}){scored} -> {', '.join(p.name for p in written)} ({time.time() - started:.1f} s)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -381,12 +616,16 @@ def _overrides():
 
 
 def _build(out_dir):
-    """(CloudSegmenter, class names, seed) from the flags."""
+    """The function that predicts one input (path -> summary line), from the flags."""
     from jsnet_tf import checkpoints
     from jsnet_tf.data import s3dis
     from jsnet_tf.evaluation import RoomSegmenter
 
     run_dir, area = resolve_run(FLAGS.workdir, FLAGS.area)
+    if checkpoints.load_config(run_dir)["data"]["dataset"] == "shapenet":
+        return _build_shapenet(run_dir, out_dir)
+    if FLAGS.category is not None:
+        raise PredictError("--category is for ShapeNet part runs; this run is of S3DIS")
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, _overrides())
     sizes, fraction, filter_text = instance_sizes(cfg, area, FLAGS.mean_ins_size, FLAGS.min_instance_points)
     eval_cfg = {**cfg["eval"], "size_fraction": fraction}
@@ -397,7 +636,30 @@ def _build(out_dir):
     num_classes = cfg["model"]["num_classes"]
     class_names = list(s3dis.CLASSES) if num_classes == len(s3dis.CLASSES) else [str(c) for c in range(num_classes)]
     print(f"weights {prefix}; {filter_text}; outputs -> {out_dir}", flush=True)
-    return CloudSegmenter(segmenter, FLAGS.max_points_per_pass), class_names, cfg["eval"]["seed"]
+    return functools.partial(
+        predict_file, cloud_segmenter=CloudSegmenter(segmenter, FLAGS.max_points_per_pass), class_names=class_names,
+        seed=cfg["eval"]["seed"], out_dir=out_dir,
+    )
+
+
+def _build_shapenet(run_dir, out_dir):
+    """`_build` for a ShapeNet part run."""
+    from jsnet_tf import checkpoints, export
+    from jsnet_tf.part_evaluation import ShapeSegmenter
+
+    given = [f"--{name}" for name in S3DIS_ONLY_FLAGS + ("area",) if FLAGS[name].present]
+    if given:
+        raise PredictError(f"{', '.join(given)}: for S3DIS runs only; {run_dir} is a ShapeNet part run")
+    category = shape_category(FLAGS.category)
+    model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, _overrides())
+    eval_cfg = cfg["eval"]
+    segmenter = ShapeSegmenter(model, cfg["data"]["num_points"], eval_cfg["bandwidth"], eval_cfg["batch_size"])
+    among = f"the parts of {category}" if category else "all 50 parts (no --category)"
+    print(f"weights {prefix}; parts among {among}; outputs -> {out_dir}", flush=True)
+    return functools.partial(
+        predict_shape_file, segmenter=segmenter, class_names=export.class_names(cfg), seed=eval_cfg["seed"],
+        out_dir=out_dir, category=category,
+    )
 
 
 def predict_file(path, cloud_segmenter, class_names, seed, out_dir):
@@ -457,7 +719,7 @@ def main(argv):
     out_dir = pathlib.Path(FLAGS.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        cloud_segmenter, class_names, seed = _build(out_dir)
+        predict_one = _build(out_dir)
     except Exception as error:
         if not isinstance(error, _user_errors() + (OSError,)):
             raise
@@ -469,7 +731,7 @@ def main(argv):
                 other = first_of_stem[path.stem]
                 raise PredictError(f"{path}: its outputs would take the names of {other}'s ({path.stem}_*); rename one")
             first_of_stem[path.stem] = path
-            print(predict_file(path, cloud_segmenter, class_names, seed, out_dir), flush=True)
+            print(predict_one(path), flush=True)
         except Exception as error:
             if not isinstance(error, _user_errors() + (MemoryError, OSError)):
                 raise

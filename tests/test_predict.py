@@ -180,7 +180,7 @@ def test_nan_policy_error_and_existing_outputs_fail_without_touching_anything(ru
 def test_help_explains_every_flag():
     result = _predict("--helpshort")
     for flag in ("workdir", "area", "which", "out", "mean_ins_size", "min_instance_points", "nan_policy",
-                 "color_max", "max_points_per_pass", "batch_size", "seed", "set"):
+                 "color_max", "max_points_per_pass", "batch_size", "seed", "set", "category"):
         assert f"--{flag}:" in result.stdout, flag
     for flag in ("color", "txt", "pictures", "overwrite", "verbose"):
         assert f"--[no]{flag}:" in result.stdout, flag
@@ -426,3 +426,215 @@ def test_block_search_finds_the_blocks_of_a_full_grid_scan(rng):
         assert len(found) == len(scanned)
         for a, b in zip(found, scanned):
             np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# ShapeNet part runs: one shape per input
+# ------------------------------------------------------------------------------------------------
+
+SHAPENET_POINTS = 256
+SHAPENET_MODEL = [f"data.num_points={SHAPENET_POINTS}", "model.npoints=[128, 64, 32, 16]", "eval.batch_size=4"]
+MUG = (36, 37)  # the Mug's global part ids
+SHAPE_OUTPUTS = ("_parts.ply", "_instances.ply", "_labels.txt", "_labels.npz", ".png")
+
+
+@pytest.fixture(scope="module")
+def shapenet_run(tmp_path_factory):
+    """A ShapeNet part run folder (configs/shapenet_part.toml, a small network) with tiny weights."""
+    run_dir = tmp_path_factory.mktemp("shapenet_run") / "run"
+    cfg = config.load(REPO_ROOT / "configs" / "shapenet_part.toml", SHAPENET_MODEL)
+    model = build_model(cfg)
+    points = np.random.default_rng(0).uniform(-1, 1, (4, SHAPENET_POINTS, 6)).astype(np.float32)
+    model(points, training=True)  # one training-mode pass: finite batch-norm statistics
+    checkpoints.write_run_files(run_dir, cfg)
+    checkpoints.save_weights(model, run_dir / "weights")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """Mugs in their own frames (scaled by 7, far from the origin): a txt of 700 points with parts,
+    a comment and a NaN line; a PLY of exactly one network row with normals; and bad inputs."""
+    from jsnet_tf.data import shapenet
+
+    folder = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(5)
+    rows = shapenet.synthetic_shape_points("Mug", rng, 2048)[:700]
+    rows[:, :3] = rows[:, :3] * 7.0 + [100.0, -5.0, 2.0]
+    lines = ["%.6f %.6f %.6f %.6f %.6f %.6f %d" % tuple(r) for r in rows]
+    rows = np.array([[float(v) for v in line.split()] for line in lines])  # the values as written
+    lines.insert(3, "nan 0 0 0 0 1 36")
+    (folder / "mug.txt").write_text("# x y z nx ny nz part\n" + "\n".join(lines) + "\n")
+    row_shape = shapenet.synthetic_shape_points("Mug", rng, 2048)[:SHAPENET_POINTS]
+    row_shape[:, :3] = row_shape[:, :3] * 0.3 - 40.0
+    io.write_ply(folder / "cup.ply", row_shape[:, :3],
+                 extra={"nx": row_shape[:, 3], "ny": row_shape[:, 4], "nz": row_shape[:, 5]})
+    np.savetxt(folder / "bare.txt", rows[:, :3], fmt="%.6f")
+    wrong = rows.copy()
+    wrong[10, 6] = 5  # a Bag part in a mug
+    np.savetxt(folder / "wrong.txt", wrong, fmt="%.6f")
+    expected = {"mug": (rows[:, :3], rows[:, 3:6], rows[:, 6].astype(np.int32)),
+                "cup": (row_shape[:, :3], row_shape[:, 3:6], None)}
+    return folder, expected
+
+
+@pytest.fixture(scope="module")
+def shapes_predicted(shapenet_run, shapes, tmp_path_factory):
+    folder, _ = shapes
+    out = tmp_path_factory.mktemp("shapes_predicted")
+    names = ["mug.txt", "bare.txt", "cup.ply", "wrong.txt"]
+    result = _predict("--workdir", shapenet_run, "--category", "mug", *(folder / n for n in names), "--out", out)
+    return out, result
+
+
+@pytest.mark.slow
+def test_a_shapenet_run_labels_every_point_of_a_shape_among_its_categorys_parts(shapes_predicted, shapes):
+    from jsnet_tf import part_metrics
+
+    out, result = shapes_predicted
+    _, expected = shapes
+    assert "Traceback" not in result.stderr
+    assert "mug.txt: 700 points; dropped 1 with NaN or infinite values; 3 network rows of 256 points" in result.stdout
+    for stem, (xyz, normals, part_gt) in expected.items():
+        for suffix in SHAPE_OUTPUTS:
+            assert (out / f"{stem}{suffix}").stat().st_size > 0, (stem, suffix)
+        with np.load(out / f"{stem}_labels.npz") as z:
+            np.testing.assert_array_equal(z["xyz"], xyz)
+            np.testing.assert_array_equal(z["normals"], normals)
+            part, instance, score = z["part"], z["instance"], z["score"]
+            assert str(z["category"]) == "Mug" and list(z["classes"])[36] == "Mug/part0"
+            np.testing.assert_array_equal(np.unique(instance), np.arange(len(z["instance_part"])))
+            if part_gt is not None:
+                np.testing.assert_array_equal(z["part_gt"], part_gt)
+                reference = np.mean([np.sum((part_gt == p) & (part == p)) / np.sum((part_gt == p) | (part == p))
+                                     if np.any((part_gt == p) | (part == p)) else 1.0 for p in MUG])
+                assert float(z["shape_iou"]) == pytest.approx(reference, rel=1e-12)
+                assert float(z["shape_iou"]) == part_metrics.shape_part_ious(part_gt, part, "Mug").mean()
+        assert set(np.unique(part)) <= set(MUG) and (score >= 0.5 - 1e-6).all() and (score <= 1 + 1e-6).all()
+        for kind, colours in (("parts", io.semantic_colors(part)), ("instances", io.instance_colors(instance))):
+            ply = io.read_point_cloud(out / f"{stem}_{kind}.ply")
+            np.testing.assert_array_equal(ply.xyz, xyz)
+            np.testing.assert_array_equal(ply.rgb, colours)
+            np.testing.assert_array_equal(ply.extra["part"], part)
+            np.testing.assert_array_equal(ply.extra["instance"], instance)
+        table = np.loadtxt(out / f"{stem}_labels.txt", ndmin=2)
+        assert (out / f"{stem}_labels.txt").read_text().startswith("# x y z part instance score\n")
+        np.testing.assert_allclose(table[:, :3], xyz, rtol=0, atol=5.1e-7)
+        np.testing.assert_array_equal(table[:, 3], part)
+        np.testing.assert_array_equal(table[:, 4], instance)
+    assert "part IoU" in next(line for line in result.stdout.splitlines() if line.startswith(str(shapes[0] / "mug.txt:")) and "->" in line)
+
+
+@pytest.mark.slow
+def test_a_shape_of_one_network_row_gets_the_networks_restricted_argmax_and_mean_shift(shapenet_run, shapes_predicted, shapes):
+    """The PLY shape holds exactly num_points points: one row in file order, normalised to the unit sphere."""
+    out, _ = shapes_predicted
+    _, expected = shapes
+    xyz, normals, _ = expected["cup"]
+    model, cfg, _ = checkpoints.load_run(shapenet_run)
+    centred = xyz - xyz.mean(axis=0)
+    unit = centred / np.sqrt((centred ** 2).sum(axis=1)).max()
+    outputs = model(np.concatenate([unit, normals], axis=1)[None].astype(np.float32), training=False)
+    logits = outputs["semantic_logits"].numpy()[0]
+    part = MUG[0] + logits[:, MUG[0] : MUG[1] + 1].argmax(axis=1)
+    instance, _ = postprocess.mean_shift(outputs["embeddings"].numpy()[0], cfg["eval"]["bandwidth"])
+    with np.load(out / "cup_labels.npz") as z:
+        np.testing.assert_array_equal(z["part"], part)
+        np.testing.assert_array_equal(z["instance"], instance)
+        assert "part_gt" not in z.files and "shape_iou" not in z.files
+
+
+@pytest.mark.slow
+def test_shapes_without_normals_or_with_parts_outside_the_category_are_one_line_and_no_outputs(shapes_predicted, shapes):
+    out, result = shapes_predicted
+    folder, _ = shapes
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    assert errors == [
+        f"predict: error: {folder / 'bare.txt'}:1: expected 6 (x y z nx ny nz) or 7 (x y z nx ny nz part) numbers, "
+        "found 3: normals are required",
+        f"predict: error: {folder / 'wrong.txt'}:11: part 5 is not a part of Mug (36..37)",
+    ]
+    assert result.stderr.splitlines()[-1] == "predict: 2 of 4 inputs failed; their outputs were not written"
+    assert {p.name.split("_")[0].split(".")[0] for p in out.iterdir()} == {"mug", "cup"}
+
+
+@pytest.mark.slow
+def test_flags_of_the_other_dataset_are_one_clear_line(run, shapenet_run, shapes, tmp_path):
+    folder, _ = shapes
+    result = _predict("--workdir", run, "--category", "Mug", folder / "mug.txt", "--out", tmp_path / "a")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "predict: error: --category is for ShapeNet part runs; this run is of S3DIS"
+    result = _predict("--workdir", shapenet_run, "--min_instance_points", "5", "--nocolor", folder / "mug.txt",
+                      "--out", tmp_path / "b")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"predict: error: --min_instance_points, --color: for S3DIS runs only; {shapenet_run} is a ShapeNet part run"
+    )
+    assert not any((tmp_path / "a").iterdir()) and not any((tmp_path / "b").iterdir())
+
+
+def test_shape_files_are_read_with_their_normals_and_checked_line_by_line(tmp_path):
+    from jsnet_tf.predict import read_shape_input
+
+    (tmp_path / "ok.txt").write_text("# a mug\n\n0 0 0 0 0 1 36\n1 2 3 0 1 0 37\n// done\n")
+    shape = read_shape_input(tmp_path / "ok.txt", category="Mug")
+    np.testing.assert_array_equal(shape.xyz, [[0, 0, 0], [1, 2, 3]])
+    np.testing.assert_array_equal(shape.normals, [[0, 0, 1], [0, 1, 0]])
+    assert shape.part.tolist() == [36, 37] and shape.part.dtype == np.int32
+    (tmp_path / "six.txt").write_text("0 0 0 0 0 1\n1 1 1 1 0 0\n")
+    assert read_shape_input(tmp_path / "six.txt").part is None
+    cases = {
+        "ragged.txt": ("0 0 0 0 0 1\n1 1 1 1 0\n", r"ragged.txt:2: expected 6 values \(as on line 1\), found 5"),
+        "word.txt": ("# h\n0 0 0 0 0 1 36\n0 0 x 0 0 1 36\n", "word.txt:3: not a number: 'x'"),
+        "half.txt": ("0 0 0 0 0 1 36.5\n", "half.txt:1: part 36.5 is not a part id 0..49"),
+        "far.txt": ("# h\n\n0 0 0 0 0 1 36\n0 0 0 0 0 1 60\n", "far.txt:4: part 60 is not a part id 0..49"),
+        "blank.txt": ("# only a comment\n", "no points"),
+        "empty.txt": ("", "empty file"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(PredictError, match=message):
+            read_shape_input(tmp_path / name)
+    (tmp_path / "nan.txt").write_text("0 0 0 0 0 1\nnan 1 1 1 0 0\n2 2 2 0 0 1\n")
+    shape = read_shape_input(tmp_path / "nan.txt")
+    assert shape.num_dropped == 1 and shape.xyz[:, 0].tolist() == [0, 2]
+    with pytest.raises(PredictError, match=r"nan.txt:2: a NaN or infinite value \(1 of 3 points have one\)"):
+        read_shape_input(tmp_path / "nan.txt", nan_policy="error")
+    io.write_ply(tmp_path / "plain.ply", np.zeros((4, 3)), extra={"nx": np.ones(4)})
+    with pytest.raises(PredictError, match=r"plain.ply: no normals \(ny, nz missing; properties: x, y, z, nx\)"):
+        read_shape_input(tmp_path / "plain.ply")
+    with pytest.raises(PredictError, match="takes .txt shapes .* not .npy"):
+        read_shape_input(tmp_path / "shape.npy")
+
+
+def test_categories_are_matched_in_any_case():
+    from jsnet_tf.predict import shape_category
+
+    assert shape_category("airPLANE") == "Airplane" and shape_category(None) is None
+    with pytest.raises(PredictError, match="--category Plane: not a ShapeNet part category"):
+        shape_category("Plane")
+
+
+def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, rng):
+    from jsnet_tf import viz
+    from jsnet_tf.part_evaluation import ShapePrediction
+    from jsnet_tf.predict import ShapeInput, write_shape_outputs
+
+    xyz = rng.uniform(-1, 1, (50, 3))
+    shape = ShapeInput(xyz, np.tile([0.0, 0.0, 1.0], (50, 1)), np.full(50, 36, np.int32))
+    prediction = ShapePrediction(np.full(50, 37, np.int32), np.zeros(50, np.int32), np.ones(50, np.float32),
+                                 np.array([37], np.int32))
+
+    def broken(*args, **kwargs):
+        raise viz.VizError("cannot draw")
+
+    monkeypatch.setattr(viz, "render_segmentation_panel", broken)
+    with pytest.raises(viz.VizError):
+        write_shape_outputs(tmp_path, "shape", shape, xyz, prediction, [str(p) for p in range(50)], "Mug", 0.5)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    written = write_shape_outputs(tmp_path, "shape", shape, xyz, prediction, [str(p) for p in range(50)], "Mug", 0.5,
+                                  txt=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    assert [p.name for p in written][-1] == "shape_labels.npz" and len(written) == 4

@@ -1,0 +1,380 @@
+"""ShapeNet part evaluation (the paper's Table 3) and per-shape segmentation.
+
+Per shape: the network in inference mode on its points (xyz in the unit sphere, normals), the
+predicted part of each point restricted to the shape's category (argmax over that category's
+logits, `part_metrics.restrict_to_category`), and part instances by mean-shift on the shape's
+embeddings (`clustering.postprocess.mean_shift`, bandwidth 0.6 as for S3DIS); each instance
+takes the most frequent predicted part of its points (`postprocess.cluster_classes`). A shape
+is one network input, so there is no block merging and no instance-size filter.
+
+A shape of exactly `num_points` points (every prepared shape) is one network row, in its stored
+order. Any other shape is labelled point by point as the S3DIS every-point protocol does: its
+points shuffled and cut into rows of `num_points`, the last row topped up with repeats; each
+point takes the outputs of its first row.
+
+`evaluate_shapenet` runs a prepared split (jsnet_tf.data.shapenet) and writes, in `out_dir`:
+  <h5 stem>.npz   per prepared h5 file, arrays (B, N): xyz, part_gt, part_pred, instance_gt,
+                  instance_pred, and category (B,), shape_iou (B,); written when the file is
+                  done, so an interrupted evaluation resumes (a file is reused only when the
+                  weights, settings and h5 file are the ones it was made with)
+  results.json    instance and class mIoU, the 16 categories, counts; the part instances'
+                  mCov, mWCov, mPrec, mRec over the 50 parts (jsnet_tf.metrics.Evaluator, each
+                  shape one "room")
+  results.txt     the table, with the paper's Table 3 value beside ours
+  pictures/       for the first `pictures` shapes: a coloured PLY per panel and one PNG of
+                  Figure 5's four panels (part prediction / ground truth, instance prediction /
+                  ground truth), seen along -z (x right, y up: the release's up axis)
+Part colours are `io.semantic_colors` of the global part id: a category's parts are at most 6
+consecutive ids, so they get distinct colours of the 13-colour palette.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from jsnet_tf import part_metrics
+from jsnet_tf.clustering import postprocess
+from jsnet_tf.data import shapenet
+from jsnet_tf.data.s3dis import AtomicTarget, DataError, write_text_atomic
+from jsnet_tf.evaluation import EvaluationError, _chunks
+
+__all__ = ["ShapePrediction", "ShapeSegmenter", "evaluate_shapenet", "format_results", "render_shape", "shape_panels"]
+
+NON_FINITE = (
+    "the network's outputs hold NaN or infinite values (an untrained network's batch-norm moving "
+    "statistics start at 0, which breaks inference): load trained weights"
+)
+
+
+@dataclasses.dataclass
+class ShapePrediction:
+    """The labels of one shape's points."""
+
+    part: np.ndarray  # (P,) int32 global part id 0..49
+    instance: np.ndarray  # (P,) int32 mean-shift cluster 0..K-1 (cluster 0 the densest)
+    score: np.ndarray  # (P,) float32 probability of the part among the allowed parts
+    instance_part: np.ndarray  # (K,) int32 most frequent predicted part of each instance
+
+
+class ShapeSegmenter:
+    """Runs a trained JSNet over shapes and turns its outputs into part and instance labels.
+
+    Args:
+      model: a built JSNet (or any callable model with `num_classes` = 50 and `input_channels`
+        attributes, returning {"semantic_logits", "embeddings"}).
+      num_points: points per network row (the training shapes' size).
+      bandwidth: mean-shift bandwidth on the embeddings.
+      batch_size: rows per inference batch.
+    """
+
+    def __init__(self, model, num_points, bandwidth=0.6, batch_size=8):
+        if model.num_classes != shapenet.NUM_PARTS:
+            raise EvaluationError(f"the model predicts {model.num_classes} classes; ShapeNet part has {shapenet.NUM_PARTS} parts")
+        if model.input_channels != shapenet.NUM_CHANNELS:
+            raise EvaluationError(
+                f"the model takes {model.input_channels} channels per point; ShapeNet shapes have "
+                f"{shapenet.NUM_CHANNELS} (x y z nx ny nz)"
+            )
+        if not int(num_points) >= 1 or not int(batch_size) >= 1:
+            raise EvaluationError(f"num_points and batch_size must be at least 1, got {num_points} and {batch_size}")
+        if not bandwidth > 0:
+            raise EvaluationError(f"the mean-shift bandwidth must be positive, got {bandwidth}")
+        self.model = model
+        self.num_points = int(num_points)
+        self.bandwidth = float(bandwidth)
+        self.batch_size = int(batch_size)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, shapenet.NUM_CHANNELS], tf.float32)])
+        def infer(points):
+            out = model(points, training=False)
+            return out["semantic_logits"], out["embeddings"]
+
+        self._infer = infer
+
+    def count_rows(self, num_points):
+        """Network rows for a shape of `num_points` points."""
+        return -(-int(num_points) // self.num_points)
+
+    def segment(self, points, category=None, rng=None):
+        """A `ShapePrediction` of one shape: points (P, 6), category a name / index or None (all
+        50 parts allowed); `rng` shuffles shapes of other than num_points points."""
+        ((_, prediction),) = self.segment_shapes([(None, points, category)], rng)
+        return prediction
+
+    def segment_shapes(self, shapes, rng=None):
+        """Yields `(key, ShapePrediction)` for each `(key, points (P, 6), category or None)` of
+        `shapes`, in order; the rows of consecutive shapes share inference batches."""
+        rng = np.random.default_rng(rng)
+        pending = {}
+
+        def rows():
+            for number, (key, points, category) in enumerate(shapes):
+                points = np.asarray(points, np.float32)
+                if points.ndim != 2 or points.shape[1] != shapenet.NUM_CHANNELS or len(points) == 0:
+                    raise EvaluationError(f"shape {key}: expected points (P, {shapenet.NUM_CHANNELS}) with P > 0, got {points.shape}")
+                if not np.isfinite(points).all():
+                    raise EvaluationError(f"shape {key}: its points hold NaN or infinite values")
+                pending[number] = (key, category)
+                indices = np.arange(len(points))
+                chunks = [indices] if len(points) == self.num_points else _chunks(indices, self.num_points, rng)
+                for chunk in chunks:
+                    yield (number, chunk), points[chunk]
+
+        for number, shape_rows in itertools.groupby(self._network_outputs(rows()), key=lambda row: row[0][0]):
+            shape_rows = list(shape_rows)
+            key, category = pending.pop(number)
+            # Each point once, in point order: the first row holding it.
+            _, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in shape_rows]), return_index=True)
+            logits = np.concatenate([row_logits for _, row_logits, _ in shape_rows])[first]
+            embeddings = np.concatenate([row_embeddings for _, _, row_embeddings in shape_rows])[first]
+            yield key, self._label(logits, embeddings, category)
+
+    def _network_outputs(self, rows):
+        """(key, logits, embeddings) of each `(key, row)`, in order, in inference batches."""
+        batch = []
+        for row in itertools.chain(rows, [None]):
+            if row is not None:
+                batch.append(row)
+            if batch and (row is None or len(batch) == self.batch_size):
+                keys, data = zip(*batch)
+                logits, embeddings = (t.numpy() for t in self._infer(tf.constant(np.stack(data))))
+                if not (np.isfinite(logits).all() and np.isfinite(embeddings).all()):
+                    raise EvaluationError(NON_FINITE)
+                yield from zip(keys, logits, embeddings)
+                batch = []
+
+    def _label(self, logits, embeddings, category):
+        if category is None:
+            allowed = logits
+            part = logits.argmax(axis=1)
+        else:
+            parts = part_metrics.category_parts(category)
+            allowed = logits[:, parts[0] : parts[-1] + 1]
+            part = part_metrics.restrict_to_category(logits, category)
+        allowed = allowed.astype(np.float64)
+        score = 1.0 / np.exp(allowed - allowed.max(axis=1, keepdims=True)).sum(axis=1)  # softmax of the best
+        instance, centres = postprocess.mean_shift(embeddings, self.bandwidth)
+        instance_part = postprocess.cluster_classes(instance, part, len(centres))
+        return ShapePrediction(part.astype(np.int32), instance.astype(np.int32), score.astype(np.float32),
+                               instance_part.astype(np.int32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pictures
+# ------------------------------------------------------------------------------------------------
+
+
+def shape_panels(part_pred, instance_pred, part_gt=None, instance_gt=None):
+    """{panel title: (file suffix, uint8 colours)} in Figure 5's order: part prediction, part
+    ground truth, instance prediction, instance ground truth (ground truth where given)."""
+    from jsnet_tf import io
+
+    panels = {"part prediction": ("part_pred", io.semantic_colors(part_pred))}
+    if part_gt is not None:
+        panels["part ground truth"] = ("part_gt", io.semantic_colors(part_gt))
+    panels["instance prediction"] = ("ins_pred", io.instance_colors(instance_pred))
+    if instance_gt is not None:
+        panels["instance ground truth"] = ("ins_gt", io.instance_colors(instance_gt))
+    return panels
+
+
+def render_shape(path, xyz, panels, title):
+    """One PNG of the panels side by side, the shape seen along -z (x right, y up)."""
+    from jsnet_tf import viz
+
+    viz.render_segmentation_panel(path, xyz, {name: rgb for name, (_, rgb) in panels.items()}, title=title)
+
+
+def _write_pictures(folder, name, xyz, labels, title):
+    """A coloured PLY per panel (with the predicted labels as properties) and the PNG."""
+    from jsnet_tf import io
+
+    panels = shape_panels(labels["part_pred"], labels["instance_pred"], labels["part_gt"], labels["instance_gt"])
+    extra = {"part": labels["part_pred"], "instance": labels["instance_pred"]}
+    for suffix, rgb in panels.values():
+        io.write_ply(folder / f"{name}_{suffix}.ply", xyz, rgb, extra=extra)
+    render_shape(folder / f"{name}.png", xyz, panels, title)
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation of a prepared split
+# ------------------------------------------------------------------------------------------------
+
+
+def _weights_digest(model):
+    """A digest of every model variable's value: reused outputs must come from these weights."""
+    digest = hashlib.sha256()
+    for variable in model.variables:
+        digest.update(variable.path.encode())
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _check_shapes(path, parts):
+    """Finite points, known categories and ground-truth parts of the shape's category (DataError
+    naming the file and shape otherwise)."""
+    finite = np.isfinite(parts.data).all(axis=(1, 2))
+    if not finite.all():
+        raise DataError(f"{path}: shape {int(np.argmax(~finite))} holds NaN or infinite values")
+    if parts.category.size and (parts.category.min() < 0 or parts.category.max() >= shapenet.NUM_CATEGORIES):
+        bad = int(np.argmax((parts.category < 0) | (parts.category >= shapenet.NUM_CATEGORIES)))
+        raise DataError(f"{path}: shape {bad} has category {parts.category[bad]}, outside 0..{shapenet.NUM_CATEGORIES - 1}")
+    part = parts.part
+    in_range = (part >= 0) & (part < shapenet.NUM_PARTS)
+    owner = shapenet.PART_TO_CATEGORY[np.where(in_range, part, 0)]
+    bad = ~in_range | (owner != parts.category[:, None])
+    if bad.any():
+        shape, point = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        name = shapenet.CATEGORY_NAMES[parts.category[shape]]
+        raise DataError(f"{path}: shape {shape} ({name}) has part {part[shape, point]} at point {point}, "
+                        f"not a part of {name}")
+
+
+def _segment_file(segmenter, path, parts, seed, bar):
+    """The arrays of one h5 file's npz: every shape through the network and mean-shift."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(path.name.encode())])
+    shapes = ((i, points, int(category)) for i, (points, category) in enumerate(zip(parts.data, parts.category)))
+    part_pred = np.empty(parts.part.shape, np.int32)
+    instance_pred = np.empty(parts.part.shape, np.int32)
+    for i, prediction in segmenter.segment_shapes(shapes, rng):
+        part_pred[i] = prediction.part
+        instance_pred[i] = prediction.instance
+        if bar is not None:
+            bar.update(1)
+    return {
+        "xyz": parts.data[:, :, :3], "part_gt": parts.part, "part_pred": part_pred,
+        "instance_gt": parts.instance, "instance_pred": instance_pred, "category": parts.category,
+    }
+
+
+def _stored(path, fingerprint):
+    """The arrays of a finished file's npz made with `fingerprint`, else None."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if "fingerprint" in z.files and str(z["fingerprint"]) == fingerprint:
+                return {k: z[k] for k in z.files if k != "fingerprint"}
+    except (OSError, ValueError, EOFError):
+        pass  # unreadable: run the file again
+    return None
+
+
+def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8, bandwidth=0.6, pictures=4, seed=0,
+                      progress=True, info=None, overwrite=False):
+    """Part mIoU of `model` on the prepared `split` in `data_dir`; writes the outputs listed in
+    the module docstring into `out_dir` and returns the results.json dict.
+
+    `cfg` is the run's config (data.num_points: points per network row); `pictures`: how many
+    of the first shapes get pictures; `seed`: the shuffling of shapes of other than num_points
+    points (prepared shapes have exactly num_points: nothing is random then); `info`: extra
+    entries for results.json (e.g. the weights); `overwrite`: run every file again, even those
+    with finished outputs of the same weights and settings. Network outputs that are not finite are an
+    EvaluationError raised before the h5 file they occur in writes anything (with an untrained
+    network, before anything is written).
+    """
+    from tqdm import tqdm
+
+    from jsnet_tf import export, metrics
+
+    started = time.time()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if isinstance(pictures, bool) or not isinstance(pictures, int) or pictures < 0:
+        raise EvaluationError(f"pictures must be a number of shapes >= 0, got {pictures!r}")
+    files = shapenet.prepared_files(data_dir, split)
+    sizes = [shapenet.read_shapenet_h5_size(path)[0] for path in files]  # DataError for a missing file
+    num_points = cfg["data"]["num_points"]
+    segmenter = ShapeSegmenter(model, num_points, bandwidth, batch_size)
+    part_names = export.class_names(cfg)
+    part_evaluator = part_metrics.PartEvaluator()
+    instance_evaluator = metrics.Evaluator(shapenet.NUM_PARTS, part_names)
+    settings = {"num_points": num_points, "bandwidth": float(bandwidth), "seed": int(seed),
+                "weights": _weights_digest(model)}
+    bar = tqdm(total=sum(sizes), unit="shape", desc=f"ShapeNet {split}") if progress else None
+    shape_count = 0
+    try:
+        for path in files:
+            stat = path.stat()
+            fingerprint = json.dumps({**settings, "h5": [path.name, stat.st_size, stat.st_mtime_ns]}, sort_keys=True)
+            stored = out_dir / f"{path.stem}.npz"
+            arrays = None if overwrite else _stored(stored, fingerprint)
+            fresh = arrays is None
+            if fresh:
+                parts = shapenet.read_shapenet_h5(path)
+                _check_shapes(path, parts)
+                if bar is not None:
+                    bar.set_postfix_str(path.name)
+                arrays = _segment_file(segmenter, path, parts, seed, bar)
+            elif bar is not None:
+                bar.update(len(arrays["category"]))
+            count = len(arrays["category"])
+            shape_iou = np.array([
+                part_evaluator.add_shape(arrays["part_gt"][i], arrays["part_pred"][i], int(arrays["category"][i]),
+                                         f"{path}: shape {i}")
+                for i in range(count)
+            ])
+            for i in range(count):
+                instance_evaluator.add_room(arrays["part_gt"][i], arrays["instance_gt"][i], arrays["part_pred"][i],
+                                            arrays["instance_pred"][i], where=f"{path}: shape {i}")
+            if fresh:  # its pictures, then its npz (which marks the file done)
+                for i in range(min(count, max(pictures - shape_count, 0))):
+                    name = shapenet.CATEGORY_NAMES[arrays["category"][i]]
+                    labels = {k: arrays[k][i] for k in ("part_pred", "part_gt", "instance_pred", "instance_gt")}
+                    _write_pictures(out_dir / "pictures", f"{path.stem}_{i}_{name}", arrays["xyz"][i], labels,
+                                    f"{path.name} shape {i} ({name}): part IoU {100 * shape_iou[i]:.1f}")
+                with AtomicTarget(stored) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez_compressed(f, fingerprint=np.array(fingerprint), shape_iou=shape_iou, **arrays)
+            shape_count += count
+    finally:
+        if bar is not None:
+            bar.close()
+
+    instances = instance_evaluator.result()
+    result = {
+        **(info or {}),
+        "split": split,
+        "data_dir": str(data_dir),
+        "files": [p.name for p in files],
+        "num_points": num_points,
+        "bandwidth": float(bandwidth),
+        "seed": int(seed),
+        **part_evaluator.result(),
+        "part_accuracy": instances["oAcc"],
+        "instances": {
+            "protocol": "mean-shift per shape on the embeddings; each shape one room of jsnet_tf.metrics.Evaluator, "
+                        "means over the parts that have ground-truth (Cov, WCov, recall) or predicted (precision) instances",
+            **{key: instances[key] for key in ("mCov", "mWCov", "mPrec", "mRec")},
+            "part_names": part_names,
+            "per_part": {key: instances["per_class"][key] for key in ("cov", "wcov", "precision", "recall")},
+            "counts": {key: instances["counts"][key] for key in ("gt_instances", "pred_instances", "true_positives")},
+        },
+        "seconds": round(time.time() - started, 1),
+    }
+    write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out_dir / "results.txt", format_results(result) + "\n")
+    return result
+
+
+def format_results(result):
+    """results.txt: the part IoU table with the paper's value, then the part instances' metrics."""
+
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    instances = result["instances"]
+    return "\n".join([
+        part_metrics.format_table(result),
+        f"points with the right part: {percent(result['part_accuracy'])}%",
+        f"part instances (mean-shift, bandwidth {result['bandwidth']:g}; means over the {shapenet.NUM_PARTS} parts): "
+        + "  ".join(f"{key} {percent(instances[key])}" for key in ("mCov", "mWCov", "mPrec", "mRec")),
+    ])
