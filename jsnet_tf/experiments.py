@@ -1,0 +1,575 @@
+"""The S3DIS tables of the JSNet paper, one command each:
+
+    python -m jsnet_tf.experiments {table1,table2,table4,sixfold} --data_dir DIR --workdir DIR
+        [--quick] [--rows 1,9] [--dry_run] [--every_point]
+
+table1: instance metrics (mCov, mWCov, mRec, mPrec) on Area 5 and 6-fold; table2: semantic
+metrics (oAcc, mAcc, mIoU) on Area 5 and 6-fold; table4: the ablation rows on Area 5
+(configs/ablations/, one TOML a row, each saying how we read the row); sixfold: the six folds
+and their merged metrics. Every run a table needs is trained (train.py) and evaluated
+(evaluate.py) as its own subprocess, with the paper's test protocol (one num_points sample per
+block, `eval.label_all_points=false`; `--every_point` adds the every-point protocol as extra,
+labelled rows) on the last epoch (ES rows: the checkpoint of the lowest validation loss).
+
+Runs live in `<workdir>/<table>/<row>/area<k>`; the full JSNet of Tables 1 and 2, the six folds
+and Table 4's row 9 (RS) are one model, in `<workdir>/shared/jsnet/area<k>`. A run is finished
+when its `eval_<protocol>/results.json` was made with the same settings from a run folder whose
+config.toml has this row's data, model and train keys: finished runs are reused, unfinished ones
+resume (train.py after its last epoch, evaluate.py per room). A workdir holding a run of another
+config is refused before anything runs, naming the run and the keys that differ.
+
+The table (ours, and beside it the paper's published number where one is known) is printed and
+written to `<workdir>/<table>.md` and `<workdir>/<table>.json`. `--quick` runs the same commands
+with tiny budgets, on a synthetic set generated into --data_dir when it holds no prepared data:
+its numbers are meaningless and the table says so. `--dry_run` lists the runs and their status
+(done / partial / to do) with the training steps and test blocks they need, and a time when
+`--seconds_per_step` and `--blocks_per_second` (measured on the target GPU) are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+
+from jsnet_tf import config as config_lib
+from jsnet_tf import metrics
+from jsnet_tf.data.s3dis import write_text_atomic
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+
+INSTANCE_METRICS = ("mCov", "mWCov", "mRec", "mPrec")
+SEMANTIC_METRICS = ("oAcc", "mAcc", "mIoU")
+ALL_METRICS = INSTANCE_METRICS + SEMANTIC_METRICS
+
+# The JSNet paper's (Zhao & Tao, AAAI 2020) Area 5 and 6-fold results, in percent, as recorded in
+# the project's reference notes (reference/jsnet.md, "Metrics"; column order as there: the paper's
+# tables themselves were not available here). No other published number was: Table 4's rows and
+# the single folds other than Area 5 have none.
+PAPER_SOURCE = "JSNet paper (Zhao & Tao, AAAI 2020), its Area 5 and 6-fold results, as recorded in the project's reference notes"
+PAPER_AREA5 = {"mCov": 48.7, "mWCov": 51.5, "mRec": 46.9, "mPrec": 62.1, "oAcc": 87.7, "mAcc": 61.4, "mIoU": 54.5}
+PAPER_6FOLD = {"mCov": 54.1, "mWCov": 58.0, "mRec": 53.9, "mPrec": 66.9, "oAcc": 88.7, "mAcc": 71.7, "mIoU": 61.7}
+
+# Test protocols: the folder of a run's evaluation and the value of eval.label_all_points.
+PROTOCOLS = {
+    "original": ("eval_original", False, "one num_points sample per block (the paper's)"),
+    "every_point": ("eval_every_point", True, "every point of every block"),
+}
+
+# Quick mode: tiny budgets on a tiny synthetic set (numbers meaningless, commands the same).
+QUICK_POINTS = 512
+QUICK_OVERRIDES = ("model.npoints=[256, 64, 32, 16]", "train.batch_size=4", "train.epochs=1", "eval.batch_size=4")
+# Two rooms an area, so that ES rows can hold one out for validation; sparse, so that few blocks
+# reach the 100 points a block needs (about 240 training blocks for area 5).
+QUICK_SYNTHETIC = ("--areas", "6", "--rooms_per_area", "2", "--points_per_m2", "30", "--seed", "0")
+
+
+class ExperimentError(ValueError):
+    """A table that cannot be run as asked (unknown table or row, a workdir of other runs,
+    missing data, a failed subprocess)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One trained model: `folder` (under the workdir) is train.py's --workdir, `config` its
+    --config, `area` the test area it holds out."""
+
+    folder: str
+    config: pathlib.Path
+    area: int
+
+    def run_dir(self, workdir):
+        return pathlib.Path(workdir) / self.folder / f"area{self.area}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    """A table row: the metrics of its runs' test rooms together (several runs: 6-fold)."""
+
+    key: str
+    label: str
+    runs: tuple[RunSpec, ...]
+    paper: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    row_title: str
+    columns: tuple[str, ...]
+    rows: tuple[RowSpec, ...]
+
+
+def _jsnet(area):
+    return RunSpec("shared/jsnet", CONFIGS / "s3dis_area5.toml", area)
+
+
+def _six_folds():
+    return tuple(_jsnet(area) for area in range(1, 7))
+
+
+# Table 4: (row, folder name, label). Row 9 (RS) is the full model of Tables 1 and 2: its config
+# equals configs/s3dis_area5.toml and its run is the shared one.
+ABLATIONS = (
+    ("1", "01_base_network", "base network"),
+    ("2", "02_backbone", "backbone"),
+    ("3", "03_pcff", "+PCFF"),
+    ("4", "04_if", "+IF"),
+    ("5", "05_sf", "+SF"),
+    ("6", "06_if_sf", "+IF+SF"),
+    ("7", "07_full", "full"),
+    ("8", "08_full_es", "+ES"),
+    ("9", "09_rs", "RS"),
+    ("10", "10_rs_es", "RS+ES"),
+)
+SHARED_ABLATION = "09_rs"
+
+
+def _ablation_run(name):
+    folder = "shared/jsnet" if name == SHARED_ABLATION else f"table4/{name}"
+    return RunSpec(folder, CONFIGS / "ablations" / f"{name}.toml", 5)
+
+
+def _pick(numbers, columns):
+    return {k: numbers[k] for k in columns if k in numbers}
+
+
+TABLES = {
+    "table1": TableSpec(
+        "table1", "Table 1: instance segmentation on S3DIS", "test", INSTANCE_METRICS,
+        (RowSpec("area5", "Area 5", (_jsnet(5),), _pick(PAPER_AREA5, INSTANCE_METRICS)),
+         RowSpec("6fold", "6-fold", _six_folds(), _pick(PAPER_6FOLD, INSTANCE_METRICS))),
+    ),
+    "table2": TableSpec(
+        "table2", "Table 2: semantic segmentation on S3DIS", "test", SEMANTIC_METRICS,
+        (RowSpec("area5", "Area 5", (_jsnet(5),), _pick(PAPER_AREA5, SEMANTIC_METRICS)),
+         RowSpec("6fold", "6-fold", _six_folds(), _pick(PAPER_6FOLD, SEMANTIC_METRICS))),
+    ),
+    "table4": TableSpec(
+        "table4", "Table 4: ablation on S3DIS Area 5", "row", ALL_METRICS,
+        tuple(RowSpec(key, f"{key} {label}", (_ablation_run(name),), {}) for key, name, label in ABLATIONS),
+    ),
+    "sixfold": TableSpec(
+        "sixfold", "JSNet on each S3DIS fold and 6-fold", "test", ALL_METRICS,
+        tuple(RowSpec(f"area{a}", f"Area {a}", (_jsnet(a),), PAPER_AREA5 if a == 5 else {}) for a in range(1, 7))
+        + (RowSpec("6fold", "6-fold (all six)", _six_folds(), PAPER_6FOLD),),
+    ),
+}
+
+
+def table_spec(name, rows=None):
+    """The table `name`, restricted to the row keys in `rows` (all when None)."""
+    if name not in TABLES:
+        raise ExperimentError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
+    spec = TABLES[name]
+    if not rows:
+        return spec
+    keys = [row.key for row in spec.rows]
+    unknown = [r for r in rows if r not in keys]
+    if unknown:
+        raise ExperimentError(f"{name} has no row {', '.join(unknown)} (its rows: {', '.join(keys)})")
+    return dataclasses.replace(spec, rows=tuple(row for row in spec.rows if row.key in rows))
+
+
+# ------------------------------------------------------------------------------------- planning
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    """A run with the config it must have and how it is evaluated."""
+
+    spec: RunSpec
+    cfg: dict
+    run_dir: pathlib.Path
+    which: str  # weights: "latest" (the last epoch) or "best" (lowest validation loss: ES rows)
+    overrides: tuple[str, ...]  # train.py --set overrides (quick budgets)
+
+
+def quick_overrides(num_points):
+    return (f"data.num_points={num_points}",) + QUICK_OVERRIDES
+
+
+def plan(spec, workdir, data_dir, overrides=()):
+    """The distinct runs of a table (rows sharing a run share it), with their configs."""
+    planned = {}
+    for row in spec.rows:
+        for run in row.runs:
+            if run.run_dir(workdir) in planned:
+                continue
+            cfg = config_lib.load(run.config, [
+                *overrides, f"data.data_dir={config_lib.toml_string(data_dir)}", f"data.areas=[{run.area}]",
+            ])
+            which = "best" if cfg["train"]["early_stopping_patience"] > 0 else "latest"
+            planned[run.run_dir(workdir)] = PlannedRun(run, cfg, run.run_dir(workdir), which, tuple(overrides))
+    return list(planned.values())
+
+
+TRAINED_SECTIONS = ("data", "model", "train")  # what a trained model is; [eval] can change after training
+
+
+def _trained_keys(cfg):
+    sections = {section: dict(cfg.get(section, {})) for section in TRAINED_SECTIONS}
+    if "data_dir" in sections["data"]:  # the same folder, however it was written
+        sections["data"]["data_dir"] = str(pathlib.Path(sections["data"]["data_dir"]).resolve())
+    return sections
+
+
+def recorded_differences(run):
+    """How the run folder's recorded config differs in its data, model and train keys from the
+    one the row needs ('section.key: recorded -> needed; ...'; empty when it has none or the same)."""
+    path = run.run_dir / "config.toml"
+    if not path.exists():
+        return ""
+    return config_lib.differences(_trained_keys(config_lib.load(path)), _trained_keys(run.cfg))
+
+
+def check_workdir(runs):
+    """Refuses (ExperimentError, one line) a workdir where a run folder holds another config."""
+    for run in runs:
+        differences = recorded_differences(run)
+        if differences:
+            raise ExperimentError(
+                f"{run.run_dir} holds a run of another config ({differences}); nothing was changed: use another --workdir"
+            )
+
+
+def expected_eval(run, protocol):
+    return {**run.cfg["eval"], "label_all_points": PROTOCOLS[protocol][1]}
+
+
+def results_path(run, protocol):
+    return run.run_dir / PROTOCOLS[protocol][0] / "results.json"
+
+
+def is_evaluated(run, protocol):
+    """Whether the run's evaluation under `protocol` exists and was made with its settings."""
+    path = results_path(run, protocol)
+    if not path.exists():
+        return False
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    selection = result.get("model_selection", {}).get("which", run.which)
+    return result.get("area") == run.spec.area and result.get("eval") == expected_eval(run, protocol) and selection == run.which
+
+
+def run_status(run, protocols):
+    """The run's state: done, partial (trained or evaluated in part), to do, or other config
+    (its folder holds another run)."""
+    differences = recorded_differences(run)
+    if differences:
+        return f"other config ({differences})"
+    if all(is_evaluated(run, p) for p in protocols) and (run.run_dir / "config.toml").exists():
+        return "done"
+    if not run.run_dir.exists():
+        return "to do"
+    epochs = run.run_dir / "metrics.json"  # train.py's per-epoch record
+    try:
+        trained = json.loads(epochs.read_text())[-1]["epoch"] if epochs.exists() else 0
+    except (OSError, ValueError, LookupError, TypeError):
+        trained = "?"
+    return f"partial ({trained}/{run.cfg['train']['epochs']} epochs trained)"
+
+
+# ------------------------------------------------------------------------------------- running
+
+
+def launch(command):
+    """Runs one subprocess in the repository (its output goes to ours); returns its exit status."""
+    return subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+
+
+def _launch_checked(command, what):
+    status = launch(command)
+    if status != 0:
+        raise ExperimentError(f"{what} failed (exit status {status}): {shlex.join(command)}")
+
+
+def train_command(run, workdir, data_dir):
+    return [
+        sys.executable, str(REPO_ROOT / "train.py"), "--config", str(run.spec.config), "--area", str(run.spec.area),
+        "--data_dir", str(data_dir), "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
+        *(f"--set={o}" for o in run.overrides),
+    ]
+
+
+def evaluate_command(run, workdir, data_dir, protocol):
+    settings = [f"--set=eval.{k}={config_lib.toml_value(v)}" for k, v in expected_eval(run, protocol).items()]
+    return [
+        sys.executable, str(REPO_ROOT / "evaluate.py"), "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
+        "--area", str(run.spec.area), "--data_dir", str(data_dir), "--out", str(results_path(run, protocol).parent),
+        "--which", run.which, "--nopictures", *settings,
+    ]
+
+
+def execute(runs, workdir, data_dir, protocols):
+    """Trains and evaluates every run that is not done, one subprocess at a time."""
+    todo = [run for run in runs if run_status(run, protocols) != "done"]
+    for index, run in enumerate(todo, 1):
+        name = run.run_dir.relative_to(workdir)
+        print(f"[{index}/{len(todo)}] training {name} ({run.spec.config.relative_to(REPO_ROOT)})", flush=True)
+        _launch_checked(train_command(run, workdir, data_dir), f"training {name}")
+        for protocol in protocols:
+            if not is_evaluated(run, protocol):
+                print(f"[{index}/{len(todo)}] evaluating {name} ({PROTOCOLS[protocol][2]})", flush=True)
+                _launch_checked(evaluate_command(run, workdir, data_dir, protocol), f"evaluating {name}")
+                if not is_evaluated(run, protocol):
+                    raise ExperimentError(f"evaluating {name} wrote no matching {results_path(run, protocol)}")
+    return len(todo)
+
+
+def missing_lists(data_dir, areas):
+    """The prepared file lists that training and evaluating `areas` need but `data_dir` lacks."""
+    from jsnet_tf.data import s3dis
+
+    wanted = []
+    for area in areas:
+        wanted += [s3dis.list_path(data_dir, area, split, kind) for split in ("train", "test") for kind in ("rooms", "blocks")]
+        wanted.append(pathlib.Path(data_dir) / "lists" / f"mean_ins_size_woArea{area}.txt")
+    return [path for path in wanted if not path.is_file()]
+
+
+def ensure_data(data_dir, areas, quick):
+    """Checks that `data_dir` is prepared for `areas`; in quick mode generates and prepares the
+    tiny synthetic set there when it is not."""
+    missing = missing_lists(data_dir, areas)
+    if not missing:
+        return
+    if not quick:
+        raise ExperimentError(
+            f"{data_dir} is not prepared for area(s) {', '.join(map(str, areas))} ({missing[0]} is missing): "
+            f"run python -m jsnet_tf.data.prepare_s3dis --raw <S3DIS folder> --out {data_dir}"
+        )
+    raw = pathlib.Path(data_dir) / "synthetic_raw"
+    print(f"quick: generating a tiny synthetic S3DIS in {raw} and preparing it in {data_dir}", flush=True)
+    _launch_checked([sys.executable, "-m", "jsnet_tf.data.synthetic", "--out", str(raw), *QUICK_SYNTHETIC],
+                    "generating the synthetic set")
+    _launch_checked([sys.executable, "-m", "jsnet_tf.data.prepare_s3dis", "--raw", str(raw), "--out", str(data_dir),
+                     "--num_points", str(QUICK_POINTS), "--noprogress"], "preparing the synthetic set")
+    missing = missing_lists(data_dir, areas)
+    if missing:
+        raise ExperimentError(f"{data_dir}: the synthetic set was prepared but {missing[0]} is missing")
+
+
+def prepared_num_points(data_dir, area):
+    """Points per block of the prepared h5 blocks (quick runs train on blocks of that size)."""
+    import h5py
+
+    from jsnet_tf.data import pipeline
+
+    with h5py.File(pipeline.area_files(data_dir, area, "train", "blocks")[0], "r") as f:
+        return int(f["data"].shape[1])
+
+
+# ------------------------------------------------------------------------------------- the table
+
+
+def row_result(row, workdir, protocol):
+    """The metrics of a row (fractions, as Evaluator.result): one run's results.json, or the
+    merge of its runs' counts (6-fold: the union of the six test areas' rooms)."""
+    results = []
+    for run in row.runs:
+        path = run.run_dir(workdir) / PROTOCOLS[protocol][0] / "results.json"
+        try:
+            results.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            raise ExperimentError(f"{path}: not a readable evaluation result ({error})") from None
+    if len(results) == 1:
+        return results[0]
+    merged = metrics.Evaluator.from_result(results[0])
+    for other in results[1:]:
+        merged.merge(metrics.Evaluator.from_result(other))
+    return merged.result()
+
+
+def table_data(spec, workdir, protocols, quick):
+    """The table as a JSON-ready dict: ours and the paper's numbers in percent per row."""
+    rows = []
+    for row in spec.rows:
+        ours = {}
+        for protocol in protocols:
+            result = row_result(row, workdir, protocol)
+            ours[protocol] = {m: None if result.get(m) is None else 100.0 * result[m] for m in spec.columns}
+        rows.append({
+            "key": row.key, "label": row.label,
+            "runs": [str(run.run_dir(workdir).relative_to(workdir)) for run in row.runs],
+            "paper": row.paper, "ours": ours,
+        })
+    return {
+        "table": spec.name, "title": spec.title, "row_title": spec.row_title, "quick": quick, "units": "percent",
+        "protocols": {p: PROTOCOLS[p][2] for p in protocols}, "columns": list(spec.columns),
+        "paper_source": PAPER_SOURCE, "rows": rows,
+    }
+
+
+def _cell(ours, paper):
+    text = "-" if ours is None else f"{ours:.1f}"
+    return f"{text} ({paper:.1f})" if paper is not None else text
+
+
+def table_markdown(data):
+    """The table in the paper's layout: one line a row (and protocol), a column a metric; each
+    cell ours, then the paper's published number in brackets where one is known."""
+    protocols = list(data["protocols"])
+    several = len(protocols) > 1
+    lines = [f"## {data['title']}", ""]
+    if data["quick"]:
+        lines += ["**quick run: not comparable** (tiny synthetic data and training budgets)", ""]
+    unknown = [row["label"] for row in data["rows"] if not row["paper"]]
+    lines += [
+        f"Test protocol: {'; '.join(f'{p}: {text}' for p, text in data['protocols'].items())}. "
+        "Percent; each cell: ours (paper's published number, where known).",
+        f"Paper's numbers: {data['paper_source']}" + ("; for " + ", ".join(unknown) + ": not available here." if unknown else "."),
+        "",
+    ]
+    header = [data["row_title"]] + (["protocol"] if several else []) + data["columns"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in data["rows"]:
+        for protocol in protocols:
+            paper = row["paper"] if protocol == "original" else {}
+            cells = [_cell(row["ours"][protocol][m], paper.get(m)) for m in data["columns"]]
+            lines.append("| " + " | ".join([row["label"]] + ([protocol] if several else []) + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(spec, workdir, protocols, quick):
+    """Writes <workdir>/<table>.md and .json; returns the markdown."""
+    data = table_data(spec, workdir, protocols, quick)
+    markdown = table_markdown(data)
+    workdir = pathlib.Path(workdir)
+    write_text_atomic(workdir / f"{spec.name}.json", json.dumps(data, indent=2) + "\n")
+    write_text_atomic(workdir / f"{spec.name}.md", markdown)
+    return markdown
+
+
+# ------------------------------------------------------------------------------------- dry run
+
+
+def run_cost(run):
+    """(training steps at most, test blocks) of a run, from the prepared data."""
+    import h5py
+
+    from jsnet_tf.data import pipeline
+
+    d, t = run.cfg["data"], run.cfg["train"]
+    train_rooms, _ = pipeline.split_rooms(d["data_dir"], run.spec.area, d["validation_rooms"], t["seed"])
+    blocks = pipeline.epoch_blocks(
+        d["data_dir"], run.spec.area, sampling=d["sampling"], num_points=d["num_points"], block_size=d["block_size"],
+        blocks_per_room=d["blocks_per_room"] or None, rooms=train_rooms,
+    )
+    test_blocks = 0
+    for path in pipeline.area_files(d["data_dir"], run.spec.area, "test", "blocks"):
+        with h5py.File(path, "r") as f:
+            test_blocks += int(f["data"].shape[0])
+    return t["epochs"] * (blocks // t["batch_size"]), test_blocks
+
+
+def dry_run(spec, runs, workdir, protocols, seconds_per_step=None, blocks_per_second=None, with_costs=True):
+    """The runs of a table with their status (and cost, when the data is prepared) as text."""
+    lines = [f"{spec.name}: {len(runs)} run(s) in {workdir}"]
+    total = 0.0
+    for run in runs:
+        status = run_status(run, protocols)
+        line = (f"  {run.run_dir.relative_to(workdir)}  config {run.spec.config.relative_to(REPO_ROOT)}"
+                f"  area {run.spec.area}  weights {run.which}  status: {status}")
+        if with_costs:
+            steps, blocks = run_cost(run)
+            es = " at most" if run.which == "best" else ""
+            line += f"  ({steps} training steps{es}, {blocks} test blocks x {len(protocols)} protocol(s))"
+            if seconds_per_step and blocks_per_second:
+                seconds = steps * seconds_per_step + len(protocols) * blocks / blocks_per_second
+                total += 0.0 if status == "done" else seconds
+                line += f", about {_duration(seconds)}"
+        lines.append(line)
+    if with_costs and seconds_per_step and blocks_per_second:
+        lines.append(f"left to run: about {_duration(total)} at {seconds_per_step} s a step and "
+                     f"{blocks_per_second} test blocks a second (mean-shift and merging not counted)")
+    elif not with_costs:
+        lines.append("(training steps and test blocks: prepare the data first)")
+    return "\n".join(lines)
+
+
+def _duration(seconds):
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------------------------- entry point
+
+
+def run_table(name, workdir, data_dir, quick=False, rows=None, every_point=False, dry=False,
+              seconds_per_step=None, blocks_per_second=None):
+    """Trains and evaluates what table `name` needs and writes it; returns the text to print."""
+    spec = table_spec(name, rows)
+    workdir, data_dir = pathlib.Path(workdir).resolve(), pathlib.Path(data_dir).resolve()
+    protocols = ("original", "every_point") if every_point else ("original",)
+    areas = sorted({run.area for row in spec.rows for run in row.runs})
+    overrides = ()
+    if quick:  # blocks of the prepared data's size, or of the synthetic set that will be prepared
+        prepared = not missing_lists(data_dir, areas)
+        overrides = quick_overrides(prepared_num_points(data_dir, areas[0]) if prepared else QUICK_POINTS)
+    runs = plan(spec, workdir, data_dir, overrides)
+    if dry:
+        return dry_run(spec, runs, workdir, protocols, seconds_per_step, blocks_per_second,
+                       with_costs=not missing_lists(data_dir, areas))
+    check_workdir(runs)
+    ensure_data(data_dir, areas, quick)
+    execute(runs, workdir, data_dir, protocols)
+    return write_table(spec, workdir, protocols, quick)
+
+
+def define_flags():
+    """The command line's flags (defined only when run as a program)."""
+    from absl import flags
+
+    flags.DEFINE_string("data_dir", None, "prepared S3DIS folder (python -m jsnet_tf.data.prepare_s3dis --out); "
+                        "with --quick, an empty folder gets a tiny synthetic set")
+    flags.DEFINE_string("workdir", None, "where the runs (<table>/<row>/area<k>, shared/jsnet/area<k>) and the "
+                        "tables (<table>.md, <table>.json) go")
+    flags.DEFINE_bool("quick", False, "tiny budgets (1 epoch, batch 4, 512 points) on the given or a generated "
+                      "synthetic set: checks the commands, the numbers are meaningless")
+    flags.DEFINE_list("rows", None, "only these rows of the table, e.g. 1,9 for table4 (table1/table2: area5, 6fold; "
+                      "sixfold: area1..area6, 6fold)")
+    flags.DEFINE_bool("dry_run", False, "list the runs with their status (done / partial / to do) and costs; "
+                      "train nothing")
+    flags.DEFINE_bool("every_point", False, "also evaluate with every point labelled (extra rows, labelled "
+                      "every_point) besides the paper's protocol")
+    flags.DEFINE_float("seconds_per_step", None, "with --dry_run: seconds of one training step on the target "
+                       "machine, for a time estimate")
+    flags.DEFINE_float("blocks_per_second", None, "with --dry_run: test blocks a second through the network on the "
+                       "target machine, for a time estimate")
+
+
+def main(argv):
+    from absl import app, flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) < 2:
+        sys.exit(f"experiments: error: give a table: one of {', '.join(TABLES)}")
+    if len(argv) > 2:
+        sys.exit(f"experiments: error: one table at a time; unexpected arguments: {' '.join(argv[2:])}")
+    if argv[1] not in TABLES:
+        sys.exit(f"experiments: error: unknown table {argv[1]!r}: choose one of {', '.join(TABLES)}")
+    if not FLAGS.data_dir or not FLAGS.workdir:
+        raise app.UsageError("--data_dir and --workdir are required")
+    from jsnet_tf.data.s3dis import DataError
+
+    try:
+        print(run_table(argv[1], FLAGS.workdir, FLAGS.data_dir, quick=FLAGS.quick, rows=FLAGS.rows,
+                        every_point=FLAGS.every_point, dry=FLAGS.dry_run, seconds_per_step=FLAGS.seconds_per_step,
+                        blocks_per_second=FLAGS.blocks_per_second), flush=True)
+    except (ExperimentError, config_lib.ConfigError, DataError, metrics.MetricsError, OSError) as error:
+        sys.exit(f"experiments: error: {error}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    app.run(main)
