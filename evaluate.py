@@ -40,7 +40,7 @@ flags.DEFINE_string("workdir", None, "train.py's workdir (holding area<k>/), or 
 flags.DEFINE_string(
     "config", None,
     "the experiment config the run was trained with (optional: the run's own config.toml is used; when given, "
-    "a run of another dataset or architecture is refused)",
+    "a run of another dataset or architecture than it describes with the --set overrides is refused)",
 )
 flags.DEFINE_multi_integer("area", None, "test area(s) to evaluate (default: the run's data.areas)")
 flags.DEFINE_string("data_dir", None, "prepared data folder (default: the run's data.data_dir)")
@@ -48,7 +48,7 @@ flags.DEFINE_string("out", None, "output folder (default: <run folder>/eval; wit
 flags.DEFINE_string(
     "which", "latest",
     "weights to load: latest (the last epoch, as the paper), best (lowest validation loss; runs with "
-    "data.validation_rooms only), or a checkpoint prefix",
+    "validation data only: data.validation_rooms, ShapeNet's val split), or a checkpoint prefix",
 )
 flags.DEFINE_bool(
     "select_on_test_area", False,
@@ -121,11 +121,12 @@ def _areas(workdir):
     return [int(p.name[4:]) for p in runs]
 
 
-def _fingerprint(prefix, cfg):
+def _fingerprint(prefix, cfg, mean_ins_size):
     """What a room's outputs depend on besides the room: reused rooms must share it."""
     index = pathlib.Path(prefix + ".index")
     stamp = index.stat().st_mtime_ns if index.exists() else None
     return json.dumps({"weights": str(prefix), "written": stamp, "eval": cfg["eval"],
+                       "mean_ins_size": [float(v) for v in mean_ins_size],
                        "num_points": cfg["data"]["num_points"], "block_size": cfg["data"]["block_size"]}, sort_keys=True)
 
 
@@ -146,10 +147,17 @@ def evaluate_area(area, out_dir):
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
     data_dir = pathlib.Path(cfg["data"]["data_dir"])
     rooms = pipeline.area_files(data_dir, area, "test", "rooms")
-    mean_size_path = data_dir / "lists" / f"mean_ins_size_woArea{area}.txt"
-    if not mean_size_path.exists():
-        raise s3dis.DataError(f"{mean_size_path}: missing (prepare_s3dis writes it with the lists)")
-    mean_ins_size = s3dis.read_mean_ins_size(mean_size_path)
+    from jsnet_tf import convert
+
+    stored = run_dir / convert.MEAN_INS_SIZE_FILE  # a converted original's own sizes come first
+    listed = data_dir / "lists" / f"mean_ins_size_woArea{area}.txt"
+    mean_size_path = stored if stored.exists() else listed if listed.exists() else None
+    if mean_size_path is None:
+        print(f"evaluate: warning: area {area}: no mean instance sizes (neither {stored} nor {listed} exists): "
+              "instances are NOT filtered by size, unlike the paper's protocol", file=sys.stderr, flush=True)
+        mean_ins_size = np.zeros(cfg["model"]["num_classes"])
+    else:
+        mean_ins_size = convert.load_mean_ins_size(mean_size_path)
     eval_cfg = cfg["eval"]
     segmenter = RoomSegmenter(model, cfg["data"]["num_points"], mean_ins_size, eval_cfg, cfg["data"]["block_size"])
     class_names = list(s3dis.CLASSES) if cfg["model"]["num_classes"] == len(s3dis.CLASSES) else None
@@ -158,7 +166,7 @@ def evaluate_area(area, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"area {area}: {len(rooms)} rooms, weights {prefix} -> {out_dir}", flush=True)
 
-    fingerprint = _fingerprint(prefix, cfg)
+    fingerprint = _fingerprint(prefix, cfg, mean_ins_size)
     loaded = {}
     todo = []
     for path in rooms:
@@ -195,7 +203,8 @@ def evaluate_area(area, out_dir):
     _write_results(out_dir, evaluator, class_names, {
         "area": area,
         "weights": prefix,
-        "model_selection": _selection(run_dir, FLAGS.which),
+        "model_selection": _selection(run_dir, FLAGS.which, prefix),
+        "mean_ins_size": str(mean_size_path) if mean_size_path else None,
         "protocol": "every point of every block" if eval_cfg["label_all_points"] else "one random sample per block (original)",
         "eval": eval_cfg,
         "rooms": [p.stem for p in rooms],
@@ -204,17 +213,16 @@ def evaluate_area(area, out_dir):
     return evaluator
 
 
-def _selection(run_dir, which):
+def _selection(run_dir, which, prefix):
     """How the evaluated weights were chosen, for results.json."""
     from jsnet_tf import checkpoints
 
-    record = checkpoints.run_record(run_dir)
-    if which == "best":
-        chosen = record.get("selection", "lowest validation loss")
-        leak = bool(record.get("selected_on_test_area"))
-        return {"which": "best", "chosen_on": chosen, "selected_on_test_area": leak}
-    return {"which": which, "chosen_on": "nothing (the last epoch)" if which == "latest" else "the given checkpoint",
-            "selected_on_test_area": False}
+    in_best = pathlib.Path(prefix).resolve().parent == (pathlib.Path(run_dir) / "best").resolve()
+    if in_best:
+        chosen = checkpoints.run_record(run_dir).get("selection", "lowest validation loss")
+    else:
+        chosen = "nothing (the last epoch)" if which == "latest" else "the given checkpoint"
+    return {"which": which, "chosen_on": chosen, "selected_on_test_area": checkpoints.selected_on_test_area(run_dir, prefix)}
 
 
 def _write_room(out_dir, result, class_names, pictures, fingerprint):
@@ -277,7 +285,7 @@ def _check_against_config(run_dir):
         return
     from jsnet_tf import checkpoints, config
 
-    wanted, recorded = config.load(FLAGS.config), checkpoints.load_config(run_dir)
+    wanted, recorded = config.load(FLAGS.config, FLAGS.set), checkpoints.load_config(run_dir)
     if wanted["data"]["dataset"] != recorded["data"]["dataset"]:
         raise config.ConfigError(
             f"{run_dir} holds a {recorded['data']['dataset']} run, --config {FLAGS.config} is {wanted['data']['dataset']}"
@@ -301,7 +309,7 @@ def evaluate_shapenet(run_dir):
     result = part_evaluation.evaluate_shapenet(
         model, cfg, cfg["data"]["data_dir"], out_dir, split="test", batch_size=eval_cfg["batch_size"],
         bandwidth=eval_cfg["bandwidth"], pictures=4 if FLAGS.pictures else 0, seed=eval_cfg["seed"],
-        progress=FLAGS.verbose, info={"weights": prefix, "model_selection": _selection(run_dir, FLAGS.which)},
+        progress=FLAGS.verbose, info={"weights": prefix, "model_selection": _selection(run_dir, FLAGS.which, prefix)},
         overwrite=FLAGS.overwrite,
     )
     print(part_evaluation.format_results(result), flush=True)

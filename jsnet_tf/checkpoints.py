@@ -63,35 +63,42 @@ def run_area(run_dir):
 
 def find_weights(run_dir, which="latest", allow_test_area_selection=False):
     """The checkpoint prefix to load from a run folder: `which` is "latest" (the last epoch,
-    else converted weights), "best" (the lowest validation loss; refused when the run chose it
-    on its test area, unless `allow_test_area_selection`), or a checkpoint prefix / folder."""
+    else converted weights), "best" (the lowest validation loss), or a checkpoint prefix /
+    folder. A best/ checkpoint the run chose on its test area is refused, however it is named,
+    unless `allow_test_area_selection`."""
     run_dir = pathlib.Path(run_dir)
-    if which == "best" and run_record(run_dir).get("selected_on_test_area") and not allow_test_area_selection:
+    if which not in WEIGHT_FOLDERS:
+        explicit = pathlib.Path(which)
+        prefix = tf.train.latest_checkpoint(str(explicit)) if explicit.is_dir() else str(explicit)
+        if not (prefix and tf.io.gfile.exists(prefix + ".index")):
+            raise CheckpointError(f"no checkpoint at {which}")
+    else:
+        if not run_dir.is_dir():
+            raise CheckpointError(f"run folder {run_dir} does not exist")
+        prefix = next(filter(None, (tf.train.latest_checkpoint(str(run_dir / f)) for f in WEIGHT_FOLDERS[which])), None)
+        if prefix is None and which == "best":
+            raise CheckpointError(
+                f"{run_dir} has no best/ checkpoint: only runs with validation data (data.validation_rooms, ShapeNet's "
+                "val split) choose one; use --which latest (the last epoch)"
+            )
+        if prefix is None:
+            raise CheckpointError(
+                f"{run_dir} holds no weights (looked in {', '.join(f + '/' for f in WEIGHT_FOLDERS[which])}): "
+                "train with train.py or convert an original checkpoint with python -m jsnet_tf.convert"
+            )
+    if selected_on_test_area(run_dir, prefix) and not allow_test_area_selection:
         raise CheckpointError(
             f"{run_dir}: its best/ checkpoint was chosen on the test area (train.select_on_test_area=true), the data "
             "the results are reported on; use --which latest, or --select_on_test_area to accept the leak"
         )
-    if which not in WEIGHT_FOLDERS:
-        explicit = pathlib.Path(which)
-        prefix = tf.train.latest_checkpoint(str(explicit)) if explicit.is_dir() else str(explicit)
-        if prefix and tf.io.gfile.exists(prefix + ".index"):
-            return prefix
-        raise CheckpointError(f"no checkpoint at {which}")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
-    for folder in WEIGHT_FOLDERS[which]:
-        prefix = tf.train.latest_checkpoint(str(run_dir / folder))
-        if prefix:
-            return prefix
-    if which == "best":
-        raise CheckpointError(
-            f"{run_dir} has no best/ checkpoint: only runs with validation data (data.validation_rooms) choose one; "
-            "use --which latest (the last epoch)"
-        )
-    raise CheckpointError(
-        f"{run_dir} holds no weights (looked in {', '.join(f + '/' for f in WEIGHT_FOLDERS[which])}): "
-        "train with train.py or convert an original checkpoint with python -m jsnet_tf.convert"
-    )
+    return prefix
+
+
+def selected_on_test_area(run_dir, prefix):
+    """Whether `prefix` is a best/ checkpoint that the run chose on its test area."""
+    run_dir = pathlib.Path(run_dir)
+    in_best = pathlib.Path(prefix).resolve().parent == (run_dir / "best").resolve()
+    return in_best and bool(run_record(run_dir).get("selected_on_test_area"))
 
 
 def save_weights(model, directory):
@@ -151,5 +158,6 @@ __all__ = [
     "run_area",
     "run_record",
     "save_weights",
+    "selected_on_test_area",
     "write_run_files",
 ]

@@ -84,6 +84,8 @@ CHOICES = {
     ("data", "sampling"): ("resample", "fixed", "random_corners"),
     ("model", "backbone"): ("pointconv", "pointnet2"),
 }
+# List keys of a fixed length (one value per encoder level).
+LENGTHS = {("model", "npoints"): 4, ("model", "radii"): 4}
 # Keys that take either of two types: a fraction or a list of room names.
 ALTERNATIVE_TYPES = {("data", "validation_rooms"): ([""],)}
 
@@ -123,6 +125,9 @@ def _set(config, section, key, value, source):
         raise ConfigError(
             f"{source}: {section}.{key} must be {type(default).__name__} like {default!r}, got {value!r}"
         )
+    length = LENGTHS.get((section, key))
+    if length and len(value) != length:
+        raise ConfigError(f"{source}: {section}.{key} needs {length} values (one per encoder level), got {value!r}")
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(choices)}, got {value!r}{_hint(value, choices)}")

@@ -68,12 +68,11 @@ class Trainer:
         self.workdir = pathlib.Path(workdir)
         self.train_cfg = cfg["train"]
         self.selection = self._plan_data()
-        self._prepare_workdir()
+        self._check_workdir()
         self.strategy = strategy or make_strategy()
         # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only the
         # chief into the workdir; the others keep their copies in workers/<index>.
         self.output_dir = self.workdir if _is_chief(self.strategy) else self.workdir / "workers" / str(_task_id(self.strategy))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.global_batch = self.train_cfg["batch_size"]
         replicas = self.strategy.num_replicas_in_sync
         if self.global_batch % replicas:
@@ -85,8 +84,11 @@ class Trainer:
         self.seed_variable = tf.Variable([self.train_cfg["seed"], 0], dtype=tf.int64, trainable=False)
         keras.utils.set_random_seed(self.train_cfg["seed"])  # the same initial weights for a seed
         with self.strategy.scope():
-            self.model = build_model(cfg)
-            self.model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
+            try:
+                self.model = build_model(cfg)
+                self.model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
+            except ValueError as error:  # e.g. an encoder level sampling more points than the block has
+                raise TrainingError(f"the config's model cannot be built: {error}") from None
             self.model.use_stateless_dropout(self.seed_variable)
             self.learning_rate = schedules.StaircaseDecay(
                 self.train_cfg["learning_rate"], self.decay_steps, self.train_cfg["decay_rate"], self.train_cfg["min_learning_rate"]
@@ -107,20 +109,21 @@ class Trainer:
         )
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.output_dir / "best", max_to_keep=1)
         self._restore()
+        # Every check has passed: only now is anything written.
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
         self._step_fn = None
         self.writer = tf.summary.create_file_writer(str(self.output_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------ set-up
 
-    def _prepare_workdir(self):
-        """Creates the workdir, refuses one written for another architecture, records the config."""
-        try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            probe = self.workdir / f".write_test.{os.getpid()}"  # per process: workers may share the folder
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as error:
-            raise TrainingError(f"workdir {self.workdir} is not writable: {error.strerror or error}") from None
+    def _check_workdir(self):
+        """Refuses an unwritable workdir and one holding a run of another architecture or other
+        data settings (without writing anything)."""
+        existing = next(p for p in (self.workdir, *self.workdir.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            reason = "not a folder" if not existing.is_dir() else "permission denied"
+            raise TrainingError(f"workdir {self.workdir} is not writable: {existing}: {reason}")
         recorded = self.workdir / "architecture.json"
         current = checkpoints.architecture(self.cfg)
         if recorded.exists():
@@ -137,7 +140,6 @@ class Trainer:
                 f"workdir {self.workdir} holds a run with other data settings ({config_lib.differences(previous, current)}): "
                 "use another --workdir, or the settings it was started with"
             )
-        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
 
     def _plan_data(self):
         """Checks the data and the validation split before anything is written; returns what
@@ -156,7 +158,20 @@ class Trainer:
                 "or room names) to carve it from the training areas; train.select_on_test_area=true would choose the "
                 "stopping point on the test area, the data the results are reported on"
             )
+        m = self.cfg["model"]
+        expected = {"s3dis": (9, 13), "shapenet": (6, 50)}[d["dataset"]]
+        if (m["input_channels"], m["num_classes"]) != expected:
+            raise TrainingError(
+                f"data.dataset={d['dataset']!r} feeds {expected[0]} channels and {expected[1]} classes, the model has "
+                f"model.input_channels={m['input_channels']} and model.num_classes={m['num_classes']}"
+                + (": start from configs/shapenet_part.toml" if d["dataset"] == "shapenet" else "")
+            )
         if d["dataset"] == "shapenet":
+            s3dis_only = [f"data.{k}" for k in ("sampling", "validation_rooms", "blocks_per_room")
+                          if d[k] != config_lib.DEFAULTS["data"][k]]
+            if s3dis_only:
+                raise TrainingError(f"{', '.join(s3dis_only)}: S3DIS settings; ShapeNet part trains on its train split "
+                                    "and validates on val")
             if self.area is not None:
                 raise TrainingError("ShapeNet part has no areas: train on its train split, validate on val, test on test")
             self.train_rooms = self.validation_rooms = None
@@ -334,6 +349,8 @@ class Trainer:
             self._step_fn = self._make_step()
         history = []
         steps_done = 0
+        if validate:
+            self._validate_restored_epoch(verbose)
         if validate and self._stopped_early():
             if verbose:
                 print(f"{self.output_dir}: stopped early before; nothing to train", flush=True)
@@ -397,6 +414,22 @@ class Trainer:
             write_text_atomic(path, json.dumps(best) + "\n")
         patience = self.train_cfg["early_stopping_patience"]
         return patience > 0 and epoch - best["epoch"] >= patience
+
+    def _validate_restored_epoch(self, verbose):
+        """After an interruption between an epoch's checkpoint and its validation, validates the
+        restored weights for that epoch, so best/ and early stopping resume exactly."""
+        epoch = int(self.epoch.numpy())
+        path = self.output_dir / "metrics.json"
+        records = json.loads(path.read_text()) if path.exists() else []
+        if epoch == 0 or any(r["epoch"] == epoch and "val_loss" in r for r in records):
+            return
+        held_out = self.validate()
+        previous = next((r for r in records if r["epoch"] == epoch), {"epoch": epoch})
+        self._record(epoch, {**{k: v for k, v in previous.items() if k != "epoch"},
+                             **{f"val_{k}": v for k, v in held_out.items()}})
+        self._track_best(epoch, held_out["loss"])
+        if verbose:
+            print(f"epoch {epoch}: validated after the interruption, loss {held_out['loss']:.4f}", flush=True)
 
     def _stopped_early(self):
         """True when a previous call stopped early (re-running train.py must not train on and

@@ -83,6 +83,8 @@ def test_the_default_sampling_is_the_originals_and_model_selection_leaks_nothing
     ("model.backbone=pointnet", "model.backbone must be one of pointconv, pointnet2, got 'pointnet'"),
     ("data.validation_rooms=true", "data.validation_rooms must be float like 0.0, got True"),
     ("data.validation_rooms=[1, 2]", "data.validation_rooms must be float like 0.0, got [1, 2]"),
+    ("model.radii=[0.1, 0.2, 0.4]", "model.radii needs 4 values (one per encoder level), got [0.1, 0.2, 0.4]"),
+    ("model.npoints=[1024, 256, 64, 32, 16]", "model.npoints needs 4 values (one per encoder level)"),
 ])
 def test_word_valued_and_two_typed_keys_are_checked(override, message):
     with pytest.raises(config.ConfigError) as error:

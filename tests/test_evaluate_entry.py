@@ -30,6 +30,7 @@ def run(tiny_s3dis, tmp_path_factory):
     cfg = config.load(None, tiny_overrides(tiny_s3dis) + ["data.areas=[2]", "eval.batch_size=4"])
     model = build_model(cfg)
     points = np.random.default_rng(0).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
+    model.set_bn_decay(0.0)  # moving statistics := this batch's (a tenth of them would blow the logits up)
     model(points, training=True)
     workdir = tmp_path_factory.mktemp("workdir")
     checkpoints.write_run_files(workdir / "area2", cfg, area=2)
@@ -145,6 +146,22 @@ def test_best_weights_chosen_on_the_test_area_are_refused_without_the_flag(run, 
     assert result.returncode != 0 and "evaluate.py: error:" in result.stderr
     assert "chosen on the test area" in result.stderr and "--select_on_test_area" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    by_path = _evaluate("--workdir", str(leaky), "--which", str(leaky / "best"), "--out", str(tmp_path / "out"))
+    assert by_path.returncode != 0 and "chosen on the test area" in by_path.stderr  # however best/ is named
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_words_accept_best_weights_of_the_test_area_and_results_say_so(run, tmp_path):
+    leaky = tmp_path / "leaky"
+    shutil.copytree(run / "area2", leaky)
+    (leaky / "run.json").write_text(json.dumps({"area": 2, "selected_on_test_area": True, "selection": "test area 2"}))
+    shutil.copytree(leaky / "weights", leaky / "best")
+    result = _evaluate("--workdir", str(leaky), "--which", "best", "--select_on_test_area", "--nopictures",
+                       "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    selection = json.loads((tmp_path / "out" / "results.json").read_text())["model_selection"]
+    assert selection == {"which": "best", "chosen_on": "test area 2", "selected_on_test_area": True}
 
 
 def test_best_of_a_run_without_validation_is_one_clear_line(run, tmp_path):

@@ -222,7 +222,7 @@ def test_early_stopping_without_validation_data_is_refused_before_anything_is_wr
 
 
 def test_a_validation_split_that_empties_an_area_is_refused(prepared, tmp_path):
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="keeping a room in every training area"):
         training.Trainer(config.load(None, tiny_overrides(prepared) + ["data.validation_rooms=0.5"]), tmp_path / "run", area=2)
     assert not (tmp_path / "run").exists()
 
@@ -250,3 +250,26 @@ def test_resuming_with_other_data_settings_is_refused_naming_the_keys(prepared, 
     with pytest.raises(training.TrainingError, match=r"other data settings \(.*sampling: 'random_corners' -> 'fixed'"):
         training.Trainer(other, tmp_path / "run", area=2)
     assert (tmp_path / "run" / "run.json").read_text() == before
+
+
+def test_a_shapenet_dataset_with_an_s3dis_model_is_refused_before_anything_is_written(prepared, tmp_path):
+    cfg = config.load(None, tiny_overrides(prepared) + ['data.dataset="shapenet"', 'data.sampling="resample"',
+                                                         "data.blocks_per_room=0"])
+    with pytest.raises(training.TrainingError, match="feeds 6 channels and 50 classes, the model has model.input_channels=9"):
+        training.Trainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_an_interruption_before_validation_is_caught_up_on_resume(split, tmp_path, monkeypatch):
+    cfg = _split_config(split, 0.5, epochs=1)
+    trainer = training.Trainer(cfg, tmp_path / "run", area=2)
+    monkeypatch.setattr(trainer, "validate", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed after the epoch's checkpoint, before its validation
+        trainer.fit(verbose=0)
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").exists() and not (tmp_path / "run" / "best").exists()
+    resumed = training.Trainer(cfg, tmp_path / "run", area=2)
+    assert resumed.fit(verbose=0) == []  # nothing left to train, but epoch 1 is validated
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert recorded == [{"epoch": 1, "val_accuracy": recorded[0]["val_accuracy"], "val_loss": recorded[0]["val_loss"]}]
+    assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 1, "loss": recorded[0]["val_loss"]}

@@ -209,7 +209,7 @@ def split_rooms(out_dir: str | os.PathLike, area: int,
 
 def _draw_validation_rooms(by_area: dict, fraction: float, total: int, seed: int,
                            area: int) -> set[str]:
-    count = max(1, int(np.floor(fraction * total + 0.5)))
+    count = max(1, int(np.floor(round(fraction * total, 9) + 0.5)))  # round(): 0.29 * 50 is 14.499999...
     spare = sum(len(rooms) - 1 for rooms in by_area.values())
     if count > spare:
         raise DataError(f"validation_rooms={fraction} asks for {count} of the {total} training "

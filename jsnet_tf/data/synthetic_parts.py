@@ -69,6 +69,8 @@ def main(argv):
                                                   progress=FLAGS.progress)
     except OSError as e:
         sys.exit(f"synthetic_parts: error: {e}")
+    except RuntimeError as e:  # too few points for connected parts
+        sys.exit(f"synthetic_parts: error: {e}; use more --points_per_shape (the default 2048,3000 works)")
     print(f"wrote {sum(map(len, splits.values()))} shapes "
           f"({', '.join(f'{s} {len(e)}' for s, e in splits.items())}) of "
           f"{shapenet.NUM_CATEGORIES} categories in {time.time() - start:.1f} s -> {FLAGS.out}")
