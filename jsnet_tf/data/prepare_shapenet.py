@@ -25,7 +25,6 @@ left by a killed run are ignored.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -33,46 +32,14 @@ from typing import Sequence
 from absl import app, flags
 
 from jsnet_tf.data import shapenet
-from jsnet_tf.data.s3dis import DataError, write_text_atomic
-
-SETTINGS_FILE = "prepare.json"
+from jsnet_tf.data.prepared_settings import SETTINGS_FILE, must_start_over, write_settings
+from jsnet_tf.data.s3dis import DataError
 
 
 def settings(raw: str | Path, num_points: int, seed: int, radius: float) -> dict:
     """The settings recorded in `prepare.json` (the category mapping read from `raw`)."""
     return {"num_points": int(num_points), "seed": int(seed), "instance_radius": float(radius),
             "categories": shapenet.read_category_file(raw)}
-
-
-def read_settings(out: str | Path) -> dict | None:
-    """The recorded settings of `out`, None if it has none; DataError if unreadable."""
-    path = Path(out) / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a readable settings file: {e}") from e
-    if not isinstance(recorded, dict):
-        raise DataError(f"{path}: not a settings file (expected a JSON object)")
-    return recorded
-
-
-def describe_differences(recorded: dict, wanted: dict) -> str:
-    """E.g. "num_points (recorded 2048, now 1024), categories (Skateboard: recorded 04225943,
-    now 04225987)"; a key or category missing on one side shows as None."""
-    parts = []
-    for key in sorted(set(recorded) | set(wanted)):
-        old, new = recorded.get(key), wanted.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed = [f"{name}: recorded {old.get(name)}, now {new.get(name)}"
-                       for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
-            parts.append(f"{key} ({'; '.join(changed)})")
-        else:
-            parts.append(f"{key} (recorded {old}, now {new})")
-    return ", ".join(parts)
 
 
 def existing_outputs(out: str | Path) -> list[Path]:
@@ -120,21 +87,12 @@ def prepare(raw: str | Path, out: str | Path, splits: Sequence[str] = shapenet.S
         if not listed:
             raise DataError(f"{Path(raw) / shapenet.SPLIT_FILE.format(split)}: no shapes in "
                             f"split {split!r}")
-    recorded = read_settings(out)
     outputs = existing_outputs(out)
-    if recorded != wanted:
-        if outputs and not overwrite:
-            if recorded is None:
-                raise DataError(f"{out}: holds prepared files but no {SETTINGS_FILE}; rerun with "
-                                f"--overwrite to replace them")
-            raise DataError(f"{out / SETTINGS_FILE}: outputs were made with other settings: "
-                            f"{describe_differences(recorded, wanted)}; rerun with --overwrite "
-                            f"to replace all outputs")
+    if must_start_over(out, wanted, bool(outputs), overwrite):
         # Lists first: a list is what marks a split complete.
         for path in sorted(outputs, key=lambda p: not p.name.endswith(".txt")):
             path.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / SETTINGS_FILE, json.dumps(wanted, indent=2) + "\n")
+        write_settings(out, wanted)
     done: dict[str, list[str]] = {"prepared": [], "skipped": []}
     try:
         for split in splits:

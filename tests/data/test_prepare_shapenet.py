@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsnet_tf.data import prepare_shapenet, shapenet
+from jsnet_tf.data import prepare_shapenet, prepared_settings, shapenet
 from jsnet_tf.data.shapenet import CATEGORIES, CATEGORY_NAMES, DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -302,7 +302,7 @@ def test_resume_skips_complete_splits(raw_small, tmp_path):
 
 
 def test_describe_differences():
-    text = prepare_shapenet.describe_differences(
+    text = prepared_settings.describe_differences(
         {"seed": 0, "categories": {"Mug": "1", "Cap": "2"}},
         {"seed": 1, "categories": {"Mug": "1", "Bag": "3"}, "num_points": 8})
     assert text == ("categories (Bag: recorded None, now 3; Cap: recorded 2, now None), "
