@@ -1,6 +1,7 @@
 """Converts a checkpoint of the original TF1 JSNet into a run folder of this port.
 
-    python -m jsnet_tf.convert --checkpoint log/epoch_99.ckpt --workdir runs/original/area5
+    python -m jsnet_tf.convert --checkpoint log/epoch_99.ckpt --workdir runs/original/area5 \
+        [--mean_ins_size log/mean_ins_size.txt]
 
 Reads the TF1 checkpoint (`tf.train.load_checkpoint`), maps every convolution kernel and bias,
 batch-norm gamma and beta and the moving mean and variance (stored by the original as exponential
@@ -9,6 +10,12 @@ a run folder (config.toml, architecture.json, weights/) that evaluate.py loads a
 starts from. Optimizer slots (Adam, Momentum), `beta1_power`, `beta2_power` and the step `batch`
 are skipped; a variable that is missing, left over or of another shape is an error that names
 it, and nothing is written then.
+
+`--mean_ins_size` takes the original's `mean_ins_size.txt` (its `estimate_mean_ins_size.py`
+writes the mean point count of an instance of each class in the training blocks, one class a
+line): checked (13 finite, non-negative numbers) and stored in the run folder as
+`mean_ins_size.txt`, where `run_mean_ins_size` finds it for the size filter of evaluate and
+predict, so a downloaded model needs none of our prepared lists.
 
 Names: our variable paths follow the original's scopes, except where a Keras layer stands for a
 TF1 sub-scope (`weight_net_wconv0` for `weight_net/wconv0`), for the PCFF conv (`sem_pcff/fc1`
@@ -22,13 +29,16 @@ import pathlib
 import re
 import shutil
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jsnet_tf import checkpoints, config  # noqa: E402
+from jsnet_tf.data import s3dis  # noqa: E402
 from jsnet_tf.model import build_model  # noqa: E402
 
 TRAINING_STATE_NAMES = ("beta1_power", "beta2_power", "batch")
@@ -36,6 +46,8 @@ OPTIMIZER_SLOTS = ("Adam", "Adam_1", "Momentum")
 MOVING_STATISTICS = {"moving_mean": "Squeeze", "moving_variance": "Squeeze_1"}
 SUB_SCOPES = re.compile(r"(weight_net|density_net)_(wconv|nonlinear)(\d+)")
 SHOWN_PROBLEMS = 8
+MEAN_INS_SIZE_FILE = "mean_ins_size.txt"  # in a run folder, as the original kept it in its log folder
+NAN_AS_INTEGER = float(-(2**63))  # what the original's `.astype(np.int)` makes of a class without instances
 
 
 class ConversionError(ValueError):
@@ -129,6 +141,42 @@ def convert(checkpoint, model):
     return prefix
 
 
+def load_mean_ins_size(path):
+    """The mean instance size of each S3DIS class from a file in the original's format
+    (`np.savetxt`, one class a line): 13 finite, non-negative numbers, else DataError, one
+    line naming the file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise s3dis.DataError(f"{path}: no such file (expected the mean instance sizes, one class a line)")
+    with warnings.catch_warnings():  # an empty file is reported as 0 values, below
+        warnings.simplefilter("ignore", UserWarning)
+        sizes = s3dis.read_mean_ins_size(path)
+    bad = [c for c, size in enumerate(sizes) if not (np.isfinite(size) and size >= 0)]
+    if bad:
+        listed = ", ".join(f"{s3dis.CLASSES[c]} {sizes[c]:g}" for c in bad)
+        why = (" (the original writes the integer cast of NaN for a class without instances in its training data)"
+               if NAN_AS_INTEGER in sizes[bad] else "")
+        raise s3dis.DataError(f"{path}: mean instance sizes must be finite and non-negative, got {listed}{why}")
+    return sizes
+
+
+def run_mean_ins_size(run_dir):
+    """The mean instance sizes stored in a run folder (by `convert --mean_ins_size`), or None
+    when it holds none; DataError naming the file when the stored one is bad."""
+    path = pathlib.Path(run_dir) / MEAN_INS_SIZE_FILE
+    return load_mean_ins_size(path) if path.exists() else None
+
+
+def _check_mean_ins_size(path, cfg):
+    """The checked sizes of `--mean_ins_size`, for a model whose config predicts S3DIS classes."""
+    if cfg["data"]["dataset"] != "s3dis" or cfg["model"]["num_classes"] != s3dis.NUM_CLASSES:
+        raise ConversionError(
+            f"--mean_ins_size {path}: mean instance sizes are for S3DIS models of {s3dis.NUM_CLASSES} classes; the "
+            f"config describes a {cfg['data']['dataset']} model of {cfg['model']['num_classes']}"
+        )
+    return load_mean_ins_size(path)
+
+
 def _check_workdir(workdir, overwrite):
     """Refuses a workdir whose weights would be lost, or would shadow the converted ones."""
     trained = [name + "/" for name in ("best", "checkpoints") if (workdir / name).exists()]
@@ -141,9 +189,10 @@ def _check_workdir(workdir, overwrite):
         raise ConversionError(f"--workdir {workdir} already holds converted weights: pass --overwrite to replace them")
 
 
-def write_run(workdir, model, cfg):
-    """Writes the run folder: config.toml, architecture.json and weights/ (replacing earlier
-    weights only once the new ones are complete)."""
+def write_run(workdir, model, cfg, mean_ins_size=None):
+    """Writes the run folder: config.toml, architecture.json, weights/ (replacing earlier
+    weights only once the new ones are complete) and the mean instance sizes when given; an
+    earlier conversion's sizes are removed otherwise, as they need not fit the new weights."""
     staging = workdir / ".weights.tmp"
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -152,20 +201,26 @@ def write_run(workdir, model, cfg):
         shutil.rmtree(workdir / "weights", ignore_errors=True)
         os.replace(staging, workdir / "weights")
         checkpoints.write_run_files(workdir, cfg)
+        if mean_ins_size is None:
+            (workdir / MEAN_INS_SIZE_FILE).unlink(missing_ok=True)
+        else:
+            s3dis.write_mean_ins_size(workdir / MEAN_INS_SIZE_FILE, mean_ins_size)
     except (OSError, tf.errors.OpError) as error:
         reason = getattr(error, "strerror", None) or error
         raise ConversionError(f"cannot write --workdir {workdir}: {reason}") from None
 
 
-def run(checkpoint, workdir, cfg, overwrite=False):
-    """Converts the original checkpoint into a run folder at `workdir` for the model of `cfg`;
-    returns the checkpoint prefix read. Everything is checked before anything is written."""
+def run(checkpoint, workdir, cfg, overwrite=False, mean_ins_size=None):
+    """Converts the original checkpoint into a run folder at `workdir` for the model of `cfg`,
+    with the original's mean instance sizes file `mean_ins_size` when given; returns the
+    checkpoint prefix read. Everything is checked before anything is written."""
     workdir = pathlib.Path(workdir)
     _check_workdir(workdir, overwrite)
+    sizes = None if mean_ins_size is None else _check_mean_ins_size(mean_ins_size, cfg)
     model = build_model(cfg)
     model.build((None, cfg["data"]["num_points"], cfg["model"]["input_channels"]))
     prefix = convert(checkpoint, model)
-    write_run(workdir, model, cfg)
+    write_run(workdir, model, cfg, sizes)
     return prefix
 
 
@@ -183,6 +238,9 @@ def define_flags():
     flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), "
                               "e.g. model.num_classes=50")
     flags.DEFINE_bool("overwrite", False, "replace the weights of an earlier conversion in --workdir")
+    flags.DEFINE_string("mean_ins_size", None, "the original's mean_ins_size.txt (its estimate_mean_ins_size.py "
+                        "writes it into the log folder: 13 numbers, one class a line): stored in --workdir as "
+                        f"{MEAN_INS_SIZE_FILE}, the sizes evaluate.py and predict filter instances with")
 
 
 def main(argv):
@@ -194,10 +252,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # no INFO lines from TensorFlow's checkpoint writer
     try:
         cfg = config.load(FLAGS.config, FLAGS.set)
-        prefix = run(FLAGS.checkpoint, FLAGS.workdir, cfg, FLAGS.overwrite)
-    except (config.ConfigError, ConversionError) as error:
+        prefix = run(FLAGS.checkpoint, FLAGS.workdir, cfg, FLAGS.overwrite, FLAGS.mean_ins_size)
+    except (config.ConfigError, ConversionError, s3dis.DataError) as error:
         sys.exit(f"convert: error: {error}")
-    print(f"converted {prefix} -> {pathlib.Path(FLAGS.workdir) / 'weights'}")
+    workdir = pathlib.Path(FLAGS.workdir)
+    if FLAGS.mean_ins_size:
+        sizes = f"mean instance sizes {FLAGS.mean_ins_size} -> {workdir / MEAN_INS_SIZE_FILE}"
+    else:
+        sizes = ("no mean instance sizes (give --mean_ins_size, the original's mean_ins_size.txt, for the size "
+                 "filter of evaluate.py and predict)")
+    print(f"converted {prefix} -> {workdir / 'weights'}; {sizes}")
 
 
 if __name__ == "__main__":

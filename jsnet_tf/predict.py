@@ -73,7 +73,8 @@ flags.DEFINE_string("out", None, "output folder (created if missing)")
 flags.DEFINE_string(
     "mean_ins_size", None,
     "file of the mean instance size per class of the training data (13 numbers); instances of at most a quarter "
-    "of their class's mean are dropped. Default: the run's <data.data_dir>/lists/mean_ins_size_woArea<k>.txt",
+    "of their class's mean are dropped. Default: the run folder's mean_ins_size.txt (jsnet_tf.convert "
+    "--mean_ins_size), else the run's <data.data_dir>/lists/mean_ins_size_woArea<k>.txt, else no size filter",
 )
 flags.DEFINE_integer(
     "min_instance_points", None,
@@ -569,9 +570,12 @@ def resolve_run(workdir, area=None):
     raise PredictError(f"--workdir {workdir} holds runs of areas {', '.join(p.name[4:] for p in runs)}: choose one with --area")
 
 
-def instance_sizes(cfg, area, mean_ins_size_file=None, min_instance_points=None):
-    """(mean instance size per class, size fraction, description) for the size filter."""
-    from jsnet_tf.data import s3dis
+def instance_sizes(cfg, run_dir, area, mean_ins_size_file=None, min_instance_points=None):
+    """(mean instance size per class, size fraction, description) for the size filter, from
+    --min_instance_points, --mean_ins_size, the run folder's mean_ins_size.txt (written by
+    `jsnet_tf.convert --mean_ins_size`) or the run's training data lists, the first given; with
+    none of them, instances are not filtered by size and a warning says so."""
+    from jsnet_tf import convert
 
     num_classes = cfg["model"]["num_classes"]
     if min_instance_points is not None:
@@ -582,25 +586,27 @@ def instance_sizes(cfg, area, mean_ins_size_file=None, min_instance_points=None)
         # size > 1.0 * (n - 0.5) keeps exactly the instances of at least n points.
         sizes = np.full(num_classes, max(min_instance_points - 0.5, 0.0))
         return sizes, 1.0, f"instances of fewer than {min_instance_points} points are dropped"
+    stored = pathlib.Path(run_dir) / convert.MEAN_INS_SIZE_FILE
     if mean_ins_size_file:
         path = pathlib.Path(mean_ins_size_file)
         if not path.exists():
             raise PredictError(f"--mean_ins_size {path}: no such file")
+    elif stored.exists():
+        path = stored
     else:
-        if area is None:
-            if len(cfg["data"]["areas"]) != 1:
-                raise PredictError(
-                    "the run does not record its test area and its config lists several: give --area "
-                    "(or --mean_ins_size FILE, or --min_instance_points N)"
-                )
+        if area is None and len(cfg["data"]["areas"]) == 1:
             area = cfg["data"]["areas"][0]
-        path = pathlib.Path(cfg["data"]["data_dir"]) / "lists" / f"mean_ins_size_woArea{area}.txt"
-        if not path.exists():
-            raise PredictError(
-                f"no mean instance sizes: {path} (the run's training data) does not exist; pass --mean_ins_size FILE "
-                "(lists/mean_ins_size_woArea<k>.txt of the training data) or --min_instance_points N"
+        lists = pathlib.Path(cfg["data"]["data_dir"]) / "lists"
+        path = None if area is None else lists / f"mean_ins_size_woArea{area}.txt"
+        if path is None or not path.exists():
+            looked = f"{stored}" + (f" nor {path}" if path else "; give --area K for the run's training data lists")
+            print(
+                f"predict: warning: no mean instance sizes (neither {looked} exists): instances are not filtered by "
+                "size; give --mean_ins_size FILE (e.g. the original's mean_ins_size.txt) or --min_instance_points N",
+                file=sys.stderr, flush=True,
             )
-    sizes = s3dis.read_mean_ins_size(path)
+            return np.zeros(num_classes), 1.0, "instances are NOT filtered by size (no mean instance sizes)"
+    sizes = convert.load_mean_ins_size(path)
     if len(sizes) != num_classes:
         raise PredictError(f"{path}: {len(sizes)} classes, the model predicts {num_classes}")
     fraction = cfg["eval"]["size_fraction"]
@@ -627,7 +633,7 @@ def _build(out_dir):
     if FLAGS.category is not None:
         raise PredictError("--category is for ShapeNet part runs; this run is of S3DIS")
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, _overrides())
-    sizes, fraction, filter_text = instance_sizes(cfg, area, FLAGS.mean_ins_size, FLAGS.min_instance_points)
+    sizes, fraction, filter_text = instance_sizes(cfg, run_dir, area, FLAGS.mean_ins_size, FLAGS.min_instance_points)
     eval_cfg = {**cfg["eval"], "size_fraction": fraction}
     segmenter = RoomSegmenter(
         model, cfg["data"]["num_points"], sizes, eval_cfg, cfg["data"]["block_size"],

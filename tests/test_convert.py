@@ -16,6 +16,7 @@ negative controls).
 """
 
 import pathlib
+import re
 import subprocess
 import sys
 import zlib
@@ -25,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import checkpoints, config, convert
+from jsnet_tf.data import s3dis
 from jsnet_tf.model import build_model
 from tests import tf1_jsnet
 from tests.conftest import BASE_SEED
@@ -281,3 +283,89 @@ def test_help_explains_every_flag():
     for flag in ("--checkpoint", "--workdir", "--config", "--set", "--[no]overwrite"):
         assert flag in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- mean instance sizes
+
+# A plausible mean_ins_size.txt of the original: integer means (its `.astype(np.int)`), one a class.
+ORIGINAL_SIZES = np.array([2113, 3050, 1705, 412, 517, 384, 745, 780, 188, 1302, 836, 579, 0], np.float64)
+
+
+def _original_sizes_file(path, sizes=ORIGINAL_SIZES):
+    np.savetxt(path, sizes)  # what estimate_mean_ins_size.py writes
+    return path
+
+
+def test_mean_instance_sizes_are_stored_in_the_run_folder(original, cfg, tmp_path):
+    sizes_file = _original_sizes_file(tmp_path / "mean_ins_size.txt")
+    run_dir = tmp_path / "run"
+    assert convert.run_mean_ins_size(run_dir) is None
+    convert.run(original[1], run_dir, cfg, mean_ins_size=sizes_file)
+    stored = run_dir / convert.MEAN_INS_SIZE_FILE
+    assert stored == run_dir / "mean_ins_size.txt"
+    np.testing.assert_array_equal(np.loadtxt(stored), ORIGINAL_SIZES)  # the original's format, exact
+    np.testing.assert_array_equal(convert.run_mean_ins_size(run_dir), ORIGINAL_SIZES)
+    assert convert.run_mean_ins_size(run_dir).dtype == np.float64
+    # a stored file that went bad is refused naming it
+    stored.write_text("12\n")
+    with pytest.raises(s3dis.DataError, match=f"^{stored}: expected 13 values, found 1$"):
+        convert.run_mean_ins_size(run_dir)
+
+
+@pytest.mark.slow
+def test_a_conversion_without_sizes_removes_an_earlier_conversions(original, cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    convert.run(original[1], run_dir, cfg, mean_ins_size=_original_sizes_file(tmp_path / "sizes.txt"))
+    assert convert.run_mean_ins_size(run_dir) is not None
+    convert.run(original[1], run_dir, cfg, overwrite=True)  # other weights: the old sizes need not fit them
+    assert not (run_dir / "mean_ins_size.txt").exists() and convert.run_mean_ins_size(run_dir) is None
+    assert sorted(p.name for p in run_dir.iterdir()) == ["architecture.json", "config.toml", "weights"]
+
+
+NAN_AS_INTEGER = -9223372036854775808  # np.array(np.nan).astype(np.int64) on x86-64 and aarch64
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("".join(f"{v:.18e}\n" for v in ORIGINAL_SIZES[:12]), "expected 13 values, found 12"),
+    ("".join(f"{v:.18e}\n" for v in np.tile(ORIGINAL_SIZES, 2)), "expected 13 values, found 26"),
+    ("", "expected 13 values, found 0"),
+    ("1.0e+03\n" * 12 + "abc\n", "not a readable mean instance size file: could not convert string 'abc'"),
+    ("1.0e+03\n" * 3 + "nan\n" + "1.0e+03\n" * 8 + "inf\n",
+     "must be finite and non-negative, got beam nan, clutter inf$"),
+    ("1.0e+03\n" * 8 + "-5\n" + "1.0e+03\n" * 4, "must be finite and non-negative, got chair -5$"),
+    ("1.0e+03\n" * 12 + f"{float(NAN_AS_INTEGER):.18e}\n",
+     r"got clutter -9\.22337e\+18 \(the original writes the integer cast of NaN for a class without instances"),
+], ids=["12 values", "26 values", "empty", "not a number", "nan and inf", "negative", "integer cast of nan"])
+def test_a_bad_sizes_file_is_refused_in_one_line_and_nothing_is_written(original, cfg, tmp_path, text, problem):
+    path = tmp_path / "mean_ins_size.txt"
+    path.write_text(text)
+    with pytest.raises(s3dis.DataError) as refused:
+        convert.run(original[1], tmp_path / "run", cfg, mean_ins_size=path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    assert re.search(problem, message), message
+    assert not (tmp_path / "run").exists()
+
+
+def test_sizes_for_a_model_of_other_classes_are_refused(original, tmp_path):
+    shapenet_cfg = config.load(None, [*OVERRIDES, 'data.dataset="shapenet"', "model.num_classes=50"])
+    path = _original_sizes_file(tmp_path / "mean_ins_size.txt")
+    message = r"^--mean_ins_size .*: mean instance sizes are for S3DIS models of 13 classes; the config describes"
+    with pytest.raises(convert.ConversionError, match=message + " a shapenet model of 50$"):
+        convert.run(original[1], tmp_path / "run", shapenet_cfg, mean_ins_size=path)
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(s3dis.DataError, match=f"^{missing}: no such file"):
+        convert.load_mean_ins_size(missing)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # TensorFlow's import alone takes 10 s or more on a busy machine
+def test_the_command_refuses_a_bad_sizes_file_in_one_line(original, tmp_path):
+    path = tmp_path / "mean_ins_size.txt"
+    path.write_text("1.0e+03\n" * 12)
+    result = _cli("--checkpoint", original[1], "--workdir", str(tmp_path / "run"), "--set", OVERRIDES[0],
+                  "--mean_ins_size", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"convert: error: {path}: expected 13 values, found 12"
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
