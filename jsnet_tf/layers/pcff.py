@@ -25,7 +25,7 @@ class PCFF(PointOpLayer):
         self.units, self.fuse = units, fuse
         self.fc1 = ConvBlock(units, layout="conv1d", name="fc1")
 
-    def build(self, f0_shape, f1_shape, f2_shape, weights_1_shape, weights_2_shape):
+    def build(self, f0_shape, f1_shape=None, f2_shape=None, weights_1_shape=None, weights_2_shape=None):
         channels = f0_shape[-1] + f1_shape[-1] if self.fuse else f0_shape[-1]
         self.fc1.build((None, None, channels))
 
