@@ -16,7 +16,9 @@ of rows it would have had in the original's sampled test blocks: each point coun
 num_points / (points of the block) for every block that holds it.
 
 Everything is deterministic for a seed. Points in no block of at least `min_block_points` points
-take the prediction of the nearest labelled point.
+take the prediction of the nearest labelled point. Network outputs that no trained network gives
+(NaN, inf, or beyond PLAUSIBLE_OUTPUT_LIMIT: an untrained or corrupted model) stop the room with
+an EvaluationError before their batch is clustered.
 
 Memory: the network runs in inference batches of `eval.batch_size` rows, and each block is
 clustered and merged as soon as its last chunk is through; per point only float32 class-probability
@@ -38,6 +40,37 @@ from jsnet_tf.data import s3dis
 
 class EvaluationError(ValueError):
     """Input that the evaluation cannot use (named in the message)."""
+
+
+# The largest |value| taken for a network output. Trained networks give logits of order 1 to 100
+# and embeddings of order 1 (the discriminative loss's margins are 0.5 and 1.5); the tiny test
+# network gave 7e3 after two epochs (4 steps) and 5e8 after its first two steps (moving statistics
+# still a quarter short). A never-trained one in inference, whose batch norms divide by
+# sqrt(0 + epsilon) at every layer, gives NaN, inf or finite values of 1e20 to 1e32; one training
+# pass at decay 0.9 (statistics a tenth of the batch's) gave 4e11 to 2e19.
+PLAUSIBLE_OUTPUT_LIMIT = 1e15
+
+_UNUSABLE_OUTPUTS_CAUSE = (
+    "the usual causes are an untrained model (moving statistics start at 0, as in the original, "
+    "and blow up in inference) or corrupted weights; load trained weights"
+)
+
+
+def check_network_outputs(where, **outputs):
+    """Raises EvaluationError, one line naming `where`, unless every output array (e.g.
+    semantic_logits=..., embeddings=...) is finite and at most PLAUSIBLE_OUTPUT_LIMIT in
+    magnitude: labels clustered from such outputs would look plausible and mean nothing."""
+    for name, values in outputs.items():
+        values = np.asarray(values)
+        largest = np.abs(values).max(initial=0)  # NaN where any value is NaN
+        if largest <= PLAUSIBLE_OUTPUT_LIMIT:
+            continue
+        if not np.isfinite(values).all():
+            problem = f"the network's outputs are not finite ({name} hold NaN or infinite values)"
+        else:
+            problem = (f"{name} of up to {largest:.3g} in magnitude are not plausible network outputs (beyond "
+                       f"{PLAUSIBLE_OUTPUT_LIMIT:g}; trained networks give logits of order 1 to 100)")
+        raise EvaluationError(f"{where}: {problem}; {_UNUSABLE_OUTPUTS_CAUSE}")
 
 
 @dataclasses.dataclass
@@ -89,30 +122,33 @@ class RoomSegmenter:
         @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, channels], tf.float32)])
         def infer(points):
             out = model(points, training=False)
-            return tf.nn.softmax(out["semantic_logits"]), out["embeddings"]
+            logits = out["semantic_logits"]
+            return tf.nn.softmax(logits), out["embeddings"], logits
 
         self._infer = infer
 
     # ------------------------------------------------------------------------------ network
 
-    def _network_outputs(self, rows, progress=None):
+    def _network_outputs(self, rows, where, progress=None):
         """Runs `(key, (num_points, 9) block)` rows through the network in inference batches and
-        yields `(key, probabilities, embeddings)` for each row, in order, as its batch finishes."""
+        yields `(key, probabilities, embeddings)` for each row, in order, as its batch finishes;
+        EvaluationError naming `where` for outputs that no trained network gives."""
         batch = []
         for row in rows:
             batch.append(row)
             if len(batch) == self.cfg["batch_size"]:
-                yield from self._run_batch(batch, progress)
+                yield from self._run_batch(batch, where, progress)
                 batch = []
         if batch:
-            yield from self._run_batch(batch, progress)
+            yield from self._run_batch(batch, where, progress)
 
-    def _run_batch(self, rows, progress):
+    def _run_batch(self, rows, where, progress):
         keys, data = zip(*rows)
-        probabilities, embeddings = self._infer(tf.constant(np.stack(data)))
+        probabilities, embeddings, logits = (t.numpy() for t in self._infer(tf.constant(np.stack(data))))
+        check_network_outputs(where, semantic_logits=logits, embeddings=embeddings)
         if progress is not None:
             progress(len(rows))
-        return list(zip(keys, probabilities.numpy(), embeddings.numpy()))
+        return list(zip(keys, probabilities, embeddings))
 
     def _merger(self):
         return postprocess.RoomMerger(self.cfg["gap"], self.cfg["min_overlap"], self.cfg["min_new_points"])
@@ -199,7 +235,7 @@ class RoomSegmenter:
         visits = np.zeros(len(room), np.int32)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = self._merger()
-        outputs = self._network_outputs(rows(), progress)
+        outputs = self._network_outputs(rows(), f"room {room.name}", progress)
         for _, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
             block_rows = list(block_rows)
             # A block's points, each once: the first row of every point in its chunks.
@@ -243,7 +279,8 @@ class RoomSegmenter:
             raise self._nothing_to_label(room)
         merger = self._merger()
         semantic, score = [], []
-        for b, p, e in self._network_outputs(((b, block) for b, block in enumerate(blocks.data)), progress):
+        block_rows = ((b, block) for b, block in enumerate(blocks.data))
+        for b, p, e in self._network_outputs(block_rows, f"room {room.name}", progress):
             semantic.append(p.argmax(axis=1))
             score.append(p.max(axis=1))
             self._cluster_into(merger, blocks.data[b, :, 6:9], e, semantic[-1])

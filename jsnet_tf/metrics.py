@@ -564,14 +564,12 @@ def _parse_lines(path: Path, data: bytes, layout, kinds: str, wanted) -> list[np
 # ---------------------------------------------------------------------------------------- writers
 
 
-_FLOAT_LIMIT = 1e12  # '%f' of larger magnitudes does not fit the int64 fixed-point formatting
-
-
 def write_room_outputs(pred_path, gt_path, xyz, rgb, score, sem_pred, ins_pred, sem_gt,
                        ins_gt) -> None:
     """Writes a room's `_pred.txt` ('%f %f %f %d %d %d %f %d %d') and `_gt.txt` ('%d %d'),
     byte for byte as the original's per-line formatting (rgb truncated like '%d' of a float),
-    each atomically. Formats with vectorised digit arithmetic, without a per-line loop."""
+    each atomically, with `format_lines`. Non-finite xyz, rgb or score are refused (the reader
+    refuses them too)."""
     xyz = np.asarray(xyz, np.float64)
     size = xyz.shape[0] if xyz.ndim == 2 else -1
     if xyz.shape != (size, 3) or size == 0:
@@ -583,24 +581,94 @@ def write_room_outputs(pred_path, gt_path, xyz, rgb, score, sem_pred, ins_pred, 
     if score.shape != (size,):
         raise MetricsError(f"{pred_path}: score must have shape ({size},), got {score.shape}")
     for name, values in (("xyz", xyz), ("rgb", rgb), ("score", score)):
-        values = np.asarray(values, np.float64)
-        if not np.isfinite(values).all() or (np.abs(values) >= _FLOAT_LIMIT).any():
-            raise MetricsError(f"{pred_path}: {name} must be finite and below {_FLOAT_LIMIT:g} "
-                               "in magnitude")
-    rgb = np.trunc(rgb).astype(np.int64) if np.issubdtype(rgb.dtype, np.floating) else rgb
+        if not np.isfinite(np.asarray(values, np.float64)).all():
+            raise MetricsError(f"{pred_path}: {name} must be finite")
     labels = {}
     for name, values in (("sem_pred", sem_pred), ("ins_pred", ins_pred), ("sem_gt", sem_gt),
                          ("ins_gt", ins_gt)):
         labels[name] = _labels(name, values, str(pred_path), size)
         if ((labels[name] <= -_POW10[18]) | (labels[name] >= _POW10[18])).any():
             raise MetricsError(f"{pred_path}: {name} holds ids of 19 or more digits")
-    pred_fields = [_format_float(xyz[:, 0]), _format_float(xyz[:, 1]), _format_float(xyz[:, 2]),
-                   _format_int(rgb[:, 0]), _format_int(rgb[:, 1]), _format_int(rgb[:, 2]),
-                   _format_float(score), _format_int(labels["sem_pred"]),
-                   _format_int(labels["ins_pred"])]
-    gt_fields = [_format_int(labels["sem_gt"]), _format_int(labels["ins_gt"])]
-    _write_atomic(pred_path, _join_lines(pred_fields))
-    _write_atomic(gt_path, _join_lines(gt_fields))
+    pred = format_lines([xyz[:, 0], xyz[:, 1], xyz[:, 2], rgb[:, 0], rgb[:, 1], rgb[:, 2], score,
+                         labels["sem_pred"], labels["ins_pred"]], "fffdddfdd")
+    gt = format_lines([labels["sem_gt"], labels["ins_gt"]], "dd")
+    _write_atomic(pred_path, pred)
+    _write_atomic(gt_path, gt)
+
+
+def format_lines(columns, formats: str) -> bytes:
+    """Text lines of the columns as Python's printf-style formatting (and so np.savetxt) writes
+    them, one format character per column ('f': '%f', 'd': '%d', which truncates floats),
+    separated by spaces; vectorised, for millions of rows.
+
+    Every float is written exactly: rows holding a '%f' value of magnitude 2**52 / 1e6 (about
+    4.5e9) or more, NaN or inf, or a '%d' value beyond int64, are formatted by Python, the others
+    with digit arithmetic. A '%d' column of NaN or inf is a ValueError, as in Python."""
+    if len(columns) != len(formats) or not set(formats) <= {"f", "d"}:
+        raise ValueError(f"one format of 'f' or 'd' per column, got {formats!r} for "
+                         f"{len(columns)} columns")
+    columns = [np.asarray(c, np.float64) if kind == "f" else _integer_column(c)
+               for c, kind in zip(columns, formats)]
+    sizes = {c.shape for c in columns}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise ValueError(f"columns must be 1-D and of one length, got shapes {sorted(sizes)}")
+    outside = np.zeros(columns[0].size, bool)
+    for values, kind in zip(columns, formats):
+        outside |= ~_vectorised(values, kind)
+    if not outside.any():
+        return _join_lines([_format_column(c, kind) for c, kind in zip(columns, formats)])
+    inside = ~outside
+    text = _join_lines([_format_column(c[inside], kind) for c, kind in zip(columns, formats)])
+    line = " ".join(f"%{kind}" for kind in formats) + "\n"
+    casts = [float if kind == "f" else int for kind in formats]
+    return _insert_lines(text, np.flatnonzero(outside), lambda row: (line % tuple(
+        cast(values[row]) for cast, values in zip(casts, columns))).encode())
+
+
+_FIXED_LIMIT = 2.0**52 / 1e6  # below it x * 1e6 < 2**52, where every half-integer is a float64
+
+
+def _integer_column(values) -> np.ndarray:
+    """A '%d' column as int64 or uint64, or as float64 truncated (as '%d' truncates a float)."""
+    values = np.asarray(values)
+    if values.dtype == np.uint64:
+        return values
+    if values.dtype.kind in "biu":
+        return values.astype(np.int64)
+    if values.dtype.kind != "f":
+        raise ValueError(f"a '%d' column must hold numbers, got dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise ValueError("a '%d' column cannot hold NaN or infinite values")
+    return np.trunc(values.astype(np.float64))
+
+
+def _vectorised(values: np.ndarray, kind: str) -> np.ndarray:
+    """Where the digit arithmetic formats a column exactly: '%f' values of magnitude below
+    _FIXED_LIMIT (not NaN or inf), '%d' values whose magnitude fits int64."""
+    if kind == "f":
+        return np.abs(values) < _FIXED_LIMIT
+    if values.dtype == np.int64:
+        return values != np.iinfo(np.int64).min
+    if values.dtype == np.uint64:
+        return values <= np.iinfo(np.int64).max
+    return np.abs(values) < 2.0**63
+
+
+def _format_column(values: np.ndarray, kind: str) -> np.ndarray:
+    return _format_float(values) if kind == "f" else _format_int(values)
+
+
+def _insert_lines(text: bytes, rows: np.ndarray, line_of) -> bytes:
+    """text (one line a row, the rows not in `rows`) with line_of(row) inserted for each of the
+    ascending `rows`, at its place."""
+    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == _NEWLINE) + 1
+    offsets = np.concatenate([[0], ends])[rows - np.arange(rows.size)]  # lines before each row
+    pieces, previous = [], 0
+    for row, offset in zip(rows.tolist(), offsets.tolist()):
+        pieces += [text[previous:offset], line_of(row)]
+        previous = offset
+    pieces.append(text[previous:])
+    return b"".join(pieces)
 
 
 def _digits(magnitude: np.ndarray, negative: np.ndarray, width: int | None = None) -> np.ndarray:
@@ -627,24 +695,27 @@ def _digits(magnitude: np.ndarray, negative: np.ndarray, width: int | None = Non
 
 
 def _format_int(values: np.ndarray) -> np.ndarray:
-    """'%d' of every value."""
+    """'%d' of every value (magnitudes below 2**63)."""
     values = np.asarray(values, np.int64)
     return _digits(np.abs(values), values < 0)
 
 
 def _format_float(values: np.ndarray) -> np.ndarray:
-    """'%f' of every value: correctly rounded to 6 decimals, ties to even (as C's printf).
+    """'%f' of every value (finite, magnitudes below _FIXED_LIMIT): |x| * 1e6 correctly rounded
+    to an integer, ties to even, as printf rounds the exact binary value.
 
-    x * 1e6 rounded to an integer is exact unless the product lies within its rounding error of
-    a half-integer (or is too large for that bound to hold); those few values are formatted by
-    Python and read back."""
+    rint of the float64 product is that integer unless the product is exactly a half-integer:
+    the exact product then lies above or below it by the product's rounding error, or is the tie
+    itself when that error is 0. The error is computed exactly (Dekker's two-product)."""
     scaled = values * 1e6
     micro = np.rint(scaled)
-    near_tie = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) <= np.abs(scaled) * 2.0**-50
-    near_tie |= np.abs(scaled) >= 2.0**52
+    halves = np.flatnonzero(scaled - np.floor(scaled) == 0.5)
+    if halves.size:
+        half = scaled[halves]
+        error = _product_error(values[halves], half)
+        micro[halves] = np.where(error > 0, half + 0.5,
+                                 np.where(error < 0, half - 0.5, micro[halves]))
     micro = np.abs(micro).astype(np.int64)
-    for i in np.flatnonzero(near_tie):
-        micro[i] = int(("%f" % values[i]).lstrip("-").replace(".", ""))
     negative = np.signbit(values)
     whole = _digits(micro // 1_000_000, negative)
     fraction = _digits(micro % 1_000_000, np.zeros(values.size, bool), width=6)
@@ -652,14 +723,14 @@ def _format_float(values: np.ndarray) -> np.ndarray:
     return np.concatenate([whole, dot, fraction], axis=1)
 
 
-def format_lines(columns, formats: str) -> bytes:
-    """Text lines of the columns as printf would write them, one format character per column
-    ('f': '%f', 'd': '%d'), separated by spaces; vectorised, for millions of rows."""
-    if len(columns) != len(formats) or not set(formats) <= {"f", "d"}:
-        raise ValueError(f"one format of 'f' or 'd' per column, got {formats!r} for {len(columns)} columns")
-    return _join_lines([
-        _format_float(np.asarray(c, np.float64)) if kind == "f" else _format_int(c) for c, kind in zip(columns, formats)
-    ])
+def _product_error(values: np.ndarray, products: np.ndarray) -> np.ndarray:
+    """values * 1e6 - products exactly, where products = fl(values * 1e6) (no overflow or
+    underflow): values split into a high part of 26 bits and a low part of 27 (Veltkamp), whose
+    products with 1e6 (14 significant bits) are exact, so that Dekker's sum is exact."""
+    split = values * 134217729.0  # 2**27 + 1
+    high = split - (split - values)
+    low = values - high
+    return (high * 1e6 - products) + low * 1e6
 
 
 def _join_lines(fields: list[np.ndarray]) -> bytes:

@@ -45,15 +45,9 @@ from jsnet_tf import part_metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import shapenet
 from jsnet_tf.data.s3dis import AtomicTarget, DataError, write_text_atomic
-from jsnet_tf.evaluation import EvaluationError, _chunks
+from jsnet_tf.evaluation import EvaluationError, _chunks, check_network_outputs
 
 __all__ = ["ShapePrediction", "ShapeSegmenter", "evaluate_shapenet", "format_results", "render_shape", "shape_panels"]
-
-NON_FINITE = (
-    "the network's outputs hold NaN or infinite values (an untrained network's batch-norm moving "
-    "statistics start at 0, which breaks inference): load trained weights"
-)
-
 
 @dataclasses.dataclass
 class ShapePrediction:
@@ -147,8 +141,7 @@ class ShapeSegmenter:
             if batch and (row is None or len(batch) == self.batch_size):
                 keys, data = zip(*batch)
                 logits, embeddings = (t.numpy() for t in self._infer(tf.constant(np.stack(data))))
-                if not (np.isfinite(logits).all() and np.isfinite(embeddings).all()):
-                    raise EvaluationError(NON_FINITE)
+                check_network_outputs("ShapeNet part inference", semantic_logits=logits, embeddings=embeddings)
                 yield from zip(keys, logits, embeddings)
                 batch = []
 

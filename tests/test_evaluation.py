@@ -1,14 +1,16 @@
 """Room segmentation at test time: with an oracle network whose outputs encode the ground truth,
 the whole chain (blocks, chunks, mean-shift, BlockMerging, room assignment, size filter) must give
-back the ground-truth segmentation."""
+back the ground-truth segmentation; outputs no trained network gives are refused before clustering."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from jsnet_tf import config, metrics
-from jsnet_tf.data import s3dis
-from jsnet_tf.evaluation import EvaluationError, RoomSegmenter, _chunks
+from jsnet_tf import config, metrics, training
+from jsnet_tf.clustering import postprocess
+from jsnet_tf.data import pipeline, s3dis
+from jsnet_tf.evaluation import PLAUSIBLE_OUTPUT_LIMIT, EvaluationError, RoomSegmenter, _chunks, check_network_outputs
+from tests.conftest import TINY_POINTS, tiny_overrides
 
 NUM_POINTS = 256
 
@@ -47,10 +49,10 @@ def oracle_room(rng, name="Area_9_office_1"):
     return s3dis.Room(name=name, xyz=xyz - xyz.min(axis=0), rgb=rgb, semantic=semantic, instance=instance)
 
 
-def segmenter(num_points=NUM_POINTS, **eval_overrides):
+def segmenter(num_points=NUM_POINTS, net=None, **eval_overrides):
     cfg = config.load(None, [f"eval.{k}={v}" for k, v in eval_overrides.items()])
     mean_size = np.full(13, 100.0)
-    return RoomSegmenter(OracleNet(), num_points, mean_size, cfg["eval"])
+    return RoomSegmenter(net or OracleNet(), num_points, mean_size, cfg["eval"])
 
 
 def _matched_fraction(predicted, truth):
@@ -164,3 +166,113 @@ def test_bad_rooms_are_named(rng):
 def test_settings_the_protocol_cannot_run_with_are_named(key, value, message):
     with pytest.raises(EvaluationError, match=message):
         segmenter(**{key: value})
+
+
+# ------------------------------------------------------------------------------ unusable outputs
+
+
+UNTRAINED = (r"untrained model \(moving statistics start at 0, as in the original, and blow up in inference\) "
+             "or corrupted weights")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_outputs_are_refused_in_one_line(value):
+    embeddings = np.ones((2, 4, 5), np.float32)
+    embeddings[1, 3, 2] = value
+    with pytest.raises(EvaluationError, match=r"^room R: the network's outputs are not finite \(embeddings hold NaN "
+                                              rf"or infinite values\); the usual causes are an {UNTRAINED}") as caught:
+        check_network_outputs("room R", semantic_logits=np.zeros((2, 4, 13)), embeddings=embeddings)
+    assert "\n" not in str(caught.value)
+
+
+def test_outputs_beyond_the_plausible_limit_are_refused():
+    logits = np.full((1, 3, 13), 2.0, np.float32)
+    logits[0, 1, 4] = -1e20
+    expected = (r"^room R: semantic_logits of up to 1e\+20 in magnitude are not plausible network outputs "
+                rf"\(beyond 1e\+15; .*\); the usual causes are an {UNTRAINED}")
+    with pytest.raises(EvaluationError, match=expected):
+        check_network_outputs("room R", semantic_logits=logits)
+    at_limit = np.array([PLAUSIBLE_OUTPUT_LIMIT, -PLAUSIBLE_OUTPUT_LIMIT])
+    check_network_outputs("room R", semantic_logits=at_limit, embeddings=np.zeros((0, 5)))
+    with pytest.raises(EvaluationError, match="embeddings of up to"):
+        check_network_outputs("room R", semantic_logits=at_limit, embeddings=np.nextafter(at_limit, np.inf) * [1, 0])
+
+
+class CorruptNet(OracleNet):
+    """The oracle, with `key`'s outputs replaced by `value` at the points whose normalised room x
+    (channel 6) is at least `from_x`."""
+
+    def __init__(self, key, value, from_x=0.0):
+        self.key, self.value, self.from_x = key, value, from_x
+
+    def __call__(self, points, training=False):
+        out = super().__call__(points, training)
+        hit = points[..., 6:7] >= self.from_x
+        out[self.key] = tf.where(hit, tf.fill(tf.shape(out[self.key]), self.value), out[self.key])
+        return out
+
+
+@pytest.fixture
+def clustered(monkeypatch):
+    """The largest |embedding| of every block that mean-shift clusters."""
+    seen = []
+    mean_shift = postprocess.mean_shift
+
+    def recording(embeddings, bandwidth):
+        seen.append(float(np.abs(embeddings).max()))
+        return mean_shift(embeddings, bandwidth)
+
+    monkeypatch.setattr(postprocess, "mean_shift", recording)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "key, value, label_all_points, problem",
+    [("semantic_logits", np.nan, "true", "the network's outputs are not finite"),
+     ("semantic_logits", 1e20, "true", "semantic_logits of up to 1e\\+20 in magnitude are not plausible"),
+     ("embeddings", np.inf, "false", "the network's outputs are not finite"),
+     ("embeddings", -3e18, "false", "embeddings of up to 3e\\+18 in magnitude are not plausible")],
+)
+def test_a_room_of_unusable_outputs_is_refused_before_anything_is_clustered(rng, clustered, key, value,
+                                                                            label_all_points, problem):
+    """Even 1e20 logits give finite probabilities (softmax): the logits themselves are checked."""
+    seg = segmenter(net=CorruptNet(key, value), label_all_points=label_all_points)
+    with pytest.raises(EvaluationError, match=f"^room Area_9_office_1: {problem}.*{UNTRAINED}"):
+        seg.segment(oracle_room(rng))
+    assert clustered == []
+
+
+def test_unusable_outputs_of_a_later_batch_stop_the_room_before_that_batch_is_clustered(rng, clustered):
+    room = oracle_room(rng)
+    cfg = config.load(None, ["eval.batch_size=4"])["eval"]
+    seg = RoomSegmenter(CorruptNet("embeddings", np.nan, from_x=0.9), NUM_POINTS, np.full(13, 100.0), cfg)
+    with pytest.raises(EvaluationError, match="room Area_9_office_1: the network's outputs are not finite"):
+        seg.segment(room)
+    assert clustered and max(clustered) < 100  # the earlier blocks only
+
+
+@pytest.fixture
+def eager():
+    """tf.functions run eagerly: four training steps of a tiny network cost less than compiling them."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(before)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions_eagerly`")
+def test_a_normally_trained_tiny_model_passes_the_check(tiny_s3dis, tmp_path, eager):
+    """Two epochs of the training loop (four steps of its batch-norm decay schedule) on the tiny
+    set give logits of about 1e4, far below PLAUSIBLE_OUTPUT_LIMIT: the check refuses untrained
+    models, not young ones. Segmented: the test room's corner of 1.5 m x 1.5 m (7 blocks)."""
+    cfg = config.load(None, tiny_overrides(tiny_s3dis) + ["eval.batch_size=16"])
+    trainer = training.Trainer(cfg, tmp_path / "run", area=2)
+    trainer.fit(verbose=0, validate=False)
+    room = s3dis.load_room(pipeline.area_files(tiny_s3dis, 2, "test", "rooms")[0])
+    corner = (room.xyz[:, 0] < 1.5) & (room.xyz[:, 1] < 1.5)
+    room = s3dis.Room(room.name, room.xyz[corner], room.rgb[corner], room.semantic[corner], room.instance[corner])
+    mean_size = s3dis.read_mean_ins_size(tiny_s3dis / "lists" / "mean_ins_size_woArea2.txt")
+    seg = RoomSegmenter(trainer.model, TINY_POINTS, mean_size, cfg["eval"], cfg["data"]["block_size"])
+    result = seg.segment(room)
+    assert len(result.semantic_pred) == len(room) and np.isfinite(result.score).all()

@@ -1,6 +1,7 @@
 """jsnet_tf.metrics: hand-computed rooms, the plain port of the original evaluator on random rooms
 (arrays, txt files, 6-fold union), the txt writers and readers, and bad input."""
 
+import io
 import json
 
 import numpy as np
@@ -502,10 +503,76 @@ def test_writer_rejects_bad_input_and_keeps_the_old_file(rng, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r_gt.txt", "r_pred.txt"]
 
 
-def test_format_lines_writes_what_printf_writes(rng):
-    floats = np.concatenate([rng.normal(0, 1000, 200), [0.0, -0.0, 0.5e-6, 2.5e-6, -1234.5678905]])
+def savetxt_bytes(columns, formats):
+    """np.savetxt's lines of the columns (a structured array: each column keeps its dtype)."""
+    dtype = [(f"c{i}", np.asarray(c).dtype) for i, c in enumerate(columns)]
+    table = np.empty(len(columns[0]), dtype)
+    for i, column in enumerate(columns):
+        table[f"c{i}"] = column
+    out = io.BytesIO()
+    np.savetxt(out, table, fmt=[f"%{kind}" for kind in formats])
+    return out.getvalue()
+
+
+# '%f' corner cases: non-finite, beyond float32 and int64, tiny and subnormal, signed zeros, values
+# that round at the 6th decimal (5e-7 and 2.5e-7 lie just below their ties, 0.0078125 and 1.5 / 64
+# are exact ties, to even), float64 neighbours of the vectorised range's end (2**52 / 1e6), large
+# integers.
+ADVERSARIAL = [np.nan, -np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, -3.4028234663852886e38, 1e308,
+               -1.7976931348623157e308, 1e-30, -1e-30, 5e-324, -2.2250738585072014e-308, 0.0, -0.0,
+               5e-7, -5e-7, 0.0000005, 2.5e-7, -2.5e-7, 1.5e-6, 2.5e-6, -3.5e-6, 0.0078125,
+               -1.5 / 64,
+               0.9999995, -999999.9999995, 12.0000015, 1 / 3, 4503599627.370495, 4503599627.370496,
+               -4503599627.3704967, 4503599627.370497, 2.0**53, 2.0**53 + 2, -123456789012345.0,
+               9.2e12, 9.3e18, 1e22]
+
+
+def test_format_lines_matches_savetxt_on_adversarial_values(rng):
+    floats = np.array(ADVERSARIAL)
     ints = rng.integers(-10**6, 10**6, floats.size)
-    expected = "".join("%f %d\n" % (f, i) for f, i in zip(floats, ints)).encode()
-    assert metrics.format_lines([floats, ints], "fd") == expected
+    expected = savetxt_bytes([floats, ints, floats[::-1]], "fdf")
+    assert metrics.format_lines([floats, ints, floats[::-1]], "fdf") == expected
+    assert expected.startswith(b"nan ") and b"\n1000000000000000019884624838656.000000 " in expected
+    for value in ADVERSARIAL:  # each alone, and among ordinary rows
+        column = np.concatenate([rng.uniform(-40, 40, 3), [value], rng.uniform(-40, 40, 3)])
+        assert metrics.format_lines([column], "f") == savetxt_bytes([column], "f"), value
+
+
+def test_format_lines_matches_savetxt_at_every_magnitude(rng):
+    """Random values of 1e-12 to 1e40, float32 values (of which many at large magnitudes are
+    exact ties at the 7th decimal), values whose float64 product with 1e6 is a half-integer that
+    the exact product is not, and int64 '%d' values up to its extremes."""
+    size = 20_000
+    magnitudes = 10.0 ** rng.uniform(-12, 40, size) * rng.choice([-1.0, 1.0], size)
+    float32 = (rng.uniform(-1, 1, size) * 10.0 ** rng.integers(-3, 12, size)).astype(np.float32)
+    near_halves = (rng.integers(-10**12, 10**12, size) + 0.5) / 1e6
+    ints = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size, endpoint=True)
+    ints[:3] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max, 0]
+    rng.shuffle(ints)
+    columns = [magnitudes, float32.astype(np.float64), ints, near_halves,
+               rng.uniform(-1e4, 1e4, size)]
+    assert metrics.format_lines(columns, "ffdff") == savetxt_bytes(columns, "ffdff")
+    assert ((near_halves * 1e6) % 1 == 0.5).mean() > 0.9  # most take the exact tie-breaking path
+
+
+def test_format_lines_integer_columns_of_every_type(rng):
+    """'%d' of floats truncates (as Python's '%d'), uint64 beyond int64 and bools are written."""
+    floats = np.array([2.7, -2.7, -0.5, 1e30, -9.3e18, 4503599627.9])
+    unsigned = np.array([0, 2**63, 2**64 - 1, 7, 2**63 - 1, 1], np.uint64)
+    flags = np.array([True, False] * 3)
+    small = np.arange(6, dtype=np.int8) - 3
+    columns = [floats, unsigned, flags, small]
+    assert metrics.format_lines(columns, "dddd") == savetxt_bytes(columns, "dddd")
+
+
+def test_format_lines_refuses_what_it_cannot_write():
+    floats = np.zeros(3)
     with pytest.raises(ValueError, match="one format"):
         metrics.format_lines([floats], "fd")
+    with pytest.raises(ValueError, match="one format"):
+        metrics.format_lines([floats], "s")
+    with pytest.raises(ValueError, match="cannot hold NaN"):
+        metrics.format_lines([np.array([1.0, np.nan])], "d")
+    with pytest.raises(ValueError, match="of one length"):
+        metrics.format_lines([floats, floats[:2]], "ff")
+    assert metrics.format_lines([floats[:0]], "f") == b""

@@ -166,7 +166,7 @@ def test_a_second_run_reuses_finished_files_and_other_settings_run_again(evaluat
 
 def test_a_network_with_nan_outputs_is_refused_before_anything_is_written(prepared, tmp_path):
     folder, _ = prepared
-    with pytest.raises(EvaluationError, match="NaN or infinite values .*untrained"):
+    with pytest.raises(EvaluationError, match="NaN or infinite values.*untrained model"):
         evaluate_shapenet(PartOracle(fill=float("nan")), tiny_cfg(), folder, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 

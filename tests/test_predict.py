@@ -391,9 +391,9 @@ def _segment_all_rows_first(segmenter, room, seed):
             owners.append(b)
     data = np.stack([s3dis.block_channels(room, c, s3dis.room_limit(room), size) for c in chunks])
     outputs = [segmenter._infer(tf.constant(data[s : s + cfg["batch_size"]])) for s in range(0, len(data), cfg["batch_size"])]
-    probabilities = np.concatenate([p.numpy() for p, _ in outputs])
-    embeddings = np.concatenate([e.numpy() for _, e in outputs])
-    sums = np.zeros((len(room), probabilities.shape[-1]))
+    probabilities = np.concatenate([p.numpy() for p, _, _ in outputs])
+    embeddings = np.concatenate([e.numpy() for _, e, _ in outputs])
+    sums = np.zeros((len(room), probabilities.shape[-1]), np.float32)
     visits = np.zeros(len(room))
     rows_per_point = np.zeros(len(room))
     merger = segmenter._merger()
