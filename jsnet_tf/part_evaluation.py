@@ -155,8 +155,11 @@ class ShapeSegmenter:
             part = part_metrics.restrict_to_category(logits, category)
         allowed = allowed.astype(np.float64)
         score = 1.0 / np.exp(allowed - allowed.max(axis=1, keepdims=True)).sum(axis=1)  # softmax of the best
-        instance, centres = postprocess.mean_shift(embeddings, self.bandwidth)
-        instance_part = postprocess.cluster_classes(instance, part, len(centres))
+        instance, _ = postprocess.mean_shift(embeddings, self.bandwidth)
+        # sklearn's MeanShift can keep a centre that is no point's nearest: instances are numbered
+        # 0..K-1 over the centres that hold points, in the centres' order.
+        held, instance = np.unique(instance, return_inverse=True)
+        instance_part = postprocess.cluster_classes(instance, part, len(held))
         return ShapePrediction(part.astype(np.int32), instance.astype(np.int32), score.astype(np.float32),
                                instance_part.astype(np.int32))
 

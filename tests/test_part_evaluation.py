@@ -215,3 +215,17 @@ def test_models_that_do_not_fit_shapenet_are_refused():
         ShapeSegmenter(S3disSized(), NUM_POINTS)
     with pytest.raises(EvaluationError, match="bandwidth must be positive"):
         ShapeSegmenter(PartOracle(), NUM_POINTS, bandwidth=0)
+
+
+def test_a_mean_shift_centre_without_points_leaves_no_gap_in_the_instance_numbers(rng, monkeypatch):
+    """sklearn's MeanShift can return a centre that is no point's nearest (seen on a trained-for-
+    one-step network): the instances are renumbered 0..K-1 over the centres that hold points."""
+    from jsnet_tf import part_evaluation
+
+    points, part, _ = encoded_shape("Mug", rng)
+    labels = np.where(np.arange(NUM_POINTS) < 40, 0, 2)  # centre 1 of 3 holds no point
+    monkeypatch.setattr(part_evaluation.postprocess, "mean_shift", lambda e, bandwidth: (labels, np.zeros((3, 5))))
+    prediction = ShapeSegmenter(PartOracle(), NUM_POINTS).segment(points, "Mug")
+    np.testing.assert_array_equal(prediction.instance, np.where(np.arange(NUM_POINTS) < 40, 0, 1))
+    expected = [np.bincount(part[labels == k], minlength=shapenet.NUM_PARTS).argmax() for k in (0, 2)]
+    np.testing.assert_array_equal(prediction.instance_part, expected)
