@@ -1,10 +1,12 @@
-# One-command set-up on a fresh machine: `make test` creates .venv, installs everything, builds
-# the op library and runs the test suite. TensorFlow: the CUDA build where nvidia-smi sees a GPU,
+# One-command set-up on a fresh machine: `make test` creates .venv, installs the package into it
+# (editable, with its console scripts: jsnet-train, jsnet-evaluate, ...), builds the op library and
+# the clustering extension, lints and runs the test suite. TensorFlow: the CUDA build where nvidia-smi sees a GPU,
 # tensorflow-cpu otherwise (override: make test TF_PACKAGE=tensorflow==2.21.*).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
 TF_PACKAGE ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo 'tensorflow==2.21.*'; else echo 'tensorflow-cpu==2.21.*'; fi)
 TF_NAME := $(firstword $(subst =, ,$(TF_PACKAGE)))
 OTHER_TF := $(if $(filter tensorflow-cpu,$(TF_NAME)),tensorflow,tensorflow-cpu)
@@ -16,12 +18,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# the two TensorFlow wheels install the same module: never keep both
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_TF) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(TF_PACKAGE)" -r requirements.txt
+	$(PY) -m pip install --quiet "$(TF_PACKAGE)" -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.*"
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -31,6 +33,7 @@ build: install
 	$(PY) -m jsnet_tf.clustering.build
 
 test: build
+	$(BIN)/ruff check .
 	$(PY) -m pytest
 
 # The built-in demo: synthetic S3DIS -> prepared blocks -> a short training run with area 5 held
@@ -40,10 +43,10 @@ test: build
 DEMO_DIR ?= outputs/demo
 
 demo: build
-	$(PY) -m jsnet_tf.data.synthetic --out $(DEMO_DIR)/raw --seed 0
-	$(PY) -m jsnet_tf.data.prepare_s3dis --raw $(DEMO_DIR)/raw --out $(DEMO_DIR)/s3dis
-	$(PY) train.py --config configs/demo.toml --area 5 --data_dir $(DEMO_DIR)/s3dis --workdir $(DEMO_DIR)/train
-	$(PY) evaluate.py --workdir $(DEMO_DIR)/train --area 5 --data_dir $(DEMO_DIR)/s3dis --out $(DEMO_DIR)/eval
+	$(BIN)/jsnet-synthetic --out $(DEMO_DIR)/raw --seed 0
+	$(BIN)/jsnet-prepare-s3dis --raw $(DEMO_DIR)/raw --out $(DEMO_DIR)/s3dis --num_points 2048
+	$(BIN)/jsnet-train --config demo --area 5 --data_dir $(DEMO_DIR)/s3dis --workdir $(DEMO_DIR)/train
+	$(BIN)/jsnet-evaluate --workdir $(DEMO_DIR)/train --area 5 --out $(DEMO_DIR)/eval
 	@echo "demo done: training curves in $(DEMO_DIR)/train/area5/metrics.json (TensorBoard: $(DEMO_DIR)/train/area5/tensorboard);"
 	@echo "evaluation in $(DEMO_DIR)/eval: results.json, results.txt, confusion.png, pictures/*.png and *.ply"
 
@@ -52,10 +55,10 @@ demo: build
 SHAPENET_DEMO_DIR ?= outputs/demo-shapenet
 
 demo-shapenet: build
-	$(PY) -m jsnet_tf.data.synthetic_parts --out $(SHAPENET_DEMO_DIR)/raw --seed 0
-	$(PY) -m jsnet_tf.data.prepare_shapenet --raw $(SHAPENET_DEMO_DIR)/raw --out $(SHAPENET_DEMO_DIR)/shapenet
-	$(PY) train.py --config configs/demo_shapenet.toml --data_dir $(SHAPENET_DEMO_DIR)/shapenet --workdir $(SHAPENET_DEMO_DIR)/train
-	$(PY) evaluate.py --workdir $(SHAPENET_DEMO_DIR)/train --data_dir $(SHAPENET_DEMO_DIR)/shapenet --out $(SHAPENET_DEMO_DIR)/eval
+	$(BIN)/jsnet-synthetic-parts --out $(SHAPENET_DEMO_DIR)/raw --seed 0
+	$(BIN)/jsnet-prepare-shapenet --raw $(SHAPENET_DEMO_DIR)/raw --out $(SHAPENET_DEMO_DIR)/shapenet
+	$(BIN)/jsnet-train --config demo_shapenet --data_dir $(SHAPENET_DEMO_DIR)/shapenet --workdir $(SHAPENET_DEMO_DIR)/train
+	$(BIN)/jsnet-evaluate --workdir $(SHAPENET_DEMO_DIR)/train --out $(SHAPENET_DEMO_DIR)/eval
 	@echo "demo done: training curves in $(SHAPENET_DEMO_DIR)/train/metrics.json; part mIoU in $(SHAPENET_DEMO_DIR)/eval/results.txt"
 
 bench: build

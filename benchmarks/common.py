@@ -14,7 +14,7 @@ def log(text):
 
 def machine(tf, date=None):
     """When and where a report was measured."""
-    date = date or datetime.datetime.now(datetime.timezone.utc)
+    date = date or datetime.datetime.now(datetime.UTC)
     return {
         "date": date.isoformat(timespec="seconds"),
         "tensorflow": tf.__version__,

@@ -40,10 +40,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import common  # noqa: E402  (benchmarks/common.py)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-import common  # noqa: E402  (benchmarks/common.py)
 from common import log  # noqa: E402
 
 FLAGS = flags.FLAGS

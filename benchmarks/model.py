@@ -78,10 +78,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import common  # noqa: E402  (benchmarks/common.py)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-import common  # noqa: E402  (benchmarks/common.py)
 from common import log  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -294,7 +293,7 @@ def child_pair(tf, keras, ops, result, batch, points):
     loss_fn, result["loss"] = load_loss()
     inputs = tuple(tf.constant(x) for x in make_inputs(batch, points, FLAGS.seed))
     calls = {impl: make_train_step(tf, keras, ops, impl, loss_fn, inputs)[0] for impl in ("custom", "twin")}
-    for impl, call in calls.items():
+    for call in calls.values():
         call()
         for _ in range(FLAGS.warmup):
             call()
@@ -325,7 +324,7 @@ def child_infer(tf, keras, ops, impl, result, batch, points):
     for size in sorted({1, batch}):
         cloud = tf.constant(make_inputs(size, points, FLAGS.seed)[0])
 
-        def call():
+        def call(cloud=cloud):
             with ops.use_implementation(impl_name):
                 return forward(cloud)["semantic_logits"].numpy()
 
@@ -538,7 +537,7 @@ def main(argv):
     loss_names = sorted({r["loss"] for r in everything if r and r.get("loss")})
     threads = next((r["intra_op_threads"] for r in everything if r and "intra_op_threads" in r), FLAGS.threads)
     inter = next((r["inter_op_threads"] for r in everything if r and "inter_op_threads" in r), None)
-    date = datetime.datetime.now(datetime.timezone.utc)
+    date = datetime.datetime.now(datetime.UTC)
 
     out = sys.stdout
     out.write(
@@ -613,7 +612,7 @@ def main(argv):
 
     infer = results["infer"]
     if infer:
-        out.write(f"\nforward only (training=False):\n")
+        out.write("\nforward only (training=False):\n")
         body = []
         sizes = sorted({1, batch}, reverse=True)
 

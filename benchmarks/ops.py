@@ -72,10 +72,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import common  # noqa: E402  (benchmarks/common.py)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-import common  # noqa: E402  (benchmarks/common.py)
 from common import log  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -510,7 +509,7 @@ def print_table(rows, out):
     out.write(line(headers) + "\n")
     out.write("  ".join("-" * w for w in widths[:-1]) + "  " + "-" * max(5, min(widths[-1], 40)) + "\n")
     for b in body:
-        out.write(("\n" if b is None else line(b) + "\n"))
+        out.write("\n" if b is None else line(b) + "\n")
 
 
 def empty_call_overhead(tf, repeats):

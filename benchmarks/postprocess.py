@@ -44,14 +44,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import common  # noqa: E402  (benchmarks/common.py)
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 import sklearn  # noqa: E402
 from absl import app, flags  # noqa: E402
+from common import log  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-import common  # noqa: E402  (benchmarks/common.py)
-from common import log  # noqa: E402
 from jsnet_tf import clustering, metrics  # noqa: E402
 from tests import metrics_reference  # noqa: E402
 from tests.clustering import reference  # noqa: E402
@@ -110,7 +110,7 @@ def section_mean_shift(room, context):
         labels_ref, classes_ref = reference.cluster_block(embeddings, semantic, FLAGS.bandwidth)
         sklearn_times.append(time.perf_counter() - start)
 
-        def native():
+        def native(embeddings=embeddings, semantic=semantic):
             labels, centres = clustering.mean_shift(embeddings, FLAGS.bandwidth)
             return labels, clustering.cluster_classes(labels, semantic, len(centres))
 

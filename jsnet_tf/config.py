@@ -1,5 +1,9 @@
-"""Experiment configs as data: TOML files in `configs/`, checked against the defaults below, with
-overrides from the command line.
+"""Experiment configs as data: TOML files, checked against the defaults below, with overrides
+from the command line.
+
+A config is given by path or by the name of one shipped in the package (`jsnet_tf/configs/`):
+`s3dis_area5`, `demo`, `ablations/09_rs` (see `names()`); `configs/demo.toml`, the form of
+earlier versions, names the shipped one too when no such file exists.
 
 A config file sets any of the keys of DEFAULTS, grouped in tables (`[data]`, `[model]`,
 `[train]`, `[eval]`), and may start from another file with `extends = "other.toml"` (resolved next to it).
@@ -90,8 +94,30 @@ LENGTHS = {("model", "npoints"): 4, ("model", "radii"): 4}
 ALTERNATIVE_TYPES = {("data", "validation_rooms"): ([""],)}
 
 
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+def names():
+    """The shipped configs' names ("s3dis_area5", "ablations/09_rs", ...), sorted."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.toml"))
+
+
+def find(path_or_name):
+    """The config file of a path, else of a shipped config's name (with or without `.toml` and a
+    leading `configs/`). Raises ConfigError naming the shipped configs when neither exists."""
+    given = pathlib.Path(path_or_name).expanduser()
+    if given.is_file():
+        return given.resolve()
+    name = given.as_posix().removesuffix(".toml")
+    for candidate in (name, name.removeprefix("configs/")):
+        shipped = CONFIG_DIR / f"{candidate}.toml"
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{path_or_name}: no such config file, nor a shipped config (one of: {', '.join(names())})")
 
 
 def _hint(name, known):
@@ -168,8 +194,9 @@ def parse_override(text):
 
 
 def load(path=None, overrides=()):
-    """The config of `path` (or the defaults) with the overrides applied, as nested dicts."""
-    config = _read(path, frozenset()) if path else copy.deepcopy(DEFAULTS)
+    """The config of `path` (a file or a shipped config's name; None: the defaults) with the
+    overrides applied, as nested dicts."""
+    config = _read(find(path), frozenset()) if path else copy.deepcopy(DEFAULTS)
     return apply_overrides(config, overrides)
 
 

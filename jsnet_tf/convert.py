@@ -234,7 +234,7 @@ def define_flags():
                         "or a folder, meaning its latest checkpoint")
     flags.DEFINE_string("workdir", None, "run folder to write (required): config.toml, architecture.json and weights/; "
                         "for `train.py --workdir W --area K` to start from the weights, convert into W/areaK")
-    flags.DEFINE_string("config", "configs/s3dis_area5.toml", "experiment config (TOML) describing the original model")
+    flags.DEFINE_string("config", "s3dis_area5", "experiment config describing the original model: a TOML file or a shipped config's name")
     flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), "
                               "e.g. model.num_classes=50")
     flags.DEFINE_bool("overwrite", False, "replace the weights of an earlier conversion in --workdir")
@@ -264,6 +264,12 @@ def main(argv):
     print(f"converted {prefix} -> {workdir / 'weights'}; {sizes}")
 
 
+def cli():
+    """The `jsnet-convert` console script (also `python -m jsnet_tf.convert`)."""
+    from jsnet_tf.cli import run_program
+
+    run_program(main, __name__, define_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

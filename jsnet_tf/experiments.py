@@ -39,8 +39,7 @@ from jsnet_tf import config as config_lib
 from jsnet_tf import metrics
 from jsnet_tf.data.s3dis import write_text_atomic
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = REPO_ROOT / "configs"
+CONFIGS = config_lib.CONFIG_DIR
 
 INSTANCE_METRICS = ("mCov", "mWCov", "mRec", "mPrec")
 SEMANTIC_METRICS = ("oAcc", "mAcc", "mIoU")
@@ -281,8 +280,8 @@ def run_status(run, protocols):
 
 
 def launch(command):
-    """Runs one subprocess in the repository (its output goes to ours); returns its exit status."""
-    return subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+    """Runs one subprocess (its output goes to ours); returns its exit status."""
+    return subprocess.run(command, check=False).returncode
 
 
 def _launch_checked(command, what):
@@ -291,9 +290,14 @@ def _launch_checked(command, what):
         raise ExperimentError(f"{what} failed (exit status {status}): {shlex.join(command)}")
 
 
+def config_name(path):
+    """A shipped config's name (as --config takes it)."""
+    return path.relative_to(CONFIGS).with_suffix("").as_posix()
+
+
 def train_command(run, workdir, data_dir):
     return [
-        sys.executable, str(REPO_ROOT / "train.py"), "--config", str(run.spec.config), "--area", str(run.spec.area),
+        sys.executable, "-m", "jsnet_tf.train", "--config", str(run.spec.config), "--area", str(run.spec.area),
         "--data_dir", str(data_dir), "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
         *(f"--set={o}" for o in run.overrides),
     ]
@@ -302,7 +306,7 @@ def train_command(run, workdir, data_dir):
 def evaluate_command(run, workdir, data_dir, protocol):
     settings = [f"--set=eval.{k}={config_lib.toml_value(v)}" for k, v in expected_eval(run, protocol).items()]
     return [
-        sys.executable, str(REPO_ROOT / "evaluate.py"), "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
+        sys.executable, "-m", "jsnet_tf.evaluate", "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
         "--area", str(run.spec.area), "--data_dir", str(data_dir), "--out", str(results_path(run, protocol).parent),
         "--which", run.which, "--nopictures", *settings,
     ]
@@ -313,7 +317,7 @@ def execute(runs, workdir, data_dir, protocols):
     todo = [run for run in runs if run_status(run, protocols) != "done"]
     for index, run in enumerate(todo, 1):
         name = run.run_dir.relative_to(workdir)
-        print(f"[{index}/{len(todo)}] training {name} ({run.spec.config.relative_to(REPO_ROOT)})", flush=True)
+        print(f"[{index}/{len(todo)}] training {name} ({config_name(run.spec.config)})", flush=True)
         _launch_checked(train_command(run, workdir, data_dir), f"training {name}")
         for protocol in protocols:
             if not is_evaluated(run, protocol):
@@ -477,7 +481,7 @@ def dry_run(spec, runs, workdir, protocols, seconds_per_step=None, blocks_per_se
     total = 0.0
     for run in runs:
         status = run_status(run, protocols)
-        line = (f"  {run.run_dir.relative_to(workdir)}  config {run.spec.config.relative_to(REPO_ROOT)}"
+        line = (f"  {run.run_dir.relative_to(workdir)}  config {config_name(run.spec.config)}"
                 f"  area {run.spec.area}  weights {run.which}  status: {status}")
         if with_costs:
             steps, blocks = run_cost(run)
@@ -568,8 +572,12 @@ def main(argv):
         sys.exit(f"experiments: error: {error}")
 
 
-if __name__ == "__main__":
-    from absl import app
+def cli():
+    """The `jsnet-experiments` console script (also `python -m jsnet_tf.experiments`)."""
+    from jsnet_tf.cli import run_program
 
-    define_flags()
-    app.run(main)
+    run_program(main, __name__, define_flags)
+
+
+if __name__ == "__main__":
+    cli()

@@ -230,8 +230,12 @@ def main(argv):
     print(f"exported {FLAGS.workdir} -> {target} (signature {SIGNATURE}: {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})")
 
 
-if __name__ == "__main__":
-    from absl import app
+def cli():
+    """The `jsnet-export` console script (also `python -m jsnet_tf.export`)."""
+    from jsnet_tf.cli import run_program
 
-    define_flags()
-    app.run(main)
+    run_program(main, __name__, define_flags)
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,8 +16,8 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import plyfile

@@ -16,7 +16,6 @@ are computed once per forward pass; the original computed them in each decoder.
 import copy
 
 import keras
-import tensorflow as tf
 
 from jsnet_tf import ops
 from jsnet_tf.layers import (
@@ -171,7 +170,8 @@ class JSNet(keras.Model):
             up[(0, 2)] = interpolation_weights(l0_xyz, l2_xyz)
         neighbours = {}
         if self.backbone == "pointconv":
-            for level, xyz_level, spec in ((3, l3_xyz, self.decoder_table[0]), (2, l2_xyz, self.decoder_table[1]), (1, l1_xyz, self.decoder_table[2])):
+            levels = ((3, l3_xyz, self.decoder_table[0]), (2, l2_xyz, self.decoder_table[1]), (1, l1_xyz, self.decoder_table[2]))
+            for level, xyz_level, spec in levels:
                 neighbours[level] = ops.knn_point(spec["k"], xyz_level, xyz_level)[1]
 
         heads = {}

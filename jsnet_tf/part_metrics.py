@@ -16,7 +16,7 @@ no part of the category: it lowers the IoU of the point's ground-truth part.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

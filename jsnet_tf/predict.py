@@ -771,5 +771,12 @@ def _user_errors():
     return tuple(errors)
 
 
+def cli():
+    """The `jsnet-predict` console script (also `python -m jsnet_tf.predict`)."""
+    from jsnet_tf.cli import run_program
+
+    run_program(main, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

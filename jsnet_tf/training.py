@@ -17,6 +17,7 @@ on the same workdir resumes after the last complete epoch, so an interruption an
 most that epoch's progress and the resumed run reaches the same weights as an uninterrupted one.
 """
 
+import copy
 import json
 import math
 import os
@@ -64,8 +65,10 @@ class Trainer:
     """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`, holding out `area`."""
 
     def __init__(self, cfg, workdir, area=None, strategy=None):
-        self.cfg, self.area = cfg, area
-        self.workdir = pathlib.Path(workdir)
+        # The run records absolute paths: evaluate and predict find its data from any folder.
+        self.cfg, self.area = copy.deepcopy(cfg), area
+        self.cfg["data"]["data_dir"] = os.path.abspath(cfg["data"]["data_dir"])
+        self.workdir = pathlib.Path(workdir).absolute()
         self.train_cfg = cfg["train"]
         self.selection = self._plan_data()
         self._check_workdir()
@@ -164,7 +167,7 @@ class Trainer:
             raise TrainingError(
                 f"data.dataset={d['dataset']!r} feeds {expected[0]} channels and {expected[1]} classes, the model has "
                 f"model.input_channels={m['input_channels']} and model.num_classes={m['num_classes']}"
-                + (": start from configs/shapenet_part.toml" if d["dataset"] == "shapenet" else "")
+                + (": start from the shapenet_part config" if d["dataset"] == "shapenet" else "")
             )
         if d["dataset"] == "shapenet":
             s3dis_only = [f"data.{k}" for k in ("sampling", "validation_rooms", "blocks_per_room")

@@ -9,8 +9,8 @@ Colours are (N, 3) arrays: integers 0..255 (as from `jsnet_tf.io.semantic_colors
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

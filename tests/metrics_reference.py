@@ -119,7 +119,7 @@ def evaluate_filelist(filelist, num_classes=13):
     for pred_path in pred_paths:
         # The original strips the characters of "_pred\.txt" from the right (a character set, not a
         # suffix); the rooms used with this reference end in a digit, where both agree.
-        gt_path = pred_path.rstrip("_pred\\.txt") + "_gt.txt"
+        gt_path = pred_path.rstrip("_pred\\.txt") + "_gt.txt"  # noqa: B005 (the original's)
         pred = np.loadtxt(pred_path)
         gt = np.loadtxt(gt_path)
         evaluator.add_room(gt[:, -2].astype(int), gt[:, -1].astype(int),

@@ -57,5 +57,6 @@ def test_a_folder_without_weights_is_a_clear_error(tmp_path):
 def test_weights_of_another_architecture_name_the_mismatched_variables(cfg, tmp_path):
     wide = config.load(None, OVERRIDES + ["model.num_classes=7"])
     prefix = checkpoints.save_weights(_model(wide, seed=1), tmp_path)
-    with pytest.raises(checkpoints.CheckpointError, match=r"jiss/sem_fc5/weights has shape \[1, 128, 7\] in the file, the model needs \[1, 128, 13\]"):
+    expected = r"jiss/sem_fc5/weights has shape \[1, 128, 7\] in the file, the model needs \[1, 128, 13\]"
+    with pytest.raises(checkpoints.CheckpointError, match=expected):
         checkpoints.restore_weights(_model(cfg, seed=2), prefix)

@@ -1,10 +1,9 @@
-import pathlib
 
 import pytest
 
 from jsnet_tf import config
 
-CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+CONFIGS = sorted(config.CONFIG_DIR.rglob("*.toml"))
 
 
 def test_defaults_are_the_papers_s3dis_setting():
@@ -56,6 +55,20 @@ def test_unknown_key_names_the_file_and_suggests(tmp_path):
 def test_bad_overrides(override, pattern):
     with pytest.raises(config.ConfigError, match=pattern):
         config.load(None, [override])
+
+
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert len(CONFIGS) == 15 and "ablations/09_rs" in config.names() and "s3dis_area5" in config.names()
+    shipped = config.CONFIG_DIR / "shapenet_part.toml"
+    for given in ("shapenet_part", "shapenet_part.toml", "configs/shapenet_part.toml"):
+        assert config.find(given) == shipped
+    assert config.load("demo") == config.load(config.CONFIG_DIR / "demo.toml")
+    assert config.load("ablations/09_rs")["data"]["sampling"] == "resample"
+    (tmp_path / "demo.toml").write_text("[train]\nepochs = 3\n")  # a file of that name wins
+    assert config.find("demo.toml") == tmp_path / "demo.toml" and config.load("demo.toml")["train"]["epochs"] == 3
+    with pytest.raises(config.ConfigError, match=r"^s3dis_area9: no such config file, nor a shipped config \(one of: ablations/01"):
+        config.load("s3dis_area9")
 
 
 def test_missing_file_and_bad_toml(tmp_path):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from jsnet_tf import config, experiments, metrics
@@ -129,7 +128,7 @@ def test_row_nine_is_the_model_of_tables_one_and_two():
 
 
 class _FakeTools:
-    """Stands in for train.py and evaluate.py: records each command and leaves what the real
+    """Stands in for jsnet_tf.train and jsnet_tf.evaluate: records each command and leaves what the real
     ones would (config.toml; results.json with the settings the command passes)."""
 
     def __init__(self, runs):
@@ -140,7 +139,7 @@ class _FakeTools:
         self.commands.append(command)
         args = dict(zip(command, command[1:]))
         run = self.runs[str(pathlib.Path(args["--workdir"]) / f"area{args['--area']}")]
-        if command[1].endswith("train.py"):
+        if command[1:3] == ["-m", "jsnet_tf.train"]:
             run.run_dir.mkdir(parents=True, exist_ok=True)
             (run.run_dir / "config.toml").write_text(config.to_toml(run.cfg))
         else:
@@ -159,11 +158,11 @@ def test_finished_runs_are_reused_and_a_second_invocation_starts_no_subprocess(t
     tools = _FakeTools(runs)
     monkeypatch.setattr(experiments, "launch", tools)
     experiments.run_table("table4", workdir, data_dir, rows=["8", "9"])
-    kinds = [(pathlib.Path(c[1]).name, pathlib.Path(c[c.index("--workdir") + 1]).name, c[c.index("--which") + 1] if "--which" in c else None)
+    kinds = [(c[2], pathlib.Path(c[c.index("--workdir") + 1]).name, c[c.index("--which") + 1] if "--which" in c else None)
              for c in tools.commands]
     # Each run trained then evaluated; the ES row on its best (validation) checkpoint, the other on its last epoch.
-    assert kinds == [("train.py", "08_full_es", None), ("evaluate.py", "08_full_es", "best"),
-                     ("train.py", "jsnet", None), ("evaluate.py", "jsnet", "latest")]
+    assert kinds == [("jsnet_tf.train", "08_full_es", None), ("jsnet_tf.evaluate", "08_full_es", "best"),
+                     ("jsnet_tf.train", "jsnet", None), ("jsnet_tf.evaluate", "jsnet", "latest")]
     evaluate = tools.commands[1]
     assert "--set=eval.label_all_points=false" in evaluate  # the paper's protocol
     assert (workdir / "table4.md").exists()
@@ -186,7 +185,7 @@ def test_finished_runs_are_reused_and_a_second_invocation_starts_no_subprocess(t
     monkeypatch.setattr(experiments, "launch", tools)
     tools.commands.clear()
     experiments.run_table("table4", workdir, data_dir, rows=["8", "9"])
-    assert [pathlib.Path(c[1]).name for c in tools.commands] == ["train.py", "evaluate.py"]
+    assert [c[2] for c in tools.commands] == ["jsnet_tf.train", "jsnet_tf.evaluate"]
     assert json.loads(result_path.read_text())["eval"]["bandwidth"] == 0.6
 
 
@@ -199,7 +198,7 @@ def test_dry_run_lists_each_run_with_its_status(tmp_path):
     (runs[1].run_dir / "config.toml").write_text(config.to_toml(runs[1].cfg))  # trained in part
     (runs[1].run_dir / "metrics.json").write_text(json.dumps([{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]))
     listing = experiments.dry_run(spec, runs, workdir, ("original",), with_costs=False).splitlines()
-    assert listing[1].startswith("  table4/02_backbone/area5  config configs/ablations/02_backbone.toml  area 5")
+    assert listing[1].startswith("  table4/02_backbone/area5  config ablations/02_backbone  area 5")
     assert [line.rsplit("status: ", 1)[1] for line in listing[1:4]] == ["done", "partial (3/100 epochs trained)", "to do"]
     assert not (workdir / "table4.md").exists()
 

@@ -7,7 +7,12 @@ import pytest
 from jsnet_tf.data.shapenet import CATEGORIES, CATEGORY_NAMES, NUM_PARTS
 from jsnet_tf.metrics import MetricsError
 from jsnet_tf.part_metrics import (
-    PAPER_INSTANCE_MIOU, PartEvaluator, category_index, format_table, restrict_to_category, shape_part_ious,
+    PAPER_INSTANCE_MIOU,
+    PartEvaluator,
+    category_index,
+    format_table,
+    restrict_to_category,
+    shape_part_ious,
 )
 
 

@@ -16,7 +16,14 @@ from jsnet_tf.data import s3dis
 from jsnet_tf.evaluation import RoomSegmenter, _chunks, _normalised
 from jsnet_tf.model import build_model
 from jsnet_tf.predict import (
-    GREY, CloudSegmenter, PredictError, instance_sizes, plan_tiles, resolve_run, write_labels_txt, write_outputs,
+    GREY,
+    CloudSegmenter,
+    PredictError,
+    instance_sizes,
+    plan_tiles,
+    resolve_run,
+    write_labels_txt,
+    write_outputs,
 )
 from tests.conftest import TINY_POINTS
 from tests.test_evaluation import OracleNet, oracle_room
@@ -461,9 +468,9 @@ SHAPE_OUTPUTS = ("_parts.ply", "_instances.ply", "_labels.txt", "_labels.npz", "
 
 @pytest.fixture(scope="module")
 def shapenet_run(tmp_path_factory):
-    """A ShapeNet part run folder (configs/shapenet_part.toml, a small network) with tiny weights."""
+    """A ShapeNet part run folder (the shipped shapenet_part config, a small network) with tiny weights."""
     run_dir = tmp_path_factory.mktemp("shapenet_run") / "run"
-    cfg = config.load(REPO_ROOT / "configs" / "shapenet_part.toml", SHAPENET_MODEL)
+    cfg = config.load("shapenet_part", SHAPENET_MODEL)
     model = build_model(cfg)
     points = np.random.default_rng(0).uniform(-1, 1, (4, SHAPENET_POINTS, 6)).astype(np.float32)
     model.set_bn_decay(0.0)  # moving statistics := this batch's

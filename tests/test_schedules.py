@@ -23,7 +23,9 @@ def test_learning_rate_floor_and_config():
     assert schedules.StaircaseDecay.from_config(lr.get_config()).get_config() == lr.get_config()
 
 
-@pytest.mark.parametrize("step,want", [(0, 0.5), (12499, 0.5), (12500, 0.75), (25000, 0.875), (12500 * 5, 0.984375), (12500 * 6, 0.99), (10**7, 0.99)])
+@pytest.mark.parametrize(
+    "step,want", [(0, 0.5), (12499, 0.5), (12500, 0.75), (25000, 0.875), (12500 * 5, 0.984375), (12500 * 6, 0.99), (10**7, 0.99)]
+)
 def test_bn_decay_matches_the_reference_formula(step, want):
     assert float(schedules.bn_decay(step, 12500)) == pytest.approx(want, rel=1e-6)
 

@@ -27,7 +27,7 @@ def test_prepare_train_evaluate_and_predict_a_shapenet_run(tmp_path):
     raw, data, work = tmp_path / "raw", tmp_path / "shapenet", tmp_path / "train"
     _run("-m", "jsnet_tf.data.synthetic_parts", "--out", str(raw), "--shapes_per_category", "1,1,1", "--noprogress")
     _run("-m", "jsnet_tf.data.prepare_shapenet", "--raw", str(raw), "--out", str(data), "--num_points", str(POINTS), "--noprogress")
-    trained = _run("train.py", "--config", "configs/shapenet_part.toml", "--data_dir", str(data), "--workdir", str(work),
+    trained = _run("train.py", "--config", "shapenet_part", "--data_dir", str(data), "--workdir", str(work),
                    "--epochs", "1", "--noverbose", *SMALL)
     assert "training on ShapeNet part" in trained.stdout
 
@@ -38,7 +38,7 @@ def test_prepare_train_evaluate_and_predict_a_shapenet_run(tmp_path):
     assert (work / "checkpoints" / "ckpt-1.index").exists() and (work / "best" / "ckpt-1.index").exists()
 
     out = tmp_path / "eval"
-    evaluated = _run("evaluate.py", "--config", "configs/shapenet_part.toml", "--workdir", str(work), "--data_dir", str(data),
+    evaluated = _run("evaluate.py", "--config", "shapenet_part", "--workdir", str(work), "--data_dir", str(data),
                      "--out", str(out), "--noverbose", *SMALL)
     results = json.loads((out / "results.json").read_text())
     for key in ("instance_mIoU", "class_mIoU", "per_category", "model_selection", "weights"):

@@ -32,7 +32,7 @@ def rng():
 
 @pytest.mark.slow
 def test_a_shapenet_run_exports_and_the_savedmodel_reproduces_it(rng, tmp_path):
-    cfg = config.load("configs/shapenet_part.toml", [f"data.num_points={NUM_POINTS}", f"model.npoints={NPOINTS}"])
+    cfg = config.load("shapenet_part", [f"data.num_points={NUM_POINTS}", f"model.npoints={NPOINTS}"])
     tf.keras.utils.set_random_seed(int(rng.integers(2**31)))
     model = build_model(cfg)
     model.build((None, NUM_POINTS, 6))

@@ -8,7 +8,6 @@ import pytest
 
 from jsnet_tf import config, training
 from jsnet_tf.data.s3dis import DataError
-
 from tests.conftest import TINY_POINTS, tiny_overrides
 
 
@@ -273,3 +272,18 @@ def test_an_interruption_before_validation_is_caught_up_on_resume(split, tmp_pat
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert recorded == [{"epoch": 1, "val_accuracy": recorded[0]["val_accuracy"], "val_loss": recorded[0]["val_loss"]}]
     assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 1, "loss": recorded[0]["val_loss"]}
+
+
+def test_a_run_records_its_data_and_workdir_as_absolute_paths(prepared, tmp_path, monkeypatch):
+    """A run started with relative paths is found again from any folder (evaluate, predict)."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(prepared)
+    assert relative.startswith("..")
+    cfg = config.load(None, tiny_overrides(relative))
+    trainer = training.Trainer(cfg, "run", area=2)
+    assert cfg["data"]["data_dir"] == relative  # the caller's config is left as it was
+    recorded = config.load(tmp_path / "run" / "config.toml")["data"]["data_dir"]
+    assert recorded == str(prepared) and os.path.isabs(recorded)
+    assert trainer.workdir == tmp_path / "run" and trainer.workdir.is_absolute()

@@ -56,8 +56,8 @@ import numbers
 import os
 import threading
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import h5py
 import numpy as np

@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from absl import app, flags
@@ -174,7 +174,7 @@ def main(argv):
     try:
         areas = [int(a) for a in FLAGS.areas] if FLAGS.areas else None
     except ValueError:
-        raise app.UsageError(f"--areas must be integers, got {','.join(FLAGS.areas)}")
+        raise app.UsageError(f"--areas must be integers, got {','.join(FLAGS.areas)}") from None
     try:
         done = prepare(FLAGS.raw, FLAGS.out, areas, FLAGS.num_points, FLAGS.seed, FLAGS.overwrite,
                        FLAGS.progress)
@@ -184,6 +184,12 @@ def main(argv):
           f"complete; outputs under {FLAGS.out}")
 
 
+def cli():
+    """The `jsnet-prepare-s3dis` console script (also `python -m jsnet_tf.data.prepare_s3dis`)."""
+    from jsnet_tf.cli import run_program
+
+    run_program(main, __name__, define_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

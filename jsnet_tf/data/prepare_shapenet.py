@@ -26,8 +26,8 @@ left by a killed run are ignored.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from absl import app, flags
 
@@ -159,6 +159,12 @@ def main(argv):
           f"{', '.join(f'{s} {n}' for s, n in counts.items())}; outputs under {FLAGS.out}")
 
 
+def cli():
+    """The `jsnet-prepare-shapenet` console script (also `python -m jsnet_tf.data.prepare_shapenet`)."""
+    from jsnet_tf.cli import run_program
+
+    run_program(main, __name__, define_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

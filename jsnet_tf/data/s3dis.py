@@ -25,8 +25,9 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import h5py
 import numpy as np

@@ -45,8 +45,9 @@ import json
 import os
 import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -54,8 +55,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from jsnet_tf.data.s3dis import (AtomicTarget, DataError, parse_numbers, sample_indices,
-                                 write_blocks_h5, write_text_atomic)
+from jsnet_tf.data.s3dis import AtomicTarget, DataError, parse_numbers, sample_indices, write_blocks_h5, write_text_atomic
 
 __all__ = [
     "CATEGORIES", "CATEGORY_NAMES", "Category", "DataError", "DEFAULT_INSTANCE_RADIUS",

@@ -322,7 +322,7 @@ def make_room(rng, name, points_per_m2=DEFAULT_POINTS_PER_M2, size=None, origin=
     table_tops = []
     n_tables = {"conferenceRoom": count(1, 2), "office": count(1, 4), "lounge": count(1, 2),
                 "storage": count(0, 1)}.get(kind, 0)
-    for ti in range(n_tables):
+    for _ in range(n_tables):
         big = kind == "conferenceRoom"
         tl = rng.uniform(2.4, 4.0) if big else rng.uniform(1.1, 2.0)
         tw = rng.uniform(1.0, 1.5) if big else rng.uniform(0.6, 1.0)
@@ -601,8 +601,12 @@ def _define_flags():
     flags.mark_flag_as_required("out")
 
 
-if __name__ == "__main__":
-    from absl import app
+def cli():
+    """The `jsnet-synthetic` console script (also `python -m jsnet_tf.data.synthetic`)."""
+    from jsnet_tf.cli import run_program
 
-    _define_flags()
-    app.run(_main)
+    run_program(_main, __name__, _define_flags)
+
+
+if __name__ == "__main__":
+    cli()

@@ -76,6 +76,12 @@ def main(argv):
           f"{shapenet.NUM_CATEGORIES} categories in {time.time() - start:.1f} s -> {FLAGS.out}")
 
 
+def cli():
+    """The `jsnet-synthetic-parts` console script (also `python -m jsnet_tf.data.synthetic_parts`)."""
+    from jsnet_tf.cli import run_program
+
+    run_program(main, __name__, define_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

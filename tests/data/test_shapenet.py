@@ -10,7 +10,6 @@ import pytest
 from jsnet_tf.data import shapenet
 from jsnet_tf.data.shapenet import CATEGORIES, DataError, Shape
 
-
 THREE = ("Airplane", "Mug", "Table")
 
 # The release's synsetoffset2category.txt (shapenetcore_partanno_segmentation_benchmark_v0_normal),
