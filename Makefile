@@ -1,13 +1,13 @@
 # One-command set-up on a fresh machine: `make test` creates .venv, installs the package into it
 # (editable, with its console scripts: jsnet-train, jsnet-evaluate, ...), builds the op library and
 # the clustering extension, lints and runs the test suite. TensorFlow: the CUDA build where nvidia-smi sees a GPU,
-# tensorflow-cpu otherwise (override: make test TF_PACKAGE=tensorflow==2.21.*).
+# tensorflow-cpu otherwise (override: make test TF_PACKAGE=...).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-TF_PACKAGE ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo 'tensorflow==2.21.*'; else echo 'tensorflow-cpu==2.21.*'; fi)
+TF_PACKAGE ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo 'tensorflow[and-cuda]==2.21.*'; else echo 'tensorflow-cpu==2.21.*'; fi)
 TF_NAME := $(firstword $(subst =, ,$(TF_PACKAGE)))
 OTHER_TF := $(if $(filter tensorflow-cpu,$(TF_NAME)),tensorflow,tensorflow-cpu)
 STAMP := $(VENV)/.installed-$(TF_NAME)
