@@ -15,7 +15,8 @@ import pathlib
 import tensorflow as tf
 
 from jsnet_tf import config as config_lib
-from jsnet_tf.data.s3dis import write_text_atomic
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import write_text_atomic
 from jsnet_tf.model import JSNet, build_model
 
 # Where each choice of weights looks, in order. "latest" (the default everywhere) is the last
@@ -23,7 +24,7 @@ from jsnet_tf.model import JSNet, build_model
 WEIGHT_FOLDERS = {"latest": ("checkpoints", "weights"), "best": ("best",)}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A run folder without usable weights, or weights that do not fit the model."""
 
 
@@ -59,6 +60,39 @@ def run_record(run_dir):
 def run_area(run_dir):
     """The test area a run folder holds out, or None when it does not record one."""
     return run_record(run_dir).get("area")
+
+
+def is_run_folder(path):
+    """Whether `path` holds one run (its config.toml): one area of train.py, converted weights."""
+    return (pathlib.Path(path) / "config.toml").exists()
+
+
+def area_runs(workdir):
+    """{area: run folder} of the `area<k>/` runs in train.py's `workdir`, by area."""
+    workdir = pathlib.Path(workdir)
+    runs = {int(p.name[4:]): p for p in workdir.glob("area*") if p.name[4:].isdigit() and is_run_folder(p)}
+    return dict(sorted(runs.items()))
+
+
+def resolve_run(workdir, area=None):
+    """(run folder, area) of a program's --workdir [--area]: `<workdir>/area<k>` of train.py or
+    the run folder `workdir` itself; the area is None when only the run's config can tell."""
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        raise CheckpointError(f"--workdir {workdir}: no such folder")
+    if area is not None:
+        candidate = workdir / f"area{area}"
+        if is_run_folder(candidate) or not is_run_folder(workdir):
+            return candidate, area
+        return workdir, area
+    if is_run_folder(workdir):
+        return workdir, run_area(workdir)
+    runs = area_runs(workdir)
+    if len(runs) == 1:
+        return next(iter(runs.values())), next(iter(runs))
+    if not runs:
+        raise CheckpointError(f"--workdir {workdir}: not a run folder (no config.toml) and holds no area<k>/ run of train.py")
+    raise CheckpointError(f"--workdir {workdir} holds runs of areas {', '.join(map(str, runs))}: choose one with --area")
 
 
 def find_weights(run_dir, which="latest", allow_test_area_selection=False):

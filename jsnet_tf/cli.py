@@ -7,6 +7,17 @@ import sys
 from absl import app, flags
 
 
+def config_overrides(sets=(), values=None):
+    """Config overrides from a program's flags: its `--set section.key=value` list, then one
+    override per `{"section.key": value}` whose value was given (not None), written as TOML
+    (strings quoted, booleans lower case, lists bracketed): the flags that stand for config keys
+    (`--epochs` for train.epochs ...) win over --set."""
+    from jsnet_tf.config import toml_value
+
+    given = {key: value for key, value in (values or {}).items() if value is not None}
+    return list(sets) + [f"{key}={toml_value(value)}" for key, value in given.items()]
+
+
 def run_program(main, module_name, define_flags=None):
     """Runs the absl `main` of module `module_name` as the program; `--help` shows that module's
     docstring and flags however it was started (absl describes only the flags of `__main__`,

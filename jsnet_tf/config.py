@@ -11,12 +11,22 @@ An override is `section.key=value` with a TOML value (`train.batch_size=8`,
 `data.areas=[1,2]`, `model.backbone="pointnet2"`; a bare word is taken as a string). Unknown
 sections or keys and values of the wrong type are errors that name the file (or override) and
 the key, with the closest known key as a hint.
+
+Values are range-checked the same way, one line naming the source and the key: RANGES holds the
+interval of every numeric key (of each value of a numeric list), e.g. train.batch_size ">= 1",
+model.dropout "[0, 1)", always of finite numbers; LIST_RULES holds rules on a list as a whole
+(model.npoints non-increasing, validation room names non-empty). Limits that join two keys
+(eval.stride <= data.block_size, model.npoints[0] <= data.num_points) are checked where both
+are used (evaluation, model building).
 """
 
 import copy
 import difflib
+import math
 import pathlib
 import tomllib
+
+from jsnet_tf.errors import UserError
 
 DEFAULTS = {
     "data": {
@@ -92,12 +102,58 @@ CHOICES = {
 LENGTHS = {("model", "npoints"): 4, ("model", "radii"): 4}
 # Keys that take either of two types: a fraction or a list of room names.
 ALTERNATIVE_TYPES = {("data", "validation_rooms"): ([""],)}
+# The interval of finite numbers each numeric key (each value of a list) lies in: ">= a", "> a",
+# or "[a, b)" with a square bracket where the end belongs to it.
+RANGES = {
+    ("data", "areas"): ">= 1",  # Area_1, Area_2, ...
+    ("data", "num_points"): ">= 1",
+    ("data", "block_size"): "> 0",
+    ("data", "blocks_per_room"): ">= 0",  # 0: the room's ceil(max x) * ceil(max y)
+    ("data", "validation_rooms"): "[0, 1)",  # the fraction form
+    ("model", "num_classes"): ">= 1",
+    ("model", "input_channels"): ">= 3",  # xyz, then the features
+    ("model", "embedding_dim"): ">= 1",
+    ("model", "npoints"): ">= 1",
+    ("model", "radii"): "> 0",
+    ("model", "sigma"): "> 0",  # a kernel-density variance
+    ("model", "dropout"): "[0, 1)",  # a rate of 1 would drop everything
+    ("train", "batch_size"): ">= 1",
+    ("train", "epochs"): ">= 1",  # 0 would train nothing yet write a run
+    ("train", "learning_rate"): "> 0",
+    ("train", "decay_rate"): "(0, 1]",  # 1: no decay
+    ("train", "min_learning_rate"): ">= 0",
+    ("train", "reference_decay_steps"): ">= 1",
+    ("train", "bn_init_decay"): "[0, 1]",  # BN momentum min(clip, 1 - init * rate ** stage) stays in [0, 1]
+    ("train", "bn_decay_rate"): "[0, 1]",
+    ("train", "bn_decay_clip"): "[0, 1]",
+    ("train", "disc_weight"): ">= 0",
+    ("train", "seed"): "[0, 4294967295]",  # NumPy's seed range (keras.utils.set_random_seed)
+    ("train", "keep_checkpoints"): ">= 1",  # resumption needs the last one
+    ("train", "early_stopping_patience"): ">= 0",  # 0: off
+    ("eval", "stride"): "> 0",
+    ("eval", "min_block_points"): ">= 1",
+    ("eval", "batch_size"): ">= 1",
+    ("eval", "bandwidth"): "> 0",
+    ("eval", "gap"): "(0, 1)",  # a cell of the room normalised to [0, 1]
+    ("eval", "min_overlap"): ">= 0",
+    ("eval", "min_new_points"): ">= 0",
+    ("eval", "size_fraction"): ">= 0",
+    ("eval", "seed"): ">= 0",
+}
+# Rules on a list value as a whole: (test, what it asks for).
+LIST_RULES = {
+    ("model", "npoints"): (
+        lambda counts: all(a >= b for a, b in zip(counts, counts[1:])),
+        "non-increasing (each encoder level samples its centres among the previous level's)",
+    ),
+    ("data", "validation_rooms"): (lambda names: all(names), "non-empty room names"),
+}
 
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema."""
 
 
@@ -137,6 +193,36 @@ def _type_ok(value, default):
     return isinstance(value, type(default))
 
 
+def interval(text):
+    """(low, low included, high, high included) of an interval written as in RANGES."""
+    if text.startswith(">"):
+        return float(text.lstrip(">= ")), text.startswith(">="), math.inf, False
+    low, high = text[1:-1].split(",")
+    return float(low), text[0] == "[", float(high), text[-1] == "]"
+
+
+def _inside(value, text):
+    low, low_included, high, high_included = interval(text)
+    above = low <= value if low_included else low < value
+    below = value <= high if high_included else value < high
+    return math.isfinite(value) and above and below
+
+
+def _check_range(section, key, value, source):
+    """Raises ConfigError when a value (of the right type) lies outside RANGES or breaks LIST_RULES."""
+    name, where = f"{section}.{key}", RANGES.get((section, key))
+    numbers = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, (int, float))]
+    outside = [v for v in numbers if where and not _inside(v, where)]
+    if outside:
+        finite = "" if all(math.isfinite(v) for v in outside) else "a finite number "
+        wanted = where if where.startswith(">") else f"in {where}"
+        each = " each" if isinstance(value, list) else ""
+        raise ConfigError(f"{source}: {name} must be {finite}{wanted}{each}, got {value!r}")
+    rule = LIST_RULES.get((section, key))
+    if rule and isinstance(value, list) and not rule[0](value):
+        raise ConfigError(f"{source}: {name} must be {rule[1]}, got {value!r}")
+
+
 def _set(config, section, key, value, source):
     if section not in DEFAULTS:
         raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, DEFAULTS)}")
@@ -144,10 +230,8 @@ def _set(config, section, key, value, source):
         raise ConfigError(f"{source}: unknown key {section}.{key}{_hint(key, DEFAULTS[section])}")
     default = DEFAULTS[section][key]
     alternatives = ALTERNATIVE_TYPES.get((section, key), ())
-    if not _type_ok(value, default) and any(_type_ok(value, a) for a in alternatives):
-        config[section][key] = value
-        return
-    if not _type_ok(value, default):
+    of_default_type = _type_ok(value, default)
+    if not of_default_type and not any(_type_ok(value, a) for a in alternatives):
         raise ConfigError(
             f"{source}: {section}.{key} must be {type(default).__name__} like {default!r}, got {value!r}"
         )
@@ -157,7 +241,8 @@ def _set(config, section, key, value, source):
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{source}: {section}.{key} must be one of {', '.join(choices)}, got {value!r}{_hint(value, choices)}")
-    config[section][key] = float(value) if isinstance(default, float) else value
+    _check_range(section, key, value, source)
+    config[section][key] = float(value) if isinstance(default, float) and of_default_type else value
 
 
 def _read(path, seen):

@@ -39,6 +39,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from jsnet_tf import checkpoints, config  # noqa: E402
 from jsnet_tf.data import s3dis  # noqa: E402
+from jsnet_tf.errors import UserError  # noqa: E402
 from jsnet_tf.model import build_model  # noqa: E402
 
 TRAINING_STATE_NAMES = ("beta1_power", "beta2_power", "batch")
@@ -50,7 +51,7 @@ MEAN_INS_SIZE_FILE = "mean_ins_size.txt"  # in a run folder, as the original kep
 NAN_AS_INTEGER = float(-(2**63))  # what the original's `.astype(np.int)` makes of a class without instances
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """An original checkpoint that cannot be found or does not fit the model."""
 
 
@@ -253,7 +254,7 @@ def main(argv):
     try:
         cfg = config.load(FLAGS.config, FLAGS.set)
         prefix = run(FLAGS.checkpoint, FLAGS.workdir, cfg, FLAGS.overwrite, FLAGS.mean_ins_size)
-    except (config.ConfigError, ConversionError, s3dis.DataError) as error:
+    except UserError as error:
         sys.exit(f"convert: error: {error}")
     workdir = pathlib.Path(FLAGS.workdir)
     if FLAGS.mean_ins_size:

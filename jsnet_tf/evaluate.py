@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from jsnet_tf.errors import UserError  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "train.py's workdir (holding area<k>/), or one run folder (ShapeNet: the workdir)")
 flags.DEFINE_string(
@@ -72,23 +74,20 @@ flags.DEFINE_bool("verbose", True, "show a progress bar")
 
 
 def _overrides():
-    overrides = list(FLAGS.set)
-    for flag, key in (("bandwidth", "bandwidth"), ("batch_size", "batch_size"), ("seed", "seed")):
-        if getattr(FLAGS, flag) is not None:
-            overrides.append(f"eval.{key}={getattr(FLAGS, flag)}")
-    if FLAGS.label_all_points is not None:
-        overrides.append(f"eval.label_all_points={str(FLAGS.label_all_points).lower()}")
-    return overrides
+    """The run's config changes the flags ask for: --set, the eval flags and --data_dir."""
+    from jsnet_tf.cli import config_overrides
 
-
-def _is_run_folder(workdir):
-    return (pathlib.Path(workdir) / "config.toml").exists()
+    return config_overrides(FLAGS.set, {
+        "eval.bandwidth": FLAGS.bandwidth, "eval.batch_size": FLAGS.batch_size, "eval.seed": FLAGS.seed,
+        "eval.label_all_points": FLAGS.label_all_points, "data.data_dir": FLAGS.data_dir or None,
+    })
 
 
 def _run_folder(workdir, area):
-    """The workdir itself when it is a run folder, else train.py's <workdir>/area<k>."""
-    workdir = pathlib.Path(workdir)
-    return workdir if _is_run_folder(workdir) else workdir / f"area{area}"
+    """The run folder of `area`: train.py's <workdir>/area<k>, or the workdir itself."""
+    from jsnet_tf import checkpoints
+
+    return checkpoints.resolve_run(workdir, area)[0]
 
 
 def _areas(workdir):
@@ -97,7 +96,7 @@ def _areas(workdir):
     from jsnet_tf import checkpoints
 
     workdir = pathlib.Path(workdir)
-    if _is_run_folder(workdir):
+    if checkpoints.is_run_folder(workdir):
         recorded = checkpoints.run_area(workdir)
         if FLAGS.area:
             if len(FLAGS.area) > 1:
@@ -115,10 +114,10 @@ def _areas(workdir):
         return areas
     if FLAGS.area:
         return list(FLAGS.area)
-    runs = sorted(p for p in workdir.glob("area*") if _is_run_folder(p) and p.name[4:].isdigit())
+    runs = checkpoints.area_runs(workdir)
     if not runs:
         raise app.UsageError(f"{workdir} holds no run (no area<k>/config.toml): give --area and a trained --workdir")
-    return [int(p.name[4:]) for p in runs]
+    return list(runs)
 
 
 def _fingerprint(prefix, cfg, mean_ins_size):
@@ -137,13 +136,10 @@ def evaluate_area(area, out_dir):
     from jsnet_tf import checkpoints, metrics
     from jsnet_tf.data import pipeline, s3dis
     from jsnet_tf.evaluation import RoomResult, RoomSegmenter
+    from jsnet_tf.files import write_text_atomic
 
     run_dir = _run_folder(FLAGS.workdir, area)
     overrides = _overrides()
-    if FLAGS.data_dir:
-        from jsnet_tf import config
-
-        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
     data_dir = pathlib.Path(cfg["data"]["data_dir"])
     rooms = pipeline.area_files(data_dir, area, "test", "rooms")
@@ -199,7 +195,7 @@ def evaluate_area(area, out_dir):
     if bar is not None:
         bar.close()
     filelist = "".join(f"{path.stem}_pred.txt\n" for path in rooms)
-    s3dis.write_text_atomic(out_dir / "output_filelist.txt", filelist)
+    write_text_atomic(out_dir / "output_filelist.txt", filelist)
     _write_results(out_dir, evaluator, class_names, {
         "area": area,
         "weights": prefix,
@@ -230,22 +226,23 @@ def _write_room(out_dir, result, class_names, pictures, fingerprint):
     import numpy as np
 
     from jsnet_tf import metrics
-    from jsnet_tf.data.s3dis import AtomicTarget
+    from jsnet_tf.files import AtomicTarget
 
     metrics.write_room_outputs(
         out_dir / f"{result.name}_pred.txt", out_dir / f"{result.name}_gt.txt", result.xyz, result.rgb,
         result.score, result.semantic_pred, result.instance_pred, result.semantic_gt, result.instance_gt,
     )
     if pictures:
-        _write_pictures(out_dir / "pictures", result)
+        _write_pictures(out_dir / "pictures", result, class_names)
     with AtomicTarget(out_dir / f"{result.name}.npz") as tmp:
         with open(tmp, "wb") as f:
             arrays = {k: v for k, v in result.arrays().items() if k != "name"}
             np.savez_compressed(f, fingerprint=np.array(fingerprint), **arrays)
 
 
-def _write_pictures(folder, result):
-    """Coloured PLYs (semantic / instance, predicted / ground truth) and one PNG of the four."""
+def _write_pictures(folder, result, class_names=None):
+    """Coloured PLYs (semantic / instance, predicted / ground truth) and one PNG of the four, the
+    semantic panels with a legend of their classes (`class_names`, else the class ids)."""
     from jsnet_tf import io, viz
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -259,20 +256,22 @@ def _write_pictures(folder, result):
     for suffix, rgb in colours.values():
         io.write_ply(folder / f"{result.name}_{suffix}.ply", result.xyz, rgb, extra=labels)
     z = result.xyz[:, 2]
+    names = class_names or [str(c) for c in range(1 + max(int(result.semantic_gt.max()), int(result.semantic_pred.max()), 0))]
     viz.render_segmentation_panel(
         folder / f"{result.name}.png", result.xyz, {title: rgb for title, (_, rgb) in colours.items()},
         title=f"{result.name} (top view below 85% of the height)", z_max=float(z.min() + 0.85 * (z.max() - z.min())),
+        legends={"semantic ground truth": (result.semantic_gt, names), "semantic prediction": (result.semantic_pred, names)},
     )
 
 
 def _write_results(out_dir, evaluator, class_names, info):
     from jsnet_tf import metrics, viz
-    from jsnet_tf.data import s3dis
+    from jsnet_tf.files import write_text_atomic
 
     result = evaluator.result()
-    s3dis.write_text_atomic(out_dir / "results.json", json.dumps({**info, **result}, indent=2) + "\n")
+    write_text_atomic(out_dir / "results.json", json.dumps({**info, **result}, indent=2) + "\n")
     table = metrics.format_table(result, class_names)
-    s3dis.write_text_atomic(out_dir / "results.txt", table + "\n")
+    write_text_atomic(out_dir / "results.txt", table + "\n")
     names = class_names or [str(c) for c in range(len(result["counts"]["confusion"]))]
     viz.render_confusion_matrix(out_dir / "confusion.png", result["counts"]["confusion"], names)
     print(table, flush=True)
@@ -297,11 +296,9 @@ def _check_against_config(run_dir):
 
 def evaluate_shapenet(run_dir):
     """Part mIoU of a ShapeNet part run on the prepared test split."""
-    from jsnet_tf import checkpoints, config, part_evaluation
+    from jsnet_tf import checkpoints, part_evaluation
 
     overrides = _overrides()
-    if FLAGS.data_dir:
-        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
     out_dir = pathlib.Path(FLAGS.out or pathlib.Path(run_dir) / "eval")
     eval_cfg = cfg["eval"]
@@ -320,19 +317,20 @@ def evaluate_shapenet(run_dir):
 def _is_shapenet_run(workdir):
     from jsnet_tf import checkpoints
 
-    return _is_run_folder(workdir) and checkpoints.load_config(workdir)["data"]["dataset"] == "shapenet"
+    return checkpoints.is_run_folder(workdir) and checkpoints.load_config(workdir)["data"]["dataset"] == "shapenet"
 
 
 def evaluate_filelists():
     from jsnet_tf import metrics
     from jsnet_tf.data import s3dis
+    from jsnet_tf.files import write_text_atomic
 
     result = metrics.evaluate_filelist(FLAGS.filelist, class_names=list(s3dis.CLASSES), base_dir=FLAGS.filelist_base)
     print(metrics.format_table(result, list(s3dis.CLASSES)))
     if FLAGS.out:
         out = pathlib.Path(FLAGS.out)
         out.mkdir(parents=True, exist_ok=True)
-        s3dis.write_text_atomic(out / "results.json", json.dumps({"filelists": FLAGS.filelist, **result}, indent=2) + "\n")
+        write_text_atomic(out / "results.json", json.dumps({"filelists": FLAGS.filelist, **result}, indent=2) + "\n")
         print(f"results: {out / 'results.json'}")
 
 
@@ -368,40 +366,19 @@ def main(argv):
             out_dir = pathlib.Path(FLAGS.out or FLAGS.workdir)
             name = "results_areas_" + "-".join(str(a) for a in areas)
             from jsnet_tf import metrics
-            from jsnet_tf.data import s3dis
+            from jsnet_tf.files import write_text_atomic
 
             result = combined.result()
-            s3dis.write_text_atomic(out_dir / f"{name}.json", json.dumps({"areas": areas, **result}, indent=2) + "\n")
+            write_text_atomic(out_dir / f"{name}.json", json.dumps({"areas": areas, **result}, indent=2) + "\n")
             print(f"areas {areas} together:\n{metrics.format_table(result, result.get('class_names'))}")
             print(f"results: {out_dir / (name + '.json')}")
     except Exception as error:
-        if not isinstance(error, _user_errors()):
+        # TensorFlow's OpError (e.g. a corrupt checkpoint file) is consulted only once TensorFlow is loaded.
+        tensorflow = sys.modules.get("tensorflow")
+        op_errors = (tensorflow.errors.OpError,) if tensorflow else ()
+        if not isinstance(error, (UserError, OSError) + op_errors):
             raise
         sys.exit(f"evaluate.py: error: {error}")
-
-
-def _user_errors():
-    """The errors that mean bad input or set-up (one line for the user, no traceback); modules
-    that load native code are only consulted once loaded."""
-    from jsnet_tf.checkpoints import CheckpointError
-    from jsnet_tf.clustering.library import ExtensionError
-    from jsnet_tf.config import ConfigError
-    from jsnet_tf.data.s3dis import DataError
-    from jsnet_tf.metrics import MetricsError
-
-    errors = [CheckpointError, ConfigError, DataError, MetricsError, ExtensionError, OSError]
-    for module, name in (
-        ("jsnet_tf.clustering.postprocess", "ClusteringError"),
-        ("jsnet_tf.evaluation", "EvaluationError"),
-        ("jsnet_tf.viz", "VizError"),
-        ("tensorflow", "errors.OpError"),  # e.g. a corrupt checkpoint file
-    ):
-        if module in sys.modules:
-            error = sys.modules[module]
-            for part in name.split("."):
-                error = getattr(error, part)
-            errors.append(error)
-    return tuple(errors)
 
 
 def cli():

@@ -36,9 +36,10 @@ from scipy.spatial import cKDTree
 
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import s3dis
+from jsnet_tf.errors import UserError
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Input that the evaluation cannot use (named in the message)."""
 
 

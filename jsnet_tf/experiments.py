@@ -37,7 +37,8 @@ import sys
 
 from jsnet_tf import config as config_lib
 from jsnet_tf import metrics
-from jsnet_tf.data.s3dis import write_text_atomic
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import write_text_atomic
 
 CONFIGS = config_lib.CONFIG_DIR
 
@@ -67,7 +68,7 @@ QUICK_OVERRIDES = ("model.npoints=[256, 64, 32, 16]", "train.batch_size=4", "tra
 QUICK_SYNTHETIC = ("--areas", "6", "--rooms_per_area", "2", "--points_per_m2", "30", "--seed", "0")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
     """A table that cannot be run as asked (unknown table or row, a workdir of other runs,
     missing data, a failed subprocess)."""
 
@@ -562,13 +563,11 @@ def main(argv):
         sys.exit(f"experiments: error: unknown table {argv[1]!r}: choose one of {', '.join(TABLES)}")
     if not FLAGS.data_dir or not FLAGS.workdir:
         raise app.UsageError("--data_dir and --workdir are required")
-    from jsnet_tf.data.s3dis import DataError
-
     try:
         print(run_table(argv[1], FLAGS.workdir, FLAGS.data_dir, quick=FLAGS.quick, rows=FLAGS.rows,
                         every_point=FLAGS.every_point, dry=FLAGS.dry_run, seconds_per_step=FLAGS.seconds_per_step,
                         blocks_per_second=FLAGS.blocks_per_second), flush=True)
-    except (ExperimentError, config_lib.ConfigError, DataError, metrics.MetricsError, OSError) as error:
+    except (UserError, OSError) as error:
         sys.exit(f"experiments: error: {error}")
 
 

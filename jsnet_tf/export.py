@@ -29,6 +29,7 @@ import tensorflow as tf
 from jsnet_tf import checkpoints, ops
 from jsnet_tf import config as config_lib
 from jsnet_tf.data import s3dis, shapenet
+from jsnet_tf.errors import UserError
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "points"
@@ -45,7 +46,7 @@ S3DIS_CHANNELS = (  # s3dis.blocks_at
 SHAPENET_CHANNELS = ("x", "y", "z", "normal x", "normal y", "normal z")  # xyz in the unit sphere
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be written where asked, or a graph TF Serving could not load."""
 
 
@@ -225,7 +226,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines about writing the SavedModel
     try:
         target = export_run(FLAGS.workdir, FLAGS.out, FLAGS.which, FLAGS.version, FLAGS.overwrite)
-    except (ExportError, checkpoints.CheckpointError, config_lib.ConfigError) as error:
+    except UserError as error:
         sys.exit(f"jsnet_tf.export: error: {error}")
     print(f"exported {FLAGS.workdir} -> {target} (signature {SIGNATURE}: {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})")
 

@@ -1,7 +1,8 @@
 """Point-cloud files in and out: PLY, text (`.txt` / `.xyz` / `.pts`) and `.npy`; colour helpers.
 
 `read_point_cloud` turns a user's file into float64 coordinates plus optional uint8 colours;
-`write_ply` writes our outputs (coordinates, colours and per-point labels) atomically. NumPy only.
+`write_ply` writes our outputs (coordinates, colours and per-point labels) atomically. NumPy and
+plyfile only.
 
 Colours stored as numbers that may be fractions (text, `.npy`, float PLY properties) are read as
 0..255 unless every colour value lies in [0, 1], in which case they are fractions of full
@@ -22,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import plyfile
 
-from jsnet_tf.data.s3dis import CLASSES, AtomicTarget
+from jsnet_tf.data.s3dis import CLASSES
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import AtomicTarget
 
 TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
 SUFFIXES = (".ply", ".npy") + TEXT_SUFFIXES
@@ -43,7 +46,7 @@ _MAX_HEADER_LINES = 10_000
 _PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class PointCloudError(ValueError):
+class PointCloudError(UserError, ValueError):
     """A point-cloud file or array that cannot be read or written; the message names it."""
 
 

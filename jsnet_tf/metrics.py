@@ -55,7 +55,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jsnet_tf.data.s3dis import AtomicTarget
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import AtomicTarget
 
 __all__ = [
     "Evaluator", "IOU_THRESHOLD", "MetricsError", "RoomOutputs", "S3DIS_CLASSES",
@@ -78,7 +79,7 @@ GT_SUFFIX = "_gt.txt"
 _DENSE_PAIRS_PER_POINT = 4
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError, ValueError):
     """Bad evaluation input: the message names the file or argument and the problem."""
 
 

@@ -44,8 +44,9 @@ import tensorflow as tf
 from jsnet_tf import part_metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import shapenet
-from jsnet_tf.data.s3dis import AtomicTarget, DataError, write_text_atomic
+from jsnet_tf.errors import DataError
 from jsnet_tf.evaluation import EvaluationError, _chunks, check_network_outputs
+from jsnet_tf.files import AtomicTarget, write_text_atomic
 
 __all__ = ["ShapePrediction", "ShapeSegmenter", "evaluate_shapenet", "format_results", "render_shape", "shape_panels"]
 
@@ -170,35 +171,42 @@ class ShapeSegmenter:
 
 
 def shape_panels(part_pred, instance_pred, part_gt=None, instance_gt=None):
-    """{panel title: (file suffix, uint8 colours)} in Figure 5's order: part prediction, part
-    ground truth, instance prediction, instance ground truth (ground truth where given)."""
+    """{panel title: (file suffix, uint8 colours, part ids or None)} in Figure 5's order: part
+    prediction, part ground truth, instance prediction, instance ground truth (ground truth
+    where given). The part panels keep their part ids for their legends; instance panels hold None."""
     from jsnet_tf import io
 
-    panels = {"part prediction": ("part_pred", io.semantic_colors(part_pred))}
+    panels = {"part prediction": ("part_pred", io.semantic_colors(part_pred), part_pred)}
     if part_gt is not None:
-        panels["part ground truth"] = ("part_gt", io.semantic_colors(part_gt))
-    panels["instance prediction"] = ("ins_pred", io.instance_colors(instance_pred))
+        panels["part ground truth"] = ("part_gt", io.semantic_colors(part_gt), part_gt)
+    panels["instance prediction"] = ("ins_pred", io.instance_colors(instance_pred), None)
     if instance_gt is not None:
-        panels["instance ground truth"] = ("ins_gt", io.instance_colors(instance_gt))
+        panels["instance ground truth"] = ("ins_gt", io.instance_colors(instance_gt), None)
     return panels
 
 
-def render_shape(path, xyz, panels, title):
-    """One PNG of the panels side by side, the shape seen along -z (x right, y up)."""
+def render_shape(path, xyz, panels, title, part_names=None):
+    """One PNG of the panels (`shape_panels`) side by side, the shape seen along -z (x right,
+    y up); with `part_names` (a name per part id, e.g. "Mug/part0"), a legend of the parts
+    drawn below each part panel."""
     from jsnet_tf import viz
 
-    viz.render_segmentation_panel(path, xyz, {name: rgb for name, (_, rgb) in panels.items()}, title=title)
+    legends = {} if part_names is None else {
+        name: (parts, part_names) for name, (_, _, parts) in panels.items() if parts is not None
+    }
+    viz.render_segmentation_panel(path, xyz, {name: rgb for name, (_, rgb, _) in panels.items()}, title=title,
+                                  legends=legends)
 
 
-def _write_pictures(folder, name, xyz, labels, title):
+def _write_pictures(folder, name, xyz, labels, title, part_names):
     """A coloured PLY per panel (with the predicted labels as properties) and the PNG."""
     from jsnet_tf import io
 
     panels = shape_panels(labels["part_pred"], labels["instance_pred"], labels["part_gt"], labels["instance_gt"])
     extra = {"part": labels["part_pred"], "instance": labels["instance_pred"]}
-    for suffix, rgb in panels.values():
+    for suffix, rgb, _ in panels.values():
         io.write_ply(folder / f"{name}_{suffix}.ply", xyz, rgb, extra=extra)
-    render_shape(folder / f"{name}.png", xyz, panels, title)
+    render_shape(folder / f"{name}.png", xyz, panels, title, part_names)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -326,7 +334,7 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
                     name = shapenet.CATEGORY_NAMES[arrays["category"][i]]
                     labels = {k: arrays[k][i] for k in ("part_pred", "part_gt", "instance_pred", "instance_gt")}
                     _write_pictures(out_dir / "pictures", f"{path.stem}_{i}_{name}", arrays["xyz"][i], labels,
-                                    f"{path.name} shape {i} ({name}): part IoU {100 * shape_iou[i]:.1f}")
+                                    f"{path.name} shape {i} ({name}): part IoU {100 * shape_iou[i]:.1f}", part_names)
                 with AtomicTarget(stored) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez_compressed(f, fingerprint=np.array(fingerprint), shape_iou=shape_iou, **arrays)

@@ -54,6 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from jsnet_tf.errors import UserError  # noqa: E402
+
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
 DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
 OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
@@ -106,7 +108,7 @@ flags.DEFINE_string(
 )
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """Bad input or set-up for prediction; the message names the file or flag."""
 
 
@@ -317,7 +319,8 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, picture
                 offset=prediction.offset, classes=np.array(class_names),
             )
         if pictures:
-            _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem)
+            _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
+                           prediction.semantic, class_names)
 
     return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
 
@@ -336,14 +339,14 @@ def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_
             f.write(format_lines(columns, "fffddf"))
 
 
-def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem):
+def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem, semantic, class_names):
     from jsnet_tf import viz
 
     z = local_xyz[:, 2]
     viz.render_segmentation_panel(
         path, local_xyz, {"semantic": semantic_rgb, "instance": instance_rgb},
         title=f"{stem}: top view below 85% of the height, metres from the minimum corner",
-        z_max=float(z.min() + 0.85 * (z.max() - z.min())),
+        z_max=float(z.min() + 0.85 * (z.max() - z.min())), legends={"semantic": (semantic, class_names)},
     )
 
 
@@ -506,21 +509,35 @@ def write_shape_outputs(out_dir, stem, shape, normalised, prediction, class_name
         if pictures:
             scored = "" if shape_iou is None else f", part IoU {100 * shape_iou:.1f}"
             render_shape(staged[".png"], normalised, panels,
-                         f"{stem} ({category or 'all 50 parts'}{scored}): unit sphere seen along -z (x right, y up)")
+                         f"{stem} ({category or 'all 50 parts'}{scored}): unit sphere seen along -z (x right, y up)",
+                         class_names)
 
     return publish_outputs(out_dir, stem, SHAPE_OUTPUT_SUFFIXES, write)
 
 
-def predict_shape_file(path, segmenter, class_names, seed, out_dir, category=None):
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+    """How predict reads its inputs and writes their outputs (the command line's flags)."""
+
+    overwrite: bool = False  # replace existing outputs
+    nan_policy: str = "drop"  # points with NaN / infinite values: "drop" or "error"
+    color_max: float | None = None  # the colour scale of the inputs (None: detected)
+    color: bool = True  # use the inputs' colours (False: mid-grey everywhere)
+    txt: bool = True  # write <stem>_labels.txt
+    pictures: bool = True  # write <stem>.png
+    progress: bool = True  # a progress bar per input
+
+
+def predict_shape_file(path, segmenter, class_names, seed, out_dir, category=None, options=InputOptions()):
     """Reads, segments and writes one shape of a ShapeNet part run; returns a one-line summary."""
     from jsnet_tf import part_metrics
     from jsnet_tf.data import shapenet
 
     started = time.time()
     existing = [p for p in output_paths(out_dir, path.stem, SHAPE_OUTPUT_SUFFIXES) if p.exists()]
-    if existing and not FLAGS.overwrite:
+    if existing and not options.overwrite:
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
-    shape = read_shape_input(path, FLAGS.nan_policy, category)
+    shape = read_shape_input(path, options.nan_policy, category)
     notes = [f"{len(shape.xyz)} points"]
     if shape.num_dropped:
         notes.append(f"dropped {shape.num_dropped} with NaN or infinite values")
@@ -534,7 +551,7 @@ def predict_shape_file(path, segmenter, class_names, seed, out_dir, category=Non
     if iou_category is not None:
         shape_iou = float(part_metrics.shape_part_ious(shape.part, prediction.part, iou_category, str(path)).mean())
     written = write_shape_outputs(out_dir, path.stem, shape, normalised, prediction, class_names, category, shape_iou,
-                                  FLAGS.txt, FLAGS.pictures)
+                                  options.txt, options.pictures)
     parts, counts = np.unique(prediction.instance_part, return_counts=True)
     instances = ", ".join(f"{n} x {class_names[p]}" for p, n in zip(parts, counts))
     scored = "" if shape_iou is None else f"; part IoU {100 * shape_iou:.1f} over {iou_category}'s parts"
@@ -545,29 +562,6 @@ def predict_shape_file(path, segmenter, class_names, seed, out_dir, category=Non
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-
-
-def resolve_run(workdir, area=None):
-    """(run folder, area) as evaluate.py finds them: `<workdir>/area<k>` of train.py or the run
-    folder `workdir` itself; the area is None when only the run's config can tell."""
-    workdir = pathlib.Path(workdir)
-    if not workdir.is_dir():
-        raise PredictError(f"--workdir {workdir}: no such folder")
-    if area is not None:
-        candidate = workdir / f"area{area}"
-        if (candidate / "config.toml").exists() or not (workdir / "config.toml").exists():
-            return candidate, area
-        return workdir, area
-    if (workdir / "config.toml").exists():
-        from jsnet_tf import checkpoints
-
-        return workdir, checkpoints.run_area(workdir)
-    runs = sorted(p for p in workdir.glob("area*") if p.name[4:].isdigit() and (p / "config.toml").exists())
-    if len(runs) == 1:
-        return runs[0], int(runs[0].name[4:])
-    if not runs:
-        raise PredictError(f"--workdir {workdir}: not a run folder (no config.toml) and holds no area<k>/ run of train.py")
-    raise PredictError(f"--workdir {workdir} holds runs of areas {', '.join(p.name[4:] for p in runs)}: choose one with --area")
 
 
 def instance_sizes(cfg, run_dir, area, mean_ins_size_file=None, min_instance_points=None):
@@ -614,11 +608,16 @@ def instance_sizes(cfg, run_dir, area, mean_ins_size_file=None, min_instance_poi
 
 
 def _overrides():
-    overrides = list(FLAGS.set) + ["eval.label_all_points=true"]
-    for flag in ("batch_size", "seed"):
-        if getattr(FLAGS, flag) is not None:
-            overrides.append(f"eval.{flag}={getattr(FLAGS, flag)}")
-    return overrides
+    """The run's config changes the flags ask for (every point is labelled)."""
+    from jsnet_tf.cli import config_overrides
+
+    return config_overrides(FLAGS.set, {"eval.label_all_points": True, "eval.batch_size": FLAGS.batch_size,
+                                        "eval.seed": FLAGS.seed})
+
+
+def _input_options():
+    return InputOptions(overwrite=FLAGS.overwrite, nan_policy=FLAGS.nan_policy, color_max=FLAGS.color_max,
+                        color=FLAGS.color, txt=FLAGS.txt, pictures=FLAGS.pictures, progress=FLAGS.verbose)
 
 
 def _build(out_dir):
@@ -627,7 +626,7 @@ def _build(out_dir):
     from jsnet_tf.data import s3dis
     from jsnet_tf.evaluation import RoomSegmenter
 
-    run_dir, area = resolve_run(FLAGS.workdir, FLAGS.area)
+    run_dir, area = checkpoints.resolve_run(FLAGS.workdir, FLAGS.area)
     if checkpoints.load_config(run_dir)["data"]["dataset"] == "shapenet":
         return _build_shapenet(run_dir, out_dir)
     if FLAGS.category is not None:
@@ -644,7 +643,7 @@ def _build(out_dir):
     print(f"weights {prefix}; {filter_text}; outputs -> {out_dir}", flush=True)
     return functools.partial(
         predict_file, cloud_segmenter=CloudSegmenter(segmenter, FLAGS.max_points_per_pass), class_names=class_names,
-        seed=cfg["eval"]["seed"], out_dir=out_dir,
+        seed=cfg["eval"]["seed"], out_dir=out_dir, options=_input_options(),
     )
 
 
@@ -664,24 +663,24 @@ def _build_shapenet(run_dir, out_dir):
     print(f"weights {prefix}; parts among {among}; outputs -> {out_dir}", flush=True)
     return functools.partial(
         predict_shape_file, segmenter=segmenter, class_names=export.class_names(cfg), seed=eval_cfg["seed"],
-        out_dir=out_dir, category=category,
+        out_dir=out_dir, category=category, options=_input_options(),
     )
 
 
-def predict_file(path, cloud_segmenter, class_names, seed, out_dir):
+def predict_file(path, cloud_segmenter, class_names, seed, out_dir, options=InputOptions()):
     """Reads, segments and writes one input; returns a one-line summary."""
     from jsnet_tf import io
 
     started = time.time()
     outputs = output_paths(out_dir, path.stem)
     existing = [p for p in outputs if p.exists()]
-    if existing and not FLAGS.overwrite:
+    if existing and not options.overwrite:
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
-    cloud = io.read_point_cloud(path, nan_policy=FLAGS.nan_policy, color_max=FLAGS.color_max)
+    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max)
     notes = [f"{len(cloud)} points"]
     if cloud.num_dropped:
         notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
-    rgb = cloud.rgb if FLAGS.color else None
+    rgb = cloud.rgb if options.color else None
     if rgb is None:
         why = "colours ignored (--nocolor)" if cloud.rgb is not None else "no colours"
         print(
@@ -697,7 +696,7 @@ def predict_file(path, cloud_segmenter, class_names, seed, out_dir):
         notes.append(f"{len(tiles)} tiles (more than --max_points_per_pass={cloud_segmenter.max_points_per_pass} points)")
     print(f"{path}: " + "; ".join(notes), flush=True)
     bar = None
-    if FLAGS.verbose:
+    if options.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cloud_segmenter.count_blocks(cloud.xyz, plan), unit="block", desc=path.stem)
@@ -706,7 +705,7 @@ def predict_file(path, cloud_segmenter, class_names, seed, out_dir):
     finally:
         if bar is not None:
             bar.close()
-    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, FLAGS.txt, FLAGS.pictures)
+    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, options.txt, options.pictures)
     classes = len(np.unique(prediction.semantic))
     instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
     return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "
@@ -726,9 +725,7 @@ def main(argv):
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         predict_one = _build(out_dir)
-    except Exception as error:
-        if not isinstance(error, _user_errors() + (OSError,)):
-            raise
+    except (UserError, OSError) as error:
         sys.exit(f"predict: error: {error}")
     failed, first_of_stem = 0, {}
     for path in inputs:
@@ -738,9 +735,7 @@ def main(argv):
                 raise PredictError(f"{path}: its outputs would take the names of {other}'s ({path.stem}_*); rename one")
             first_of_stem[path.stem] = path
             print(predict_one(path), flush=True)
-        except Exception as error:
-            if not isinstance(error, _user_errors() + (MemoryError, OSError)):
-                raise
+        except (UserError, MemoryError, OSError) as error:
             failed += 1
             print(f"predict: error: {_describe(path, error)}", file=sys.stderr, flush=True)
     if failed:
@@ -753,22 +748,6 @@ def _describe(path, error):
         return f"{path}: out of memory: lower --max_points_per_pass (now {FLAGS.max_points_per_pass})"
     text = str(error) or type(error).__name__
     return text if str(path) in text else f"{path}: {text}"
-
-
-def _user_errors():
-    """The errors that mean bad input or set-up (one line for the user, no traceback)."""
-    from jsnet_tf.checkpoints import CheckpointError
-    from jsnet_tf.clustering.library import ExtensionError
-    from jsnet_tf.config import ConfigError
-    from jsnet_tf.data.s3dis import DataError
-    from jsnet_tf.io import PointCloudError
-    from jsnet_tf.viz import VizError
-
-    errors = [PredictError, CheckpointError, ConfigError, DataError, PointCloudError, VizError, ExtensionError]
-    for module, name in (("jsnet_tf.clustering.postprocess", "ClusteringError"), ("jsnet_tf.evaluation", "EvaluationError")):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
 
 
 def cli():

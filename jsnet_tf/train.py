@@ -45,17 +45,14 @@ flags.DEFINE_bool(
 
 def resolve_config():
     from jsnet_tf import config
+    from jsnet_tf.cli import config_overrides
 
-    overrides = list(FLAGS.set)
-    if FLAGS.data_dir:
-        overrides.append(f"data.data_dir={config.toml_string(FLAGS.data_dir)}")
-    if FLAGS.area is not None:
-        overrides.append(f"data.areas=[{FLAGS.area}]")
-    if FLAGS.epochs is not None:
-        overrides.append(f"train.epochs={FLAGS.epochs}")
-    if FLAGS.batch_size is not None:
-        overrides.append(f"train.batch_size={FLAGS.batch_size}")
-    return config.load(FLAGS.config, overrides)
+    return config.load(FLAGS.config, config_overrides(FLAGS.set, {
+        "data.data_dir": FLAGS.data_dir or None,
+        "data.areas": [FLAGS.area] if FLAGS.area is not None else None,
+        "train.epochs": FLAGS.epochs,
+        "train.batch_size": FLAGS.batch_size,
+    }))
 
 
 def main(argv):
@@ -64,12 +61,13 @@ def main(argv):
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint INFO lines would interleave the progress bar
-    from jsnet_tf import training
     from jsnet_tf.config import ConfigError
-    from jsnet_tf.data.s3dis import DataError
+    from jsnet_tf.errors import UserError
 
     try:
-        cfg = resolve_config()
+        cfg = resolve_config()  # a bad config is refused before TensorFlow loads
+        from jsnet_tf import training
+
         if cfg["data"]["dataset"] == "shapenet":
             if FLAGS.area is not None:
                 raise ConfigError("--area: ShapeNet part has no areas (train split, val for validation, test for testing)")
@@ -82,7 +80,7 @@ def main(argv):
             workdir = pathlib.Path(FLAGS.workdir) / f"area{area}"
             print(f"training with area {area} held out -> {workdir}", flush=True)
             training.Trainer(cfg, workdir, area).fit(verbose=int(FLAGS.verbose), validate=FLAGS.validate)
-    except (ConfigError, DataError, training.TrainingError) as error:
+    except UserError as error:
         sys.exit(f"train.py: error: {error}")
 
 

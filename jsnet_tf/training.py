@@ -30,13 +30,17 @@ import tensorflow as tf
 from jsnet_tf import checkpoints, schedules
 from jsnet_tf import config as config_lib
 from jsnet_tf.data import pipeline, shapenet_pipeline
-from jsnet_tf.data.s3dis import write_text_atomic
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import write_text_atomic
 from jsnet_tf.losses import jsnet_loss
 from jsnet_tf.model import build_model
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot start or continue (bad workdir, incompatible checkpoint, non-finite loss)."""
+
+
+TENSORBOARD_RUNS = ("train", "validation")  # <workdir>/tensorboard/<run>: the same tags in each
 
 
 def make_strategy():
@@ -116,7 +120,15 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
         self._step_fn = None
-        self.writer = tf.summary.create_file_writer(str(self.output_dir / "tensorboard"))
+        # TensorBoard: one run per split (tensorboard/train, tensorboard/validation) writing the same
+        # tags ("loss/total", "accuracy"), so TensorBoard overlays the two curves. Only the chief
+        # writes; a resumed run adds event files to the same folders.
+        chief = _is_chief(self.strategy)
+        self.writers = {
+            split: tf.summary.create_file_writer(str(self.workdir / "tensorboard" / split)) if chief
+            else tf.summary.create_noop_writer()
+            for split in TENSORBOARD_RUNS if split == "train" or self.has_validation
+        }
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -386,14 +398,13 @@ class Trainer:
             means["steps"] = count
             self.epoch.assign_add(1)
             self.manager.save(checkpoint_number=epoch + 1)
+            self.writers["train"].flush()  # the epoch's curves are on disk with its checkpoint
             summary = f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f}"
             stop = False
             if validate:
                 held_out = self.validate()
                 means.update({f"val_{k}": v for k, v in held_out.items()})
-                with self.writer.as_default(step=int(self.optimizer.iterations.numpy())):
-                    for k, v in held_out.items():
-                        tf.summary.scalar(f"validation/{k}", v)
+                self._log_validation(held_out)
                 summary += f", validation accuracy {held_out['accuracy']:.3f}, loss {held_out['loss']:.4f}"
                 stop = self._track_best(epoch + 1, held_out["loss"])
             history.append(means)
@@ -430,6 +441,7 @@ class Trainer:
         previous = next((r for r in records if r["epoch"] == epoch), {"epoch": epoch})
         self._record(epoch, {**{k: v for k, v in previous.items() if k != "epoch"},
                              **{f"val_{k}": v for k, v in held_out.items()}})
+        self._log_validation(held_out)
         self._track_best(epoch, held_out["loss"])
         if verbose:
             print(f"epoch {epoch}: validated after the interruption, loss {held_out['loss']:.4f}", flush=True)
@@ -460,8 +472,17 @@ class Trainer:
         write_text_atomic(path, json.dumps(records, indent=2) + "\n")
 
     def _log_step(self, step, losses):
-        with self.writer.as_default(step=step):
+        """A training step's losses (loss/total, loss/sem, ...) and schedules, in the train run."""
+        with self.writers["train"].as_default(step=step):
             for k, v in losses.items():
                 tf.summary.scalar(f"loss/{k}", v)
             tf.summary.scalar("learning_rate", float(self.learning_rate(step - 1)))
             tf.summary.scalar("bn_decay", float(self.model.bn_decay.variable.numpy()))
+
+    def _log_validation(self, held_out):
+        """`validate()`'s numbers at the current step, in the validation run, under the tags of the
+        training curves they overlay (its loss is the total loss: loss/total)."""
+        with self.writers["validation"].as_default(step=int(self.optimizer.iterations.numpy())):
+            tf.summary.scalar("loss/total", held_out["loss"])
+            tf.summary.scalar("accuracy", held_out["accuracy"])
+        self.writers["validation"].flush()

@@ -1,6 +1,7 @@
-"""PNG pictures of rooms and results: top views coloured per point, side-by-side panels, and
-confusion matrices. NumPy + matplotlib's Agg canvas only (no pyplot, no display, no global
-backend change); every picture is written atomically.
+"""PNG pictures of rooms and results: top views coloured per point, side-by-side panels (the
+semantic ones with a legend of the classes they show), and confusion matrices. NumPy +
+matplotlib's Agg canvas only (no pyplot, no display, no global backend change); every picture
+is written atomically.
 
 Colours are (N, 3) arrays: integers 0..255 (as from `jsnet_tf.io.semantic_colors` /
 `instance_colors`) or floats in [0, 1].
@@ -13,17 +14,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
 
-from jsnet_tf.data.s3dis import AtomicTarget
+from jsnet_tf.errors import UserError
+from jsnet_tf.files import AtomicTarget
 
 DPI = 100
 PANEL_INCHES = 10.0    # the longer side of one top view: 1000 px at DPI
 NORMALIZATIONS = ("true", "pred", "all", None)
+LEGEND_FONT = 12.0           # pt: about 17 px at DPI, as legible as the panel titles
+NO_LABEL_NAME = "no label"   # the legend's name for label -1
+ABSENT_ROW_NOTE = "absent from the ground truth"   # written across a confusion row with no point
 
 
-class VizError(ValueError):
+class VizError(UserError, ValueError):
     """Arrays that cannot be drawn; the message names the argument and the problem."""
 
 
@@ -33,54 +40,130 @@ class VizError(ValueError):
 
 def render_top_view(path: str | os.PathLike, xyz: np.ndarray, colors: np.ndarray,
                     title: str | None = None, point_size: float | None = None,
-                    max_points: int = 200_000, z_max: float | None = None) -> None:
+                    max_points: int = 200_000, z_max: float | None = None,
+                    legend: tuple[np.ndarray, Sequence[str]] | None = None) -> None:
     """Saves a top (x-y) view of the points as a PNG, about 1000 px on its longer side.
 
     Points are drawn in order of height, so higher points cover lower ones (a table top hides
     the floor below it). Beyond `max_points` a fixed random subset is drawn, so the same input
     always gives the same picture. `point_size` is the marker area in pt^2 (default: from the
     point density). Points above `z_max` are left out: a room's ceiling, drawn last, would
-    otherwise hide everything under it.
+    otherwise hide everything under it. `legend`: `(labels, class_names)` of a semantic view,
+    as in `render_segmentation_panel`.
     """
     render_segmentation_panel(path, xyz, {title or "": colors}, point_size=point_size,
-                              max_points=max_points, z_max=z_max)
+                              max_points=max_points, z_max=z_max,
+                              legends=None if legend is None else {title or "": legend})
 
 
 def render_segmentation_panel(path: str | os.PathLike, xyz: np.ndarray,
                               panels: Mapping[str, np.ndarray], title: str | None = None,
                               point_size: float | None = None,
-                              max_points: int = 200_000, z_max: float | None = None) -> None:
+                              max_points: int = 200_000, z_max: float | None = None,
+                              legends: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> None:
     """Saves top views of the same points side by side, one per `{panel title: colors}`.
 
     E.g. `{"GT semantic": ..., "predicted semantic": ..., "GT instance": ...,
     "predicted instance": ...}`. All panels draw the same points in the same order and share
     their axes. `title` goes above all panels; the other arguments are `render_top_view`'s.
+
+    `legends` maps the title of a semantic panel to `(labels, class_names)`: each point's class
+    id (-1: no label) and the name of every class id. Below that panel a legend names the
+    classes among its drawn points, each with the colour its points have in the panel (the
+    legend shows what is drawn; a class drawn in two colours is an error). Instance panels
+    take none: their colours name no class.
     """
     xyz = _points(xyz)
     if not panels:
         raise VizError("panels must hold at least one {title: colors} entry")
     if max_points < 1:
         raise VizError(f"max_points must be positive, got {max_points}")
+    legends = dict(legends or {})
+    unknown = [name for name in legends if name not in panels]
+    if unknown:
+        raise VizError(f"legends for {unknown}, which are not among the panels {list(panels)}")
     shown = _drawing_order(xyz, max_points, z_max)
     panel_colors = {name: _colors(colors, len(xyz), f"colors of panel {name!r}")[shown]
                     for name, colors in panels.items()}
+    entries = {name: _legend_entries(_labels(labels, len(xyz), class_names, name)[shown],
+                                     panel_colors[name], class_names, name)
+               for name, (labels, class_names) in legends.items()}
     xy = xyz[shown, :2]
     width, height = _panel_inches(xyz)
-    fig = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="constrained")
+    columns = {name: _legend_columns(found, width) for name, found in entries.items()}
+    legend_height = max((_legend_inches(len(entries[name]), count) for name, count in columns.items()),
+                        default=0.0)
+    fig = Figure(figsize=(width * len(panels), height + legend_height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
+    views = fig
+    if legends:  # a row of axis-less cells below the panels, one legend under each semantic panel
+        views, below = fig.subfigures(2, 1, height_ratios=[height, legend_height])
+        legend_cells = below.subplots(1, len(panels), squeeze=False)[0]
+        for cell in legend_cells:
+            cell.axis("off")
+    axes = views.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
     if point_size is None:
         point_size = _auto_point_size(width, height, len(shown))
-    for ax, (name, colors) in zip(axes, panel_colors.items()):
+    for index, (ax, (name, colors)) in enumerate(zip(axes, panel_colors.items())):
         ax.scatter(xy[:, 0], xy[:, 1], c=colors, s=point_size, marker="o", linewidths=0)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("x (m)")
         ax.set_ylabel("y (m)")
         if name:
             ax.set_title(name)
+        if name in entries:
+            handles = [Patch(facecolor=color, edgecolor="0.3", linewidth=0.5, label=label)
+                       for label, color in entries[name]]
+            legend_cells[index].legend(handles=handles, loc="upper center", ncols=columns[name], frameon=False,
+                                       fontsize=LEGEND_FONT, handlelength=1.6, handleheight=1.1,
+                                       columnspacing=1.5)
     if title:
         fig.suptitle(title)
     _save(fig, path)
+
+
+def _labels(labels, n: int, class_names: Sequence[str], panel: str) -> np.ndarray:
+    """The class ids of a legend, checked: (n,) integers in -1..len(class_names) - 1."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise VizError(f"labels of the legend of panel {panel!r} must be ({n},) integers, got shape "
+                       f"{labels.shape} of {labels.dtype}")
+    outside = labels[(labels < -1) | (labels >= len(class_names))]
+    if len(outside):
+        raise VizError(f"labels of the legend of panel {panel!r} must lie in -1..{len(class_names) - 1} "
+                       f"({len(class_names)} class names), found {outside[0]}")
+    return labels
+
+
+def _legend_entries(labels: np.ndarray, colors: np.ndarray, class_names: Sequence[str],
+                    panel: str) -> list[tuple[str, np.ndarray]]:
+    """(name, colour) of each class among the drawn points, in class order, "no label" last."""
+    pairs = np.unique(np.column_stack([labels, colors]), axis=0)   # sorted by label, then colour
+    classes, first, counts = np.unique(pairs[:, 0], return_index=True, return_counts=True)
+    if (counts > 1).any():
+        label = int(classes[counts > 1][0])
+        name = NO_LABEL_NAME if label < 0 else class_names[label]
+        raise VizError(f"panel {panel!r} draws class {name!r} in {counts.max()} colours: its legend needs "
+                       f"one colour per class")
+    entries = [(NO_LABEL_NAME if label < 0 else str(class_names[int(label)]), pairs[row, 1:])
+               for label, row in zip(classes, first)]
+    return entries[1:] + entries[:1] if classes[0] < 0 else entries
+
+
+def _legend_columns(entries: Sequence[tuple[str, np.ndarray]], panel_width: float) -> int:
+    """Legend columns under a panel `panel_width` inches wide: as few rows as fit, the entries
+    spread evenly over them (8 entries in two rows of 4, not 7 + 1)."""
+    longest = max(len(name) for name, _ in entries)
+    entry_points = LEGEND_FONT * (0.6 * longest + 4.0)   # swatch, gap, text, column spacing
+    fitting = int(np.clip(panel_width * 72 // entry_points, 1, len(entries)))
+    rows = -(-len(entries) // fitting)
+    return -(-len(entries) // rows)
+
+
+def _legend_inches(count: int, columns: int) -> float:
+    """The height of a legend of `count` entries in `columns` columns, with a margin."""
+    rows = -(-count // columns)
+    return (1.8 * rows + 1.0) * LEGEND_FONT / 72
 
 
 def _points(xyz) -> np.ndarray:
@@ -165,22 +248,34 @@ def render_confusion_matrix(path: str | os.PathLike, confusion: np.ndarray,
                             class_names: Sequence[str], normalize: str | None = "true",
                             title: str | None = None) -> None:
     """Saves a confusion matrix (rows = ground truth, columns = prediction) as a PNG, every
-    cell annotated with its value, plus a colour bar."""
+    cell annotated with its value, plus a colour bar.
+
+    The row of a class with no ground-truth point is left blank (hatched, no numbers, marked
+    "absent from the ground truth"): its zeros would read as 0% recall. Columns are drawn as
+    they are (a class never predicted is a column of zeros)."""
     values = normalize_confusion(confusion, normalize)
     size = len(values)
     if len(class_names) != size:
         raise VizError(f"class_names has {len(class_names)} names for a {size} x {size} "
                        f"confusion matrix")
+    absent = _confusion(confusion).sum(axis=1) == 0
     high = 1.0 if normalize else max(float(values.max()), 1.0)
     inches = max(6.0, 0.55 * size + 3.0)
     fig = Figure(figsize=(inches + 1.0, inches), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=high)
+    shown = np.ma.masked_array(values, np.repeat(absent[:, None], size, axis=1))
+    image = ax.imshow(shown, cmap=colormaps["Blues"].with_extremes(bad="white"), vmin=0.0, vmax=high)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction" if normalize else "count")
     text_format = "{:.2f}" if normalize else "{:.0f}"
     font = max(5.0, min(10.0, 120.0 / size))
     for row in range(size):
+        if absent[row]:
+            ax.add_patch(Rectangle((-0.5, row - 0.5), size, 1, fill=False, hatch="//", edgecolor="0.85",
+                                   linewidth=0))
+            ax.text((size - 1) / 2, row, ABSENT_ROW_NOTE, ha="center", va="center", fontsize=font,
+                    color="0.35", style="italic", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            continue
         for column in range(size):
             value = values[row, column]
             ax.text(column, row, text_format.format(value), ha="center", va="center",
@@ -190,9 +285,12 @@ def render_confusion_matrix(path: str | os.PathLike, confusion: np.ndarray,
     ax.set_yticks(range(size), labels=list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(title or "confusion matrix " + {
+    heading = title or "confusion matrix " + {
         "true": "(each row sums to 1)", "pred": "(each column sums to 1)",
-        "all": "(fractions of all points)", None: "(counts)"}[normalize])
+        "all": "(fractions of all points)", None: "(counts)"}[normalize]
+    if absent.any():
+        heading += "\nblank rows: classes with no ground-truth point"
+    ax.set_title(heading)
     _save(fig, path)
 
 

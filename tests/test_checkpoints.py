@@ -60,3 +60,16 @@ def test_weights_of_another_architecture_name_the_mismatched_variables(cfg, tmp_
     expected = r"jiss/sem_fc5/weights has shape \[1, 128, 7\] in the file, the model needs \[1, 128, 13\]"
     with pytest.raises(checkpoints.CheckpointError, match=expected):
         checkpoints.restore_weights(_model(cfg, seed=2), prefix)
+
+
+def test_a_workdir_resolves_to_its_run_folder_and_area(tmp_path):
+    cfg = config.load(None)
+    checkpoints.write_run_files(tmp_path / "work" / "area3", cfg)
+    assert checkpoints.resolve_run(tmp_path / "work") == (tmp_path / "work" / "area3", 3)
+    assert checkpoints.resolve_run(tmp_path / "work" / "area3") == (tmp_path / "work" / "area3", None)
+    checkpoints.write_run_files(tmp_path / "work" / "area5", cfg)
+    with pytest.raises(checkpoints.CheckpointError, match="areas 3, 5: choose one with --area"):
+        checkpoints.resolve_run(tmp_path / "work")
+    assert checkpoints.resolve_run(tmp_path / "work", 5) == (tmp_path / "work" / "area5", 5)
+    with pytest.raises(checkpoints.CheckpointError, match="no such folder"):
+        checkpoints.resolve_run(tmp_path / "missing")

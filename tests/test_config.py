@@ -1,3 +1,4 @@
+import math
 
 import pytest
 
@@ -116,3 +117,108 @@ def test_differences_name_each_changed_key():
     b = {"model": {"pcff": False, "npoints": [1, 2], "new": 1}, "num_points": 4096}
     assert config.differences(a, b) == "model.new: '(absent)' -> 1; model.pcff: True -> False"
     assert config.differences(a, a) == ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Ranges
+# ------------------------------------------------------------------------------------------------
+
+def _numeric(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_every_numeric_key_has_a_range_and_every_rule_a_key():
+    numeric = {(s, k) for s, table in config.DEFAULTS.items() for k, v in table.items()
+               if _numeric(v) or (isinstance(v, list) and v and all(_numeric(x) for x in v))}
+    assert numeric == set(config.RANGES)
+    assert set(config.LIST_RULES) <= numeric
+
+
+def test_the_defaults_lie_in_their_ranges(tmp_path):
+    path = tmp_path / "defaults.toml"
+    path.write_text(config.to_toml(config.DEFAULTS))  # a file: every value goes through the checks
+    assert config.load(path) == config.DEFAULTS
+
+
+def _edges(text, integer):
+    """[(value, accepted)] at each finite end of an interval written as in config.RANGES: the end
+    and its neighbour (the next integer, or the next float) on the other side, parsed here
+    independently of config.interval."""
+    step = (lambda x, toward: x + (1 if toward > x else -1)) if integer else math.nextafter
+    kind = int if integer else float
+    if text.startswith(">="):
+        bound = kind(float(text[2:]))
+        return [(bound, True), (kind(step(bound, -math.inf)), False)]
+    if text.startswith(">"):
+        bound = kind(float(text[1:]))
+        return [(bound, False), (kind(step(bound, math.inf)), True)]
+    low, high = (kind(float(x)) for x in text[1:-1].split(","))
+    low_in, high_in = text[0] == "[", text[-1] == "]"
+    return [
+        (low, low_in), (step(low, -math.inf if low_in else math.inf), not low_in),
+        (high, high_in), (step(high, math.inf if high_in else -math.inf), not high_in),
+    ]
+
+
+def _range_cases():
+    for (section, key), text in sorted(config.RANGES.items()):
+        default = config.DEFAULTS[section][key]
+        integer = isinstance(default[0] if isinstance(default, list) else default, int)
+        for edge, accepted in _edges(text, integer):
+            # A list takes the edge as its last value (npoints stays non-increasing).
+            value = default[:-1] + [edge] if isinstance(default, list) else edge
+            yield pytest.param(section, key, text, value, accepted, id=f"{section}.{key}={value}")
+
+
+@pytest.mark.parametrize("section, key, text, value, accepted", list(_range_cases()))
+def test_each_range_accepts_its_edge_and_refuses_just_beyond(section, key, text, value, accepted):
+    override = f"{section}.{key}={config.toml_value(value)}"
+    if accepted:
+        assert config.load(None, [override])[section][key] == value
+        return
+    with pytest.raises(config.ConfigError) as error:
+        config.load(None, [override])
+    wanted = text if text.startswith(">") else f"in {text}"
+    each = " each" if isinstance(value, list) else ""
+    assert str(error.value) == f"override {override!r}: {section}.{key} must be {wanted}{each}, got {value!r}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("train.epochs=0", "train.epochs must be >= 1, got 0"),
+    ("eval.min_block_points=0", "eval.min_block_points must be >= 1, got 0"),
+    ("model.dropout=1", "model.dropout must be in [0, 1), got 1"),
+    ("train.decay_rate=0.0", "train.decay_rate must be in (0, 1], got 0.0"),
+    ("eval.gap=1.0", "eval.gap must be in (0, 1), got 1.0"),
+    ("train.seed=4294967296", "train.seed must be in [0, 4294967295], got 4294967296"),
+    ("data.validation_rooms=1", "data.validation_rooms must be in [0, 1), got 1"),
+    ("train.learning_rate=inf", "train.learning_rate must be a finite number > 0, got inf"),
+    ("eval.bandwidth=nan", "eval.bandwidth must be a finite number > 0, got nan"),
+    ("model.radii=[0.1, 0.2, 0.0, 0.8]", "model.radii must be > 0 each, got [0.1, 0.2, 0.0, 0.8]"),
+    ("data.areas=[5, 0]", "data.areas must be >= 1 each, got [5, 0]"),
+    ("model.npoints=[256, 512, 64, 32]", "model.npoints must be non-increasing (each encoder level samples its centres "
+                                         "among the previous level's), got [256, 512, 64, 32]"),
+    ('data.validation_rooms=["Area_1_office_1", ""]', "data.validation_rooms must be non-empty room names, "
+                                                      "got ['Area_1_office_1', '']"),
+])
+def test_out_of_range_overrides_are_one_line_naming_the_override_and_key(override, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.load(None, [override])
+    assert str(error.value) == f"override {override!r}: {message}"
+
+
+def test_out_of_range_values_in_a_file_name_the_file(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text("[eval]\nbandwidth = 0.0\n")
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\n[train]\nepochs = 3\n')
+    with pytest.raises(config.ConfigError) as error:
+        config.load(child)
+    assert str(error.value) == f"{base.resolve()}: eval.bandwidth must be > 0, got 0.0"
+
+
+def test_values_that_mean_off_or_default_stay_allowed():
+    c = config.load(None, ["data.blocks_per_room=0", "data.validation_rooms=[]", "train.early_stopping_patience=0",
+                           "model.dropout=0.0", "train.disc_weight=0", "model.npoints=[64, 64, 64, 64]", "data.areas=[]"])
+    assert (c["data"]["blocks_per_room"], c["data"]["validation_rooms"], c["train"]["disc_weight"]) == (0, [], 0.0)
+    assert c["model"]["npoints"] == [64, 64, 64, 64] and c["data"]["areas"] == []

@@ -97,6 +97,9 @@ def test_two_workers_on_localhost_train_in_step(tiny_s3dis, tmp_path):
     assert chief and chief.endswith("ckpt-1") and other and other.endswith("ckpt-1")
     steps = json.loads((tmp_path / "area2" / "metrics.json").read_text())[0]["steps"]
     assert steps >= 2
+    # Only the chief writes TensorBoard: one run in TensorBoard, not one per worker.
+    assert list((tmp_path / "area2" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "area2" / "workers" / "1" / "tensorboard").exists()
     chief_reader, other_reader = tf.train.load_checkpoint(chief), tf.train.load_checkpoint(other)
     names = [n for n, _ in tf.train.list_variables(chief) if n.startswith("model/")]
     assert len(names) > 300

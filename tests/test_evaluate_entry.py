@@ -6,6 +6,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,8 +19,12 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _evaluate(*args):
+    """The installed console script, run from a folder other than the repository: the run records
+    its data folder as an absolute path, so nothing depends on the current folder."""
+    elsewhere = tempfile.mkdtemp(prefix="evaluate_cwd_")
     return subprocess.run(
-        [sys.executable, "evaluate.py", "--noverbose", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        [str(pathlib.Path(sys.executable).parent / "jsnet-evaluate"), "--noverbose", *args], cwd=elsewhere,
+        capture_output=True, text=True, timeout=600,
     )
 
 

@@ -164,8 +164,9 @@ def test_bad_rooms_are_named(rng):
      ("min_block_points", 0, "eval.min_block_points"), ("bandwidth", -1.0, "eval.bandwidth must be positive")],
 )
 def test_settings_the_protocol_cannot_run_with_are_named(key, value, message):
+    eval_cfg = {**config.load(None)["eval"], key: value}  # a dict past the config's own range checks
     with pytest.raises(EvaluationError, match=message):
-        segmenter(**{key: value})
+        RoomSegmenter(OracleNet(), NUM_POINTS, np.full(13, 100.0), eval_cfg)
 
 
 # ------------------------------------------------------------------------------ unusable outputs

@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from jsnet_tf import config, io
 from jsnet_tf.data import shapenet
-from jsnet_tf.data.s3dis import DataError, write_text_atomic
+from jsnet_tf.errors import DataError
 from jsnet_tf.evaluation import EvaluationError
+from jsnet_tf.files import write_text_atomic
 from jsnet_tf.part_evaluation import ShapeSegmenter, evaluate_shapenet
 
 NUM_POINTS = 128

@@ -5,6 +5,7 @@ RoomSegmenter gives the results of the former all-rows-first one."""
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -21,7 +22,6 @@ from jsnet_tf.predict import (
     PredictError,
     instance_sizes,
     plan_tiles,
-    resolve_run,
     write_labels_txt,
     write_outputs,
 )
@@ -34,9 +34,11 @@ OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png
 
 
 def _predict(*args):
+    """The installed console script, run from a folder other than the repository (every path is absolute)."""
+    elsewhere = tempfile.mkdtemp(prefix="predict_cwd_")
     return subprocess.run(
-        [sys.executable, "-m", "jsnet_tf.predict", "--noverbose", *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        [str(pathlib.Path(sys.executable).parent / "jsnet-predict"), "--noverbose", *map(str, args)],
+        cwd=elsewhere, capture_output=True, text=True, timeout=600,
     )
 
 
@@ -353,19 +355,6 @@ def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowh
     with pytest.raises(s3dis.DataError, match="must be finite and non-negative"):
         instance_sizes(cfg, run_dir, 3)
     assert capsys.readouterr().err == ""  # the warning is for the case without sizes only
-
-
-def test_runs_are_found_like_evaluate_finds_them(tmp_path):
-    cfg = config.load(None)
-    checkpoints.write_run_files(tmp_path / "work" / "area3", cfg)
-    assert resolve_run(tmp_path / "work") == (tmp_path / "work" / "area3", 3)
-    assert resolve_run(tmp_path / "work" / "area3") == (tmp_path / "work" / "area3", None)
-    checkpoints.write_run_files(tmp_path / "work" / "area5", cfg)
-    with pytest.raises(PredictError, match="areas 3, 5: choose one with --area"):
-        resolve_run(tmp_path / "work")
-    assert resolve_run(tmp_path / "work", 5) == (tmp_path / "work" / "area5", 5)
-    with pytest.raises(PredictError, match="no such folder"):
-        resolve_run(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------------------------------------

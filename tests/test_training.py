@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jsnet_tf import config, training
-from jsnet_tf.data.s3dis import DataError
+from jsnet_tf.errors import DataError
 from tests.conftest import TINY_POINTS, tiny_overrides
 
 
@@ -29,6 +29,30 @@ def _split_config(split, validation_rooms, **train):
     return config.load(None, tiny_overrides(split, **train) + [f"data.validation_rooms={validation_rooms}"])
 
 
+def _scalars(run_folder):
+    """{tag: ([steps], [values])} of the scalars in every event file of a TensorBoard run folder."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(run_folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps, values = found.setdefault(value.tag, ([], []))
+                steps.append(event.step)
+                values.append(float(tf.make_ndarray(value.tensor)))
+    return found
+
+
+def _check_train_curves(train, recorded):
+    """The train run holds loss/total at every step, its epoch means those of metrics.json."""
+    ends = np.cumsum([r["steps"] for r in recorded])
+    steps, values = train["loss/total"]
+    assert steps == list(range(1, ends[-1] + 1))
+    for record, start, end in zip(recorded, ends - [r["steps"] for r in recorded], ends):
+        assert np.mean(values[start:end]) == pytest.approx(record["total"], rel=1e-5)
+    assert {"loss/sem", "loss/disc", "learning_rate", "bn_decay"} <= set(train) and "accuracy" not in train
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(split, tmp_path):
     trainer = training.Trainer(_split_config(split, 0.5, epochs=3), tmp_path / "run", area=2)
@@ -42,7 +66,14 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(split, tmp_pat
     assert trainer.best_manager.latest_checkpoint.endswith(f"ckpt-{best['epoch']}")
     assert all(np.isfinite(list(h.values())).all() for h in history)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-3")
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    # TensorBoard: train and validation runs with the same tags, so the curves overlay
+    train, validation = (_scalars(tmp_path / "run" / "tensorboard" / run) for run in ("train", "validation"))
+    _check_train_curves(train, recorded)
+    assert set(validation) == {"loss/total", "accuracy"}
+    ends = list(np.cumsum([r["steps"] for r in recorded]))
+    assert validation["loss/total"][0] == ends and validation["accuracy"][0] == ends   # at each epoch's last step
+    assert validation["loss/total"][1] == pytest.approx([r["val_loss"] for r in recorded], rel=1e-6)
+    assert validation["accuracy"][1] == pytest.approx([r["val_accuracy"] for r in recorded], rel=1e-6)
     assert config.load(tmp_path / "run" / "config.toml") == trainer.cfg
 
 
@@ -209,6 +240,8 @@ def test_without_validation_rooms_there_is_no_validation_and_no_best(prepared, t
     trainer = training.Trainer(_config(prepared, epochs=1), tmp_path / "run", area=2)
     history = trainer.fit(verbose=0, validate=True)
     assert "val_loss" not in history[0] and not (tmp_path / "run" / "best").exists()
+    _check_train_curves(_scalars(tmp_path / "run" / "tensorboard" / "train"), [{"epoch": 1, **history[0]}])
+    assert sorted(p.name for p in (tmp_path / "run" / "tensorboard").iterdir()) == ["train"]
     assert reads.rooms() == {"Area_1_office_1"}
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["selection"].startswith("none") and record["validation_rooms"] == []
@@ -272,6 +305,12 @@ def test_an_interruption_before_validation_is_caught_up_on_resume(split, tmp_pat
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert recorded == [{"epoch": 1, "val_accuracy": recorded[0]["val_accuracy"], "val_loss": recorded[0]["val_loss"]}]
     assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 1, "loss": recorded[0]["val_loss"]}
+    # TensorBoard: the caught-up validation at the epoch's last step, beside the first process's curves
+    steps = int(resumed.optimizer.iterations.numpy())
+    validation = _scalars(tmp_path / "run" / "tensorboard" / "validation")
+    assert validation["loss/total"][0] == [steps] and validation["loss/total"][1] == pytest.approx([recorded[0]["val_loss"]])
+    assert validation["accuracy"][1] == pytest.approx([recorded[0]["val_accuracy"]])
+    assert _scalars(tmp_path / "run" / "tensorboard" / "train")["loss/total"][0] == list(range(1, steps + 1))
 
 
 def test_a_run_records_its_data_and_workdir_as_absolute_paths(prepared, tmp_path, monkeypatch):

@@ -187,3 +187,125 @@ def test_failed_save_leaves_the_old_picture_and_no_temp_file(tmp_path, rng, monk
         viz.render_top_view(path, xyz, pio.semantic_colors(labels))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Legends and absent classes: the drawn figure is read back (artists and pixels)
+# ------------------------------------------------------------------------------------------------
+
+def _kept_figures(monkeypatch) -> list:
+    """The figures the renderers save, kept for reading back (they are still saved)."""
+    figures, save = [], viz._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(viz, "_save", keep)
+    return figures
+
+
+def _box_in_pixels(extent, pixels):
+    """A display-space box as PNG rows and columns (the PNG's rows run top down)."""
+    height = pixels.shape[0]
+    return (slice(int(height - extent.y1) + 2, int(height - extent.y0) - 2),
+            slice(int(extent.x0) + 2, int(extent.x1) - 2))
+
+
+def test_legends_name_the_drawn_classes_in_the_palette_colours_below_their_panels(tmp_path, rng, monkeypatch):
+    from matplotlib.axes import Axes
+    from matplotlib.legend import Legend
+
+    from jsnet_tf.data.s3dis import CLASSES
+
+    xyz, truth = _room(rng, per_class=40)                  # ceiling, door, chair
+    xyz[:10, 2] = 2.9
+    truth[:10] = 2                                         # wall, but above z_max: not drawn
+    truth[10:15] = -1                                      # no label
+    predicted = np.where(truth == 8, 9, truth)             # the chairs predicted as sofas
+    panels = {"semantic ground truth": pio.semantic_colors(truth),
+              "semantic prediction": pio.semantic_colors(predicted),
+              "instance prediction": pio.instance_colors(np.arange(len(xyz)) % 7)}
+    legends = {"semantic ground truth": (truth, CLASSES), "semantic prediction": (predicted, CLASSES)}
+    figures = _kept_figures(monkeypatch)
+    path = tmp_path / "panel.png"
+    viz.render_segmentation_panel(path, xyz, panels, title="office", point_size=40, z_max=2.5, legends=legends)
+    (fig,) = figures
+    pixels = _pixels(path)
+    drawn = sorted(fig.findobj(Legend), key=lambda legend: legend.get_window_extent().x0)
+    assert len(drawn) == 2                                 # none under the instance panel
+    views = sorted((ax for ax in fig.findobj(Axes) if ax.collections), key=lambda ax: ax.get_window_extent().x0)
+    expected = {"semantic ground truth": [0, 6, 8, -1], "semantic prediction": [0, 6, 9, -1]}
+    for legend, view, (name, labels) in zip(drawn, views, expected.items()):
+        assert view.get_title() == name
+        box, panel = legend.get_window_extent(), view.get_window_extent()
+        assert box.y1 < panel.y0 and panel.x0 <= (box.x0 + box.x1) / 2 <= panel.x1   # below its panel
+        names = [CLASSES[k] if k >= 0 else "no label" for k in labels]
+        assert [text.get_text() for text in legend.get_texts()] == names
+        palette = [pio.SEMANTIC_PALETTE[k] if k >= 0 else pio.NO_LABEL_COLOR for k in labels]
+        swatches = [np.rint(np.array(h.get_facecolor()[:3]) * 255) for h in legend.legend_handles]
+        np.testing.assert_array_equal(swatches, palette)
+        region = pixels[_box_in_pixels(box, pixels)]
+        for color in palette:                              # the swatches are drawn in the PNG
+            assert _count(region, color) > 20, color
+    assert _count(pixels, pio.SEMANTIC_PALETTE[2]) == 0    # the wall is neither drawn nor listed
+    truth_legend = pixels[_box_in_pixels(drawn[0].get_window_extent(), pixels)]
+    assert _count(truth_legend, pio.SEMANTIC_PALETTE[9]) == 0   # no sofa in the ground truth's legend
+
+
+def test_a_top_view_legend_fits_a_narrow_hall(tmp_path, rng, monkeypatch):
+    from matplotlib.legend import Legend
+
+    labels = np.arange(13).repeat(20)
+    xyz = np.column_stack([rng.uniform(0, 1, labels.size), rng.uniform(0, 12, labels.size), np.zeros(labels.size)])
+    names = [f"class number {k}" for k in range(13)]
+    figures = _kept_figures(monkeypatch)
+    viz.render_top_view(tmp_path / "hall.png", xyz, pio.semantic_colors(labels), title="hall", legend=(labels, names))
+    (legend,) = figures[0].findobj(Legend)
+    assert [t.get_text() for t in legend.get_texts()] == names
+    width, height = figures[0].bbox.width, figures[0].bbox.height
+    box = legend.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height   # inside the picture
+
+
+@pytest.mark.parametrize("legends, pattern", [
+    ({"elsewhere": (np.zeros(3, int), ["a"])}, r"legends for \['elsewhere'\], which are not among the panels"),
+    ({"semantic": (np.zeros(2, int), ["a"])}, r"must be \(3,\) integers"),
+    ({"semantic": (np.zeros(3), ["a"])}, r"must be \(3,\) integers"),
+    ({"semantic": (np.array([0, 1, 2]), ["a", "b"])}, r"must lie in -1..1 \(2 class names\), found 2"),
+    ({"instance": (np.zeros(3, int), ["a"])}, r"draws class 'a' in 3 colours"),
+])
+def test_legend_errors(tmp_path, legends, pattern):
+    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    panels = {"semantic": np.zeros((3, 3), np.uint8), "instance": np.array([RED, BLUE, GREEN], np.uint8)}
+    with pytest.raises(viz.VizError, match=pattern):
+        viz.render_segmentation_panel(tmp_path / "bad.png", xyz, panels, legends=legends)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("normalize", ["true", None])
+def test_a_class_absent_from_the_ground_truth_leaves_its_row_blank(tmp_path, monkeypatch, normalize):
+    counts = np.array([[40, 10, 0], [0, 0, 0], [5, 0, 30]])   # chair: predicted, never true
+    figures = _kept_figures(monkeypatch)
+    path = tmp_path / "confusion.png"
+    viz.render_confusion_matrix(path, counts, ["wall", "chair", "table"], normalize=normalize)
+    (fig,) = figures
+    (ax,) = [a for a in fig.axes if a.images]
+    drawn = ax.images[0].get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(drawn), np.repeat([[False], [True], [False]], 3, axis=1))
+    numbers = [t for t in ax.texts if t.get_text() != viz.ABSENT_ROW_NOTE]
+    assert len(numbers) == 6 and all(t.get_position()[1] != 1 for t in numbers)
+    (note,) = [t for t in ax.texts if t.get_text() == viz.ABSENT_ROW_NOTE]
+    assert note.get_position()[1] == 1
+    assert "blank rows" in ax.get_title()
+    pixels = _pixels(path)
+    empty = np.rint(np.array(matplotlib.colormaps["Blues"](0.0)[:3]) * 255)   # a cell holding 0
+
+    def cell(row, column):
+        corners = ax.transData.transform([[column - 0.45, row + 0.45], [column + 0.45, row - 0.45]])
+        return pixels[_box_in_pixels(matplotlib.transforms.Bbox(corners), pixels)]
+
+    assert _count(cell(0, 2), empty) > 0.5 * cell(0, 2).shape[0] * cell(0, 2).shape[1]   # a true 0
+    for column in range(3):
+        assert _count(cell(1, column), empty) == 0         # the absent row holds no "0" colour
+    assert _count(cell(1, 0), (255, 255, 255), tolerance=0) > 0

@@ -13,6 +13,7 @@ import pathlib
 import sysconfig
 
 from jsnet_tf import native_build
+from jsnet_tf.errors import UserError
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 SOURCE_DIR = PACKAGE_DIR / "src"
@@ -25,7 +26,7 @@ BUILD_COMMAND = "python -m jsnet_tf.clustering.build"
 BUILD_HINT = f"build it with `{BUILD_COMMAND}` (or `make build`) from the repository root"
 
 
-class ExtensionError(ImportError):
+class ExtensionError(UserError, ImportError):
     """The native clustering extension is missing, stale or does not load."""
 
 

@@ -34,11 +34,12 @@ import numbers
 import numpy as np
 
 from jsnet_tf.clustering import library
+from jsnet_tf.errors import UserError
 
 _native = library.load()
 
 
-class ClusteringError(ValueError):
+class ClusteringError(UserError, ValueError):
     """Bad input to the instance post-processing."""
 
 

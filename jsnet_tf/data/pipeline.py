@@ -64,7 +64,8 @@ import numpy as np
 import tensorflow as tf
 
 from jsnet_tf.data import prepare_s3dis, s3dis
-from jsnet_tf.data.s3dis import NUM_CHANNELS, DataError, list_path  # noqa: F401 (list_path: part of this module's API)
+from jsnet_tf.data.s3dis import NUM_CHANNELS, list_path  # noqa: F401 (list_path: part of this module's API)
+from jsnet_tf.errors import DataError
 
 DEFAULT_SHUFFLE_BUFFER = 512  # blocks (~ 180 kB each at 4096 points)
 SAMPLING_MODES = ("resample", "fixed", "random_corners")

@@ -34,6 +34,7 @@ import numpy as np
 from absl import app, flags
 
 from jsnet_tf.data import prepared_settings, s3dis
+from jsnet_tf.errors import UserError
 
 _AREA_RE = re.compile(r"^Area_(\d+)$")
 
@@ -178,7 +179,7 @@ def main(argv):
     try:
         done = prepare(FLAGS.raw, FLAGS.out, areas, FLAGS.num_points, FLAGS.seed, FLAGS.overwrite,
                        FLAGS.progress)
-    except (s3dis.DataError, OSError) as e:
+    except (UserError, OSError) as e:
         sys.exit(f"prepare_s3dis: error: {e}")
     print(f"prepared {len(done['prepared'])} room(s), skipped {len(done['skipped'])} already "
           f"complete; outputs under {FLAGS.out}")

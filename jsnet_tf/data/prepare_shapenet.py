@@ -33,7 +33,7 @@ from absl import app, flags
 
 from jsnet_tf.data import shapenet
 from jsnet_tf.data.prepared_settings import SETTINGS_FILE, must_start_over, write_settings
-from jsnet_tf.data.s3dis import DataError
+from jsnet_tf.errors import DataError, UserError
 
 
 def settings(raw: str | Path, num_points: int, seed: int, radius: float) -> dict:
@@ -150,7 +150,7 @@ def main(argv):
     try:
         done = prepare(FLAGS.raw, FLAGS.out, FLAGS.splits, FLAGS.num_points, FLAGS.seed,
                        FLAGS.instance_radius, FLAGS.overwrite, FLAGS.progress)
-    except (DataError, OSError) as e:
+    except (UserError, OSError) as e:
         sys.exit(f"prepare_shapenet: error: {e}")
     counts = {s: sum(shapenet.read_shapenet_h5_size(f)[0]
                      for f in shapenet.prepared_files(FLAGS.out, s)) for s in FLAGS.splits}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jsnet_tf.data.s3dis import DataError, write_text_atomic
+from jsnet_tf.errors import DataError
+from jsnet_tf.files import write_text_atomic
 
 SETTINGS_FILE = "prepare.json"
 

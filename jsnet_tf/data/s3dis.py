@@ -1,4 +1,4 @@
-"""S3DIS rooms, 1 m x 1 m blocks, block HDF5 files and per-area file lists (NumPy + h5py only).
+"""S3DIS rooms, 1 m x 1 m blocks, block HDF5 files and per-area file lists (NumPy; h5py for the block files).
 
 Ported from the original JSNet data preparation (collect step, `room2blocks_plus_normalized`,
 `s3dis_gen_h5`, the list generators and `estimate_mean_ins_size`). Deliberate differences:
@@ -14,7 +14,9 @@ Ported from the original JSNet data preparation (collect step, `room2blocks_plus
 * a class with no instance in the training areas gets mean instance size 0 (the original wrote
   the integer cast of NaN).
 
-Nothing here imports TensorFlow; the tf.data pipeline lives in `jsnet_tf.data.pipeline`.
+Nothing here imports TensorFlow; the tf.data pipeline lives in `jsnet_tf.data.pipeline`. h5py is
+imported by the two block-file functions only, so that a module needing just the class names or
+the room files (`jsnet_tf.io`, for one) does not load it.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import dataclasses
 import io
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import h5py
 import numpy as np
+
+from jsnet_tf.errors import DataError
+from jsnet_tf.files import AtomicTarget, parse_numbers, write_text_atomic
 
 CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair",
            "sofa", "bookcase", "board", "clutter")
@@ -44,10 +47,6 @@ _ROOM_FILE_RE = re.compile(r"^Area_(\d+)_(.+)\.(npz|h5)$")
 # ASCII control characters other than tab / newline / carriage return: the v1.2 release has one
 # of these glued to a number in Area_5/hallway_6; such bytes are dropped with a DataWarning.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class DataError(ValueError):
-    """Malformed or unreadable input data; the message names the file (and line, if known)."""
 
 
 class DataWarning(UserWarning):
@@ -88,20 +87,6 @@ def class_label(name: str, path: str | os.PathLike = "") -> int:
         raise DataError(f"{path}: unknown class {name!r} (expected one of {', '.join(CLASSES)}"
                         f" or {', '.join(CLASS_ALIASES)})")
     return CLASS_TO_LABEL[key]
-
-
-def parse_numbers(path, number: int, line: str, count: int, layout: str):
-    """(the `count` finite numbers of a text line, None) or (None, a message naming file:line)."""
-    tokens = line.split()
-    if len(tokens) != count:
-        return None, f"{path}:{number}: expected {count} numbers ({layout}), found {len(tokens)}"
-    try:
-        values = [float(t) for t in tokens]
-    except ValueError:
-        return None, f"{path}:{number}: not a number in {line.strip()!r}"
-    if not all(np.isfinite(values)):
-        return None, f"{path}:{number}: non-finite value in {line.strip()!r}"
-    return values, None
 
 
 def _find_bad_line(path: Path, text: str) -> str | None:
@@ -173,53 +158,8 @@ def read_room(room_dir: str | os.PathLike, name: str | None = None) -> Room:
 
 
 # ------------------------------------------------------------------------------------------------
-# Atomic writes
+# Room files
 # ------------------------------------------------------------------------------------------------
-
-def _file_mode() -> int:
-    """The mode of a new file under the process's umask (read once: setting it is process-wide)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def temp_path_for(path: str | os.PathLike) -> Path:
-    """A fresh temporary name next to `path`: hidden, ending in `.tmp` (never a final name)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes it 0600; the final file follows the umask
-    return Path(tmp)
-
-
-def is_temp_file(path: str | os.PathLike) -> bool:
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-class AtomicTarget:
-    """`with AtomicTarget(final) as tmp:` write tmp; on success it is renamed onto final."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_path_for(self.path)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
-
 
 def save_room(path: str | os.PathLike, room: Room) -> None:
     """Writes a room as .npz (xyz, rgb, semantic, instance, name), atomically."""
@@ -400,6 +340,8 @@ def write_blocks_h5(path: str | os.PathLike, data: np.ndarray, semantic: np.ndar
     if np.shape(semantic) != (b, n) or np.shape(instance) != (b, n):
         raise ValueError(f"bad block shapes: data {data.shape}, semantic {np.shape(semantic)}, "
                          f"instance {np.shape(instance)}")
+    import h5py
+
     with AtomicTarget(path) as tmp:
         with h5py.File(tmp, "w") as f:
             opts = dict(compression="gzip", compression_opts=1) if b else {}
@@ -415,6 +357,8 @@ def write_blocks_h5(path: str | os.PathLike, data: np.ndarray, semantic: np.ndar
 def read_blocks_h5(path: str | os.PathLike) -> Blocks:
     """Reads a block file (`seglabels` or `seglabel`); DataError naming the file if it is
     missing, truncated, corrupt or inconsistent. `indices` is None when the file has none."""
+    import h5py
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -472,11 +416,6 @@ def mean_instance_size(per_file_sizes: Iterable[list[list[int]]],
         for c in range(num_classes):
             pooled[c].extend(sizes[c])
     return np.array([float(int(np.mean(s))) if s else 0.0 for s in pooled])
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with AtomicTarget(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 def write_mean_ins_size(path: str | os.PathLike, sizes: np.ndarray) -> None:

@@ -55,10 +55,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from jsnet_tf.data.s3dis import AtomicTarget, DataError, parse_numbers, sample_indices, write_blocks_h5, write_text_atomic
+from jsnet_tf.data.s3dis import sample_indices, write_blocks_h5
+from jsnet_tf.errors import DataError
+from jsnet_tf.files import AtomicTarget, parse_numbers, write_text_atomic
 
 __all__ = [
-    "CATEGORIES", "CATEGORY_NAMES", "Category", "DataError", "DEFAULT_INSTANCE_RADIUS",
+    "CATEGORIES", "CATEGORY_NAMES", "Category", "DEFAULT_INSTANCE_RADIUS",
     "NUM_CATEGORIES", "NUM_CHANNELS", "NUM_PARTS", "PART_TO_CATEGORY", "PartSet",
     "RELEASE_SYNSETS", "SPLITS", "Shape", "is_split_file", "list_file", "normalize_xyz",
     "part_instances", "prepare_shapenet", "prepared_files", "read_category_file", "read_shape",

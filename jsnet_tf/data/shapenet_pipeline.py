@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from jsnet_tf.data import shapenet
 from jsnet_tf.data.pipeline import check_batch_args, seed_int
-from jsnet_tf.data.shapenet import NUM_CHANNELS, DataError
+from jsnet_tf.data.shapenet import NUM_CHANNELS
+from jsnet_tf.errors import DataError
 
 DEFAULT_SHUFFLE_BUFFER = 1024  # shapes (~ 66 kB each at 2048 points)
 

@@ -12,6 +12,7 @@ import pathlib
 import tensorflow as tf
 
 from jsnet_tf import native_build
+from jsnet_tf.errors import UserError
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 LIB_DIR = PACKAGE_DIR / "lib"
@@ -22,7 +23,7 @@ SOURCE_FILES = ("ops.cc", "point_kernels.cc", "point_kernels.h", "point_kernels_
 BUILD_HINT = "build it with `python tf_ops/build.py` (or `make build`) from the repository root"
 
 
-class OpLibraryError(RuntimeError):
+class OpLibraryError(UserError, RuntimeError):
     """The compiled op library is missing, stale or was built for another TensorFlow."""
 
 

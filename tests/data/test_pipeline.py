@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from jsnet_tf.data import pipeline, s3dis  # noqa: E402
-from jsnet_tf.data.s3dis import DataError  # noqa: E402
+from jsnet_tf.errors import DataError  # noqa: E402
 
 NP = 128  # points per block
 ROOMS = {1: ["office_1", "hallway_1"], 2: ["office_1"], 3: ["office_1", "storage_1"]}

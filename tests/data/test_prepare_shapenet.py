@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jsnet_tf.data import prepare_shapenet, prepared_settings, shapenet
-from jsnet_tf.data.shapenet import CATEGORIES, CATEGORY_NAMES, DataError
+from jsnet_tf.data.shapenet import CATEGORIES, CATEGORY_NAMES
+from jsnet_tf.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 NP = 256          # prepared points per shape

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jsnet_tf.data import s3dis
-from jsnet_tf.data.s3dis import DataError, Room
+from jsnet_tf.data.s3dis import Room
+from jsnet_tf.errors import DataError
 
 
 def write_anno(room_dir, name, rows, fmt="%.4f %.4f %.4f %d %d %d"):

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from jsnet_tf.data import pipeline, s3dis  # noqa: E402
-from jsnet_tf.data.s3dis import DataError  # noqa: E402
+from jsnet_tf.errors import DataError  # noqa: E402
 from tests.data.test_pipeline import NP, collect, make_room, prepare_rooms  # noqa: E402
 
 MIN_POINTS = 10

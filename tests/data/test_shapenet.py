@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jsnet_tf.data import shapenet
-from jsnet_tf.data.shapenet import CATEGORIES, DataError, Shape
+from jsnet_tf.data.shapenet import CATEGORIES, Shape
+from jsnet_tf.errors import DataError
 
 THREE = ("Airplane", "Mug", "Table")
 

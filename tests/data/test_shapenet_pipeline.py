@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from jsnet_tf.data import shapenet, shapenet_pipeline  # noqa: E402
-from jsnet_tf.data.shapenet import DataError  # noqa: E402
+from jsnet_tf.errors import DataError  # noqa: E402
 
 NP = 64
 CATEGORIES = ("Airplane", "Mug", "Table", "Chair")
