@@ -17,9 +17,13 @@ NUM_POINTS = 256
 NPOINTS = [128, 64, 32, 16]
 
 
-def shapes(rng, batch, num_points=NUM_POINTS):
-    """Unit-sphere shapes with unit normals; xyz on a 1/64 grid (exact float32 distances)."""
-    xyz = np.round(rng.uniform(-0.7, 0.7, (batch, num_points, 3)) * 64) / 64
+def shapes(rng, batch, num_points=NUM_POINTS, grid=64):
+    """Unit-sphere shapes with unit normals; xyz on a 1/grid grid (exact float32 distances, so
+    our op implementations agree), or anywhere when grid is None (no ties among neighbour
+    distances, which a KD-tree and our kNN op would break differently)."""
+    xyz = rng.uniform(-0.7, 0.7, (batch, num_points, 3))
+    if grid is not None:
+        xyz = np.round(xyz * grid) / grid
     normals = rng.normal(size=(batch, num_points, 3))
     normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
     return np.concatenate([xyz, normals], axis=-1).astype(np.float32)

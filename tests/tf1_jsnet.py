@@ -234,15 +234,18 @@ def _attention(x):
     return x * tf.sigmoid(tf.reduce_mean(x, axis=-1, keepdims=True))
 
 
-def jsnet(points, mode, num_classes, npoints, embedding_dim=5, sigma=0.05):
-    """The graph of models/JISS/model.py: points (B, N, 9) -> (logits, embeddings), in inference
-    or training mode as `mode` says, without dropout (the identity in inference; compare training
-    with a dropout rate of 0)."""
+def jsnet(points, mode, num_classes, npoints, embedding_dim=5, sigma=0.05, radii=ENCODER_RADII):
+    """The graph of models/JISS/model.py: points (B, N, 3 + C) -> (logits, embeddings), in
+    inference or training mode as `mode` says, without dropout (the identity in inference; compare
+    training with a dropout rate of 0). As in the original's `get_model`, the first three channels
+    are xyz and the other C the features of layer1 (6 on S3DIS, the 3 of the normal on ShapeNet
+    part); `npoints`, `radii` and `sigma` are the encoder's layer table, which the original fixes
+    at S3DIS's (the defaults)."""
     l0_xyz, l0 = points[:, :, :3], mode.cast(points[:, :, 3:])
     levels = [(l0_xyz, l0)]
-    levels.append(_set_abstraction(l0_xyz, l0, npoints[0], ENCODER_RADII[0], 32, ENCODER_MLPS[0], "layer1", mode))
+    levels.append(_set_abstraction(l0_xyz, l0, npoints[0], radii[0], 32, ENCODER_MLPS[0], "layer1", mode))
     for i in (1, 2, 3):  # layer2..4: sigma 2, 4, 8 times the unit
-        spec = npoints[i], ENCODER_RADII[i], 2**i * sigma, 32, ENCODER_MLPS[i]
+        spec = npoints[i], radii[i], 2**i * sigma, 32, ENCODER_MLPS[i]
         levels.append(_pointconv_encoding(*levels[-1], *spec, f"layer{i + 1}", mode))
     (l0_xyz, l0), (l1_xyz, l1), (l2_xyz, l2), (l3_xyz, l3), (l4_xyz, l4) = levels
 
@@ -270,16 +273,17 @@ def jsnet(points, mode, num_classes, npoints, embedding_dim=5, sigma=0.05):
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def build_graph(batch_size, num_points, npoints, num_classes, rng):
+def build_graph(batch_size, num_points, npoints, num_classes, rng, channels=9, radii=ENCODER_RADII, sigma=0.05):
     """The original network with the state of a training checkpoint: Adam slots for the trainable
     variables, `beta1_power`, `beta2_power` and the step `batch`, as the original train.py adds
-    them. Returns (graph, points placeholder, outputs {logits, embeddings}, mode (float64, with
-    the calibration switch))."""
+    them; points of `channels` channels (xyz first: 9 on S3DIS, 6 on ShapeNet part). Returns
+    (graph, points placeholder, outputs {logits, embeddings}, mode (float64, with the calibration
+    switch))."""
     graph = tf.Graph()
     with graph.as_default():
-        points = v1.placeholder(tf.float32, [batch_size, num_points, 9], name="points")
+        points = v1.placeholder(tf.float32, [batch_size, num_points, channels], name="points")
         mode = Mode(rng=rng)
-        logits, embeddings = jsnet(points, mode, num_classes, list(npoints))
+        logits, embeddings = jsnet(points, mode, num_classes, list(npoints), sigma=sigma, radii=radii)
         step = v1.Variable(0, name="batch", trainable=False)
         gradients = [(tf.zeros_like(v), v) for v in v1.trainable_variables()]  # only to create the slots
         v1.train.AdamOptimizer(1e-3).apply_gradients(gradients, global_step=step)
@@ -324,14 +328,15 @@ def block_points(rng, batch_size, num_points):
     return np.concatenate([xyz, rng.uniform(0, 1, (batch_size, num_points, 6))], axis=-1).astype(np.float32)
 
 
-def write_checkpoint(prefix, rng, points, npoints=(1024, 256, 64, 32), num_classes=13):
+def write_checkpoint(prefix, rng, points, npoints=(1024, 256, 64, 32), num_classes=13, radii=ENCODER_RADII, sigma=0.05):
     """Saves the original graph with random values at `prefix` (a training checkpoint, as
     `tf.compat.v1.train.Saver` writes it); returns (logits, embeddings): the graph's
-    inference-mode outputs on `points` (B, N, 9). Weights, biases, gamma, beta and the training
+    inference-mode outputs on `points` (B, N, C), whose channel count C the graph takes. Weights, biases, gamma, beta and the training
     state are random, the moving statistics random around the moments of these points
     (`Mode.calibrate`), so the outputs vary from point to point as a trained network's do instead of
     collapsing or blowing up through twenty layers of mismatched statistics."""
-    graph, points_pl, outputs, mode = build_graph(*points.shape[:2], npoints, num_classes, rng)
+    batch_size, num_points, channels = points.shape
+    graph, points_pl, outputs, mode = build_graph(batch_size, num_points, npoints, num_classes, rng, channels, radii, sigma)
     with graph.as_default(), _session(graph) as session:
         session.run(v1.global_variables_initializer())
         _load(session, {v: _random_value(v.op.name, v.shape.as_list(), rng) for v in v1.global_variables()})
