@@ -6,6 +6,7 @@ import os
 import pathlib
 import platform
 import sys
+import time
 
 
 def log(text):
@@ -21,6 +22,23 @@ def machine(tf, date=None):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def interleaved_samples(calls, number, repeats):
+    """{name: `repeats` seconds-per-call samples} of the callables `calls[name]` named in `number`:
+    each sample runs its callable number[name] times back to back, and the order of the callables
+    rotates every repetition, so that a change of load on the machine hits them all alike."""
+    names = list(number)
+    samples = {name: [] for name in names}
+    for rep in range(repeats):
+        shift = rep % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            call, count = calls[name], number[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                call()
+            samples[name].append((time.perf_counter() - start) / count)
+    return samples
 
 
 def write_report(path, report):

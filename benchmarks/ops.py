@@ -344,16 +344,7 @@ def measure(case, calls, repeats, min_time, log):
             continue
         number[name] = max(1, min(100000, math.ceil(min_time / max(once, 1e-7))))
         log(f"    {name:9s} first call {first * 1e3:9.1f} ms, then {once * 1e3:9.3f} ms; {number[name]} call(s)/rep")
-    samples = {name: [] for name in calls}
-    names = list(calls)
-    for rep in range(repeats):
-        shift = rep % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
-            call, count = calls[name], number[name]
-            start = time.perf_counter()
-            for _ in range(count):
-                call()
-            samples[name].append((time.perf_counter() - start) / count)
+    samples = common.interleaved_samples(calls, number, repeats)
     case.times = {name: statistics.median(s) for name, s in samples.items()}
     case.errors = errors
     for name, message in errors.items():

@@ -521,16 +521,7 @@ def time_interleaved(calls, repeats, min_time, slow_call_s=math.inf):
             samples[name] = [once]
             continue
         number[name] = max(1, min(100000, math.ceil(min_time / max(once, 1e-7))))
-    names = list(number)
-    samples.update({name: [] for name in names})
-    for rep in range(repeats):
-        shift = rep % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
-            call, count = calls[name], number[name]
-            start = time.perf_counter()
-            for _ in range(count):
-                call()
-            samples[name].append((time.perf_counter() - start) / count)
+    samples.update(common.interleaved_samples(calls, number, repeats))
     return outputs, samples, errors
 
 
