@@ -71,6 +71,13 @@ flags.DEFINE_bool("overwrite", False, "run rooms again even when their outputs e
 flags.DEFINE_multi_string("filelist", [], "evaluate existing output_filelist.txt file(s) (no model); several: together")
 flags.DEFINE_string("filelist_base", None, "folder that relative paths in --filelist are relative to (default: the list's)")
 flags.DEFINE_bool("verbose", True, "show a progress bar")
+flags.DEFINE_string(
+    "shard", None,
+    "k/n: evaluate share k (0 .. n-1) of every area's rooms, e.g. one task of a job array (--shard "
+    "$SLURM_ARRAY_TASK_ID/N); all shares write into the same --out, and the one that finishes last (or a run "
+    "without --shard) merges them into results.json. With TF_CONFIG set (train.py's tf.distribute cluster) every "
+    "task takes its share by itself and the chief merges; the tasks need one --out on a shared file system",
+)
 
 
 def _overrides():
@@ -129,15 +136,20 @@ def _fingerprint(prefix, cfg, mean_ins_size):
                        "num_points": cfg["data"]["num_points"], "block_size": cfg["data"]["block_size"]}, sort_keys=True)
 
 
-def evaluate_area(area, out_dir):
-    """Evaluates one area; returns its Evaluator."""
+def evaluate_area(area, out_dir, shard=None, barrier=None):
+    """Evaluates this process's share of one area's rooms (`shard`, a jsnet_tf.sharding.Shard;
+    default all of them) and, when every room's outputs are there, merges them into results.json.
+    `barrier(failed)` (tf.distribute tasks) waits for every task to finish its share and returns
+    how many failed. Returns the area's Evaluator, or None when this process does not merge."""
     import numpy as np
 
-    from jsnet_tf import checkpoints, metrics
+    from jsnet_tf import checkpoints, metrics, sharding
     from jsnet_tf.data import pipeline, s3dis
-    from jsnet_tf.evaluation import RoomResult, RoomSegmenter
+    from jsnet_tf.evaluation import RoomSegmenter
     from jsnet_tf.files import write_text_atomic
+    from jsnet_tf.timing import format_summary, summarise
 
+    shard = shard or sharding.Shard()
     run_dir = _run_folder(FLAGS.workdir, area)
     overrides = _overrides()
     model, cfg, prefix = checkpoints.load_run(run_dir, FLAGS.which, overrides, FLAGS.select_on_test_area)
@@ -157,23 +169,24 @@ def evaluate_area(area, out_dir):
     eval_cfg = cfg["eval"]
     segmenter = RoomSegmenter(model, cfg["data"]["num_points"], mean_ins_size, eval_cfg, cfg["data"]["block_size"])
     class_names = list(s3dis.CLASSES) if cfg["model"]["num_classes"] == len(s3dis.CLASSES) else None
-    evaluator = metrics.Evaluator(cfg["model"]["num_classes"], class_names)
     out_dir = pathlib.Path(out_dir or run_dir / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"area {area}: {len(rooms)} rooms, weights {prefix} -> {out_dir}", flush=True)
+    owners = sharding.deal([path.stat().st_size for path in rooms], shard.count)
+    mine = [path for path, owner in zip(rooms, owners) if owner == shard.index]
+    share = "" if shard.is_whole else f" ({shard.describe()}: {len(mine)} of them)"
+    devices = ", ".join(segmenter.inference.devices)
+    print(f"area {area}: {len(rooms)} rooms{share}, weights {prefix} on {devices} -> {out_dir}", flush=True)
 
     fingerprint = _fingerprint(prefix, cfg, mean_ins_size)
-    loaded = {}
+    done = {}  # room name -> (RoomResult, timing record)
     todo = []
-    for path in rooms:
-        name = path.stem
-        stored = out_dir / f"{name}.npz"
-        if stored.exists() and not FLAGS.overwrite:
-            with np.load(stored) as z:
-                if "fingerprint" in z.files and str(z["fingerprint"]) == fingerprint:
-                    loaded[name] = RoomResult(name=name, **{k: z[k] for k in z.files if k != "fingerprint"})
-                    continue
-            print(f"{name}: its outputs in {out_dir} came from other weights or settings: running it again", flush=True)
+    for path in mine:
+        found = _stored_room(out_dir, path.stem, fingerprint)
+        if found is not None:
+            done[path.stem] = found
+            continue
+        if (out_dir / f"{path.stem}.npz").exists() and not FLAGS.overwrite:
+            print(f"{path.stem}: its outputs in {out_dir} came from other weights or settings: running it again", flush=True)
         todo.append(path)
     bar = None
     if todo and FLAGS.verbose:
@@ -182,20 +195,46 @@ def evaluate_area(area, out_dir):
         total = sum(segmenter.count_blocks(s3dis.load_room(p)) for p in todo)
         bar = tqdm(total=total, unit="block", desc=f"area {area}")
     started = time.time()
-    for path in rooms:
-        name = path.stem
-        if name in loaded:
-            result = loaded[name]
-        else:
+    failed = False
+    try:
+        for path in todo:
             if bar is not None:
-                bar.set_postfix_str(name)
-            result = segmenter.segment(s3dis.load_room(path), seed=eval_cfg["seed"], progress=bar.update if bar else None)
-            _write_room(out_dir, result, class_names, FLAGS.pictures, fingerprint)
-        evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred, where=name)
-    if bar is not None:
-        bar.close()
+                bar.set_postfix_str(path.stem)
+            done[path.stem] = _run_room(segmenter, path, out_dir, eval_cfg["seed"], class_names, fingerprint, bar)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        others_failed = barrier(int(failed)) - int(failed) if barrier is not None else 0
+    if others_failed:
+        raise EvaluateError(f"area {area}: {others_failed} other task(s) of the cluster failed (see their output); "
+                            f"the rooms they finished are kept in {out_dir}: run again to resume")
+    if shard.cluster and shard.index != 0:
+        print(f"area {area}: {shard.describe()}: its {len(mine)} of {len(rooms)} rooms done; the chief merges them", flush=True)
+        return None
+    for path in rooms:
+        if path.stem not in done:
+            found = _stored_room(out_dir, path.stem, fingerprint)
+            if found is not None:
+                done[path.stem] = found
+    missing = [path.stem for path in rooms if path.stem not in done]
+    if missing:
+        if shard.cluster:
+            raise EvaluateError(f"area {area}: the outputs of {len(missing)} rooms of the other tasks are not in {out_dir} "
+                                f"(e.g. {missing[0]}): give every task the same --out, on a shared file system")
+        print(f"area {area}: {shard.describe()} done; {len(rooms) - len(missing)} of {len(rooms)} rooms have outputs in "
+              f"{out_dir}: the share that finishes last (or a run without --shard) writes results.json", flush=True)
+        return None
+    evaluator = metrics.Evaluator(cfg["model"]["num_classes"], class_names)
+    for path in rooms:
+        result = done[path.stem][0]
+        evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred, where=path.stem)
     filelist = "".join(f"{path.stem}_pred.txt\n" for path in rooms)
     write_text_atomic(out_dir / "output_filelist.txt", filelist)
+    timing = {"wall_seconds": round(time.time() - started, 1), "devices": segmenter.inference.devices,
+              "shards": shard.count, **summarise({path.stem: done[path.stem][1] for path in rooms})}
     _write_results(out_dir, evaluator, class_names, {
         "area": area,
         "weights": prefix,
@@ -204,9 +243,49 @@ def evaluate_area(area, out_dir):
         "protocol": "every point of every block" if eval_cfg["label_all_points"] else "one random sample per block (original)",
         "eval": eval_cfg,
         "rooms": [p.stem for p in rooms],
-        "seconds": round(time.time() - started, 1),
+        "timing": timing,
     })
+    print(format_summary(timing), flush=True)
     return evaluator
+
+
+class EvaluateError(UserError):
+    """An evaluation that cannot finish (failed cluster tasks, outputs not shared)."""
+
+
+def _stored_room(out_dir, name, fingerprint):
+    """(RoomResult, timing record) of a room finished earlier with the same weights and settings,
+    else None (also with --overwrite)."""
+    import numpy as np
+
+    from jsnet_tf.evaluation import RoomResult
+
+    stored = pathlib.Path(out_dir) / f"{name}.npz"
+    if FLAGS.overwrite or not stored.exists():
+        return None
+    with np.load(stored) as z:
+        if "fingerprint" not in z.files or str(z["fingerprint"]) != fingerprint:
+            return None
+        result = RoomResult(name=name, **{k: z[k] for k in z.files if k not in ("fingerprint", "timing")})
+        timing = json.loads(str(z["timing"])) if "timing" in z.files else {"points": len(result.xyz), "seconds": 0.0, "stages": {}}
+    return result, timing
+
+
+def _run_room(segmenter, path, out_dir, seed, class_names, fingerprint, bar):
+    """Segments one room file and writes its outputs; (RoomResult, timing record)."""
+    from jsnet_tf.data import s3dis
+    from jsnet_tf.timing import StageTimer
+
+    timer = StageTimer()
+    start = time.perf_counter()
+    with timer.stage("reading"):
+        room = s3dis.load_room(path)
+    result = segmenter.segment(room, seed=seed, progress=bar.update if bar else None, timer=timer)
+    with timer.stage("files"):
+        _write_room_files(out_dir, result, class_names, FLAGS.pictures)
+    timing = {"points": len(result.xyz), "seconds": time.perf_counter() - start, "stages": timer.seconds()}
+    _store_room(out_dir, result, fingerprint, timing)
+    return result, timing
 
 
 def _selection(run_dir, which, prefix):
@@ -221,12 +300,9 @@ def _selection(run_dir, which, prefix):
     return {"which": which, "chosen_on": chosen, "selected_on_test_area": checkpoints.selected_on_test_area(run_dir, prefix)}
 
 
-def _write_room(out_dir, result, class_names, pictures, fingerprint):
-    """The room's txt outputs and pictures, then its .npz last (its presence marks the room done)."""
-    import numpy as np
-
+def _write_room_files(out_dir, result, class_names, pictures):
+    """The room's txt outputs in the original's formats, and its pictures."""
     from jsnet_tf import metrics
-    from jsnet_tf.files import AtomicTarget
 
     metrics.write_room_outputs(
         out_dir / f"{result.name}_pred.txt", out_dir / f"{result.name}_gt.txt", result.xyz, result.rgb,
@@ -234,10 +310,18 @@ def _write_room(out_dir, result, class_names, pictures, fingerprint):
     )
     if pictures:
         _write_pictures(out_dir / "pictures", result, class_names)
+
+
+def _store_room(out_dir, result, fingerprint, timing):
+    """The room's .npz, written last: its presence marks the room done."""
+    import numpy as np
+
+    from jsnet_tf.files import AtomicTarget
+
     with AtomicTarget(out_dir / f"{result.name}.npz") as tmp:
         with open(tmp, "wb") as f:
             arrays = {k: v for k, v in result.arrays().items() if k != "name"}
-            np.savez_compressed(f, fingerprint=np.array(fingerprint), **arrays)
+            np.savez_compressed(f, fingerprint=np.array(fingerprint), timing=np.array(json.dumps(timing)), **arrays)
 
 
 def _write_pictures(folder, result, class_names=None):
@@ -334,6 +418,29 @@ def evaluate_filelists():
         print(f"results: {out / 'results.json'}")
 
 
+def _shard():
+    """(Shard, barrier or None) of this process: --shard, else TF_CONFIG's task, else the whole.
+    A tf.distribute task creates its MultiWorkerMirroredStrategy here, before TensorFlow runs
+    anything (collectives are configured at start-up), and meets the others in `barrier`."""
+    from jsnet_tf import sharding
+
+    if FLAGS.shard:
+        return sharding.parse(FLAGS.shard), None
+    shard = sharding.from_tf_config(os.environ.get("TF_CONFIG"))
+    if shard is None or shard.is_whole:
+        return sharding.Shard(), None
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+    def barrier(failed):
+        """Waits for every task; returns how many reported failure."""
+        per_task = strategy.run(lambda: tf.constant(float(failed)))
+        return int(strategy.reduce(tf.distribute.ReduceOp.SUM, per_task, axis=None).numpy())
+
+    return shard, barrier
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -344,9 +451,12 @@ def main(argv):
             return
         if not FLAGS.workdir:
             raise app.UsageError("--workdir is required (or --filelist to evaluate existing outputs)")
+        shard, barrier = _shard()
         if _is_shapenet_run(FLAGS.workdir):
             if FLAGS.area:
                 raise app.UsageError("--area: a ShapeNet part run has no areas (it is evaluated on the test split)")
+            if not shard.is_whole:
+                raise app.UsageError(f"{shard.describe()}: a ShapeNet part evaluation runs in one process")
             _check_against_config(FLAGS.workdir)
             evaluate_shapenet(FLAGS.workdir)
             return
@@ -358,8 +468,8 @@ def main(argv):
         evaluators = []
         for area in areas:
             out = pathlib.Path(FLAGS.out) / f"area{area}" if FLAGS.out and several else FLAGS.out
-            evaluators.append(evaluate_area(area, out))
-        if several:
+            evaluators.append(evaluate_area(area, out, shard, barrier))
+        if several and all(e is not None for e in evaluators):
             combined = evaluators[0]
             for other in evaluators[1:]:
                 combined = combined.merge(other)

@@ -27,6 +27,8 @@ memory grows with the room's points (about 200-300 bytes a point with the block 
 the result arrays), not with its network rows.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import itertools
 
@@ -37,6 +39,7 @@ from scipy.spatial import cKDTree
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import s3dis
 from jsnet_tf.errors import UserError
+from jsnet_tf.timing import null_stage
 
 
 class EvaluationError(UserError, ValueError):
@@ -74,6 +77,102 @@ def check_network_outputs(where, **outputs):
         raise EvaluationError(f"{where}: {problem}; {_UNUSABLE_OUTPUTS_CAUSE}")
 
 
+def inference_devices():
+    """The devices inference runs on: every visible GPU, else the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in gpus] or ["/CPU:0"]
+
+
+class BatchedInference:
+    """The network in inference mode over `(key, (num_points, channels) row)` rows, in batches of
+    `batch_size` rows spread over `devices` (default: every visible GPU, else the CPU), each device
+    running its own copy of the weights.
+
+    `outputs(rows)` yields `(key, logits, embeddings, probabilities)` per row, in row order. Up to
+    one batch per device plus one more is in flight while the caller works on the rows already
+    yielded, so the post-processing of one block overlaps the network's next batches. Outputs
+    that no trained network gives raise EvaluationError naming `where` before their batch is
+    yielded. Deterministic: a batch's outputs do not depend on the device that ran it (the same
+    kernels) or on the order batches finish.
+
+    Args:
+      model: a built JSNet (or any callable with input_channels returning semantic_logits and
+        embeddings); copied to the other devices with from_config / set_weights.
+      num_points, channels: the rows' shape.
+      batch_size: rows per network call.
+      devices: device names (e.g. ["/GPU:0", "/GPU:1"]); None: `inference_devices()`.
+    """
+
+    def __init__(self, model, num_points, channels, batch_size, devices=None):
+        self.batch_size = int(batch_size)
+        self.devices = list(devices or inference_devices())
+        self.models = [model] + [self._replica(model, d, num_points, channels) for d in self.devices[1:]]
+        self._functions = [self._compiled(m, d, num_points, channels) for m, d in zip(self.models, self.devices)]
+
+    @staticmethod
+    def _replica(model, device, num_points, channels):
+        with tf.device(device):
+            copy = model.__class__.from_config(model.get_config())
+            copy(tf.zeros([1, num_points, channels]), training=False)
+        copy.set_weights(model.get_weights())
+        return copy
+
+    @staticmethod
+    def _compiled(model, device, num_points, channels):
+        @tf.function(input_signature=[tf.TensorSpec([None, num_points, channels], tf.float32)])
+        def infer(points):
+            with tf.device(device):
+                out = model(points, training=False)
+                logits = out["semantic_logits"]
+                return logits, out["embeddings"], tf.nn.softmax(logits)
+
+        def run(data):
+            return tuple(t.numpy() for t in infer(tf.constant(data)))
+
+        return run
+
+    def outputs(self, rows, where, progress=None, stage=null_stage):
+        """See the class docstring; `progress(n)` after each batch, `stage(name)` a context that
+        times the work of the caller's thread ("blocks": making the rows) and of the network."""
+        rows = iter(rows)
+        in_flight = collections.deque()
+        with concurrent.futures.ThreadPoolExecutor(len(self.devices), thread_name_prefix="jsnet-inference") as pool:
+            submitted = 0
+
+            def submit():
+                nonlocal submitted
+                with stage("blocks"):
+                    batch = list(itertools.islice(rows, self.batch_size))
+                    if not batch:
+                        return False
+                    keys, data = zip(*batch)
+                    data = np.stack(data)
+                run = self._functions[submitted % len(self._functions)]
+                in_flight.append((keys, pool.submit(self._timed, run, data, stage)))
+                submitted += 1
+                return True
+
+            try:
+                while len(in_flight) <= len(self.devices) and submit():
+                    pass
+                while in_flight:
+                    keys, future = in_flight.popleft()
+                    logits, embeddings, probabilities = future.result()
+                    check_network_outputs(where, semantic_logits=logits, embeddings=embeddings)
+                    submit()
+                    if progress is not None:
+                        progress(len(keys))
+                    yield from zip(keys, logits, embeddings, probabilities)
+            finally:
+                for _, future in in_flight:
+                    future.cancel()
+
+    @staticmethod
+    def _timed(run, data, stage):
+        with stage("network"):
+            return run(data)
+
+
 @dataclasses.dataclass
 class RoomResult:
     """The labels of a room's points (or, with the original's sampling, of its block rows)."""
@@ -102,9 +201,10 @@ class RoomSegmenter:
       block_size: block edge in metres.
       size_in_rows: mean_ins_size counts rows of sampled training blocks (the original's
         estimate; default) and instance sizes are measured likewise; False: both count points.
+      devices: where the network runs (BatchedInference; default every visible GPU, else the CPU).
     """
 
-    def __init__(self, model, num_points, mean_ins_size, eval_cfg, block_size=1.0, size_in_rows=True):
+    def __init__(self, model, num_points, mean_ins_size, eval_cfg, block_size=1.0, size_in_rows=True, devices=None):
         self.model = model
         self.size_in_rows = size_in_rows
         self.num_points = int(num_points)
@@ -119,46 +219,26 @@ class RoomSegmenter:
                 f"mean instance sizes hold {len(self.mean_ins_size)} classes, the model predicts {model.num_classes}"
             )
         _check_settings(self.cfg, self.block_size)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, channels], tf.float32)])
-        def infer(points):
-            out = model(points, training=False)
-            logits = out["semantic_logits"]
-            return tf.nn.softmax(logits), out["embeddings"], logits
-
-        self._infer = infer
+        self.inference = BatchedInference(model, self.num_points, channels, self.cfg["batch_size"], devices)
 
     # ------------------------------------------------------------------------------ network
 
-    def _network_outputs(self, rows, where, progress=None):
-        """Runs `(key, (num_points, 9) block)` rows through the network in inference batches and
-        yields `(key, probabilities, embeddings)` for each row, in order, as its batch finishes;
-        EvaluationError naming `where` for outputs that no trained network gives."""
-        batch = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) == self.cfg["batch_size"]:
-                yield from self._run_batch(batch, where, progress)
-                batch = []
-        if batch:
-            yield from self._run_batch(batch, where, progress)
-
-    def _run_batch(self, rows, where, progress):
-        keys, data = zip(*rows)
-        probabilities, embeddings, logits = (t.numpy() for t in self._infer(tf.constant(np.stack(data))))
-        check_network_outputs(where, semantic_logits=logits, embeddings=embeddings)
-        if progress is not None:
-            progress(len(rows))
-        return list(zip(keys, probabilities, embeddings))
+    def _network_outputs(self, rows, where, progress, stage):
+        """`(key, probabilities, embeddings)` of each `(key, (num_points, 9) block)` row, in order
+        (BatchedInference: the next batches run while the caller clusters)."""
+        for key, _, embeddings, probabilities in self.inference.outputs(rows, where, progress, stage):
+            yield key, probabilities, embeddings
 
     def _merger(self):
         return postprocess.RoomMerger(self.cfg["gap"], self.cfg["min_overlap"], self.cfg["min_new_points"])
 
-    def _cluster_into(self, merger, normalised_xyz, embeddings, semantic):
+    def _cluster_into(self, merger, normalised_xyz, embeddings, semantic, stage):
         """Mean-shift on one block's embeddings, then BlockMerging into the room."""
-        labels, centres = postprocess.mean_shift(embeddings, self.cfg["bandwidth"])
-        classes = postprocess.cluster_classes(labels, semantic, len(centres))
-        merger.merge(normalised_xyz, labels, classes)
+        with stage("mean-shift"):
+            labels, centres = postprocess.mean_shift(embeddings, self.cfg["bandwidth"])
+        with stage("merging"):
+            classes = postprocess.cluster_classes(labels, semantic, len(centres))
+            merger.merge(normalised_xyz, labels, classes)
 
     # ------------------------------------------------------------------------------ rooms
 
@@ -199,12 +279,15 @@ class RoomSegmenter:
                     members.append(np.sort(column[by_y[lo:hi]]))
         return members
 
-    def segment(self, room, seed=0, progress=None):
-        """A `RoomResult` for one room (`s3dis.Room`). `progress(n)` is called as blocks finish."""
+    def segment(self, room, seed=0, progress=None, timer=None):
+        """A `RoomResult` for one room (`s3dis.Room`). `progress(n)` is called as blocks finish;
+        `timer` (a jsnet_tf.timing.StageTimer) collects the seconds of blocks, network, mean-shift
+        and merging."""
         _check_room(room)
+        stage = timer.stage if timer is not None else null_stage
         if self.cfg["label_all_points"]:
-            return self._segment_every_point(room, seed, progress)
-        return self._segment_sampled(room, seed, progress)
+            return self._segment_every_point(room, seed, progress, stage)
+        return self._segment_sampled(room, seed, progress, stage)
 
     def count_blocks(self, room):
         """How many network blocks `segment` runs for a room (for progress bars)."""
@@ -219,9 +302,10 @@ class RoomSegmenter:
             "(eval.min_block_points); nothing to label"
         )
 
-    def _segment_every_point(self, room, seed, progress):
+    def _segment_every_point(self, room, seed, progress, stage):
         rng = np.random.default_rng([int(seed), 1])
-        members = self.block_members(room)
+        with stage("blocks"):
+            members = self.block_members(room)
         if not members:
             raise self._nothing_to_label(room)
         normalised = _normalised(room)
@@ -236,19 +320,25 @@ class RoomSegmenter:
         visits = np.zeros(len(room), np.int32)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = self._merger()
-        outputs = self._network_outputs(rows(), f"room {room.name}", progress)
+        outputs = self._network_outputs(rows(), f"room {room.name}", progress, stage)
         for _, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
             block_rows = list(block_rows)
-            # A block's points, each once: the first row of every point in its chunks.
-            points, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in block_rows]), return_index=True)
-            block_p = np.concatenate([p for _, p, _ in block_rows])[first]
-            block_e = np.concatenate([e for _, _, e in block_rows])[first]
-            self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1))
-            mean_p[points] += block_p
-            visits[points] += 1
-            # The original's rows: a block of m points gave num_points sampled rows.
-            rows_per_point[points] += self.num_points / len(points)
+            with stage("merging"):
+                # A block's points, each once: the first row of every point in its chunks.
+                points, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in block_rows]), return_index=True)
+                block_p = np.concatenate([p for _, p, _ in block_rows])[first]
+                block_e = np.concatenate([e for _, _, e in block_rows])[first]
+            self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1), stage)
+            with stage("merging"):
+                mean_p[points] += block_p
+                visits[points] += 1
+                # The original's rows: a block of m points gave num_points sampled rows.
+                rows_per_point[points] += self.num_points / len(points)
+        with stage("merging"):
+            return self._finish_every_point(room, normalised, merger, mean_p, visits, rows_per_point)
 
+    def _finish_every_point(self, room, normalised, merger, mean_p, visits, rows_per_point):
+        """Room labels from the blocks' sums: mean probabilities, room instances, size filter."""
         covered = visits > 0
         mean_p /= np.maximum(visits, 1)[:, None]
         if not covered.all():  # points only in skipped sparse blocks: the nearest labelled point's
@@ -270,26 +360,28 @@ class RoomSegmenter:
             instance_gt=room.instance.astype(np.int32),
         )
 
-    def _segment_sampled(self, room, seed, progress):
+    def _segment_sampled(self, room, seed, progress, stage):
         """The original's protocol: one random num_points sample per block, rows with repeats."""
-        blocks = s3dis.test_blocks(
-            room, self.num_points, self.block_size, self.cfg["stride"], self.cfg["min_block_points"],
-            rng=np.random.default_rng([int(seed), 2]),
-        )
+        with stage("blocks"):
+            blocks = s3dis.test_blocks(
+                room, self.num_points, self.block_size, self.cfg["stride"], self.cfg["min_block_points"],
+                rng=np.random.default_rng([int(seed), 2]),
+            )
         if len(blocks.data) == 0:
             raise self._nothing_to_label(room)
         merger = self._merger()
         semantic, score = [], []
         block_rows = ((b, block) for b, block in enumerate(blocks.data))
-        for b, p, e in self._network_outputs(block_rows, f"room {room.name}", progress):
+        for b, p, e in self._network_outputs(block_rows, f"room {room.name}", progress, stage):
             semantic.append(p.argmax(axis=1))
             score.append(p.max(axis=1))
-            self._cluster_into(merger, blocks.data[b, :, 6:9], e, semantic[-1])
+            self._cluster_into(merger, blocks.data[b, :, 6:9], e, semantic[-1], stage)
         rows = blocks.indices.reshape(-1)
         semantic = np.concatenate(semantic)
-        instance = postprocess.finalize_instances(
-            merger.assign(blocks.data[:, :, 6:9].reshape(-1, 3)), semantic, self.mean_ins_size, self.cfg["size_fraction"]
-        )
+        with stage("merging"):
+            instance = postprocess.finalize_instances(
+                merger.assign(blocks.data[:, :, 6:9].reshape(-1, 3)), semantic, self.mean_ins_size, self.cfg["size_fraction"]
+            )
         return RoomResult(
             name=room.name,
             xyz=room.xyz[rows].astype(np.float32),

@@ -39,13 +39,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from jsnet_tf import part_metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import shapenet
 from jsnet_tf.errors import DataError
-from jsnet_tf.evaluation import EvaluationError, _chunks, check_network_outputs
+from jsnet_tf.evaluation import BatchedInference, EvaluationError, _chunks
 from jsnet_tf.files import AtomicTarget, write_text_atomic
 
 __all__ = ["ShapePrediction", "ShapeSegmenter", "evaluate_shapenet", "format_results", "render_shape", "shape_panels"]
@@ -69,9 +68,10 @@ class ShapeSegmenter:
       num_points: points per network row (the training shapes' size).
       bandwidth: mean-shift bandwidth on the embeddings.
       batch_size: rows per inference batch.
+      devices: where the network runs (BatchedInference; default every visible GPU, else the CPU).
     """
 
-    def __init__(self, model, num_points, bandwidth=0.6, batch_size=8):
+    def __init__(self, model, num_points, bandwidth=0.6, batch_size=8, devices=None):
         if model.num_classes != shapenet.NUM_PARTS:
             raise EvaluationError(f"the model predicts {model.num_classes} classes; ShapeNet part has {shapenet.NUM_PARTS} parts")
         if model.input_channels != shapenet.NUM_CHANNELS:
@@ -88,12 +88,7 @@ class ShapeSegmenter:
         self.bandwidth = float(bandwidth)
         self.batch_size = int(batch_size)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, self.num_points, shapenet.NUM_CHANNELS], tf.float32)])
-        def infer(points):
-            out = model(points, training=False)
-            return out["semantic_logits"], out["embeddings"]
-
-        self._infer = infer
+        self.inference = BatchedInference(model, self.num_points, shapenet.NUM_CHANNELS, self.batch_size, devices)
 
     def count_rows(self, num_points):
         """Network rows for a shape of `num_points` points."""
@@ -134,17 +129,9 @@ class ShapeSegmenter:
             yield key, self._label(logits, embeddings, category)
 
     def _network_outputs(self, rows):
-        """(key, logits, embeddings) of each `(key, row)`, in order, in inference batches."""
-        batch = []
-        for row in itertools.chain(rows, [None]):
-            if row is not None:
-                batch.append(row)
-            if batch and (row is None or len(batch) == self.batch_size):
-                keys, data = zip(*batch)
-                logits, embeddings = (t.numpy() for t in self._infer(tf.constant(np.stack(data))))
-                check_network_outputs("ShapeNet part inference", semantic_logits=logits, embeddings=embeddings)
-                yield from zip(keys, logits, embeddings)
-                batch = []
+        """(key, logits, embeddings) of each `(key, row)`, in order (BatchedInference)."""
+        for key, logits, embeddings, _ in self.inference.outputs(rows, "ShapeNet part inference"):
+            yield key, logits, embeddings
 
     def _label(self, logits, embeddings, category):
         if category is None:

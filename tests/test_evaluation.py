@@ -2,6 +2,12 @@
 the whole chain (blocks, chunks, mean-shift, BlockMerging, room assignment, size filter) must give
 back the ground-truth segmentation; outputs no trained network gives are refused before clustering."""
 
+import json
+import pathlib
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +15,14 @@ import tensorflow as tf
 from jsnet_tf import config, metrics, training
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import pipeline, s3dis
-from jsnet_tf.evaluation import PLAUSIBLE_OUTPUT_LIMIT, EvaluationError, RoomSegmenter, _chunks, check_network_outputs
+from jsnet_tf.evaluation import (
+    PLAUSIBLE_OUTPUT_LIMIT,
+    BatchedInference,
+    EvaluationError,
+    RoomSegmenter,
+    _chunks,
+    check_network_outputs,
+)
 from tests.conftest import TINY_POINTS, tiny_overrides
 
 NUM_POINTS = 256
@@ -277,3 +290,79 @@ def test_a_normally_trained_tiny_model_passes_the_check(tiny_s3dis, tmp_path, ea
     seg = RoomSegmenter(trainer.model, TINY_POINTS, mean_size, cfg["eval"], cfg["data"]["block_size"])
     result = seg.segment(room)
     assert len(result.semantic_pred) == len(room) and np.isfinite(result.score).all()
+
+
+class CountingNet(OracleNet):
+    """OracleNet that counts its calls as they start (a py_function in the traced call)."""
+
+    def __init__(self):
+        self.calls = 0
+        self._changed = threading.Condition()
+
+    def _started(self):
+        with self._changed:
+            self.calls += 1
+            self._changed.notify_all()
+        return np.float32(0)
+
+    def wait_for_calls(self, count, timeout=30):
+        with self._changed:
+            return self._changed.wait_for(lambda: self.calls >= count, timeout)
+
+    def __call__(self, points, training=False):
+        zero = tf.py_function(self._started, [], tf.float32)
+        out = super().__call__(points, training)
+        return {k: v + zero for k, v in out.items()}
+
+
+def test_the_next_batch_runs_while_the_caller_works_on_the_last_one(rng):
+    net = CountingNet()
+    rows = [(i, rng.random((NUM_POINTS, 9)).astype(np.float32)) for i in range(8)]
+    outputs = BatchedInference(net, NUM_POINTS, 9, batch_size=2, devices=["/CPU:0"]).outputs(rows, "room R")
+    key, logits, embeddings, probabilities = next(outputs)  # the caller holds the first row ...
+    assert net.wait_for_calls(2)  # ... while the second batch runs
+    got = [(key, logits, embeddings, probabilities)] + list(outputs)
+    assert [k for k, *_ in got] == list(range(8)) and net.calls == 4
+    direct = OracleNet()(tf.constant(np.stack([row for _, row in rows])))
+    np.testing.assert_array_equal(np.stack([g[1] for g in got]), direct["semantic_logits"])
+    np.testing.assert_array_equal(np.stack([g[2] for g in got]), direct["embeddings"])
+    np.testing.assert_allclose(np.stack([g[3] for g in got]), tf.nn.softmax(direct["semantic_logits"]), rtol=1e-6)
+
+
+# Logical devices are configured before TensorFlow starts: a fresh process.
+TWO_DEVICES = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from jsnet_tf import config
+from jsnet_tf.evaluation import BatchedInference
+from jsnet_tf.model import build_model
+cfg = config.load(None, json.loads(sys.argv[1]))
+model = build_model(cfg)
+rng = np.random.default_rng(0)
+points = rng.uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
+model.set_bn_decay(0.0)
+model(points, training=True)
+rows = [(i, rng.uniform(0, 1, (cfg["data"]["num_points"], 9)).astype(np.float32)) for i in range(7)]
+results = {}
+for name, devices in (("one", ["/CPU:0"]), ("two", ["/CPU:0", "/CPU:1"])):
+    inference = BatchedInference(model, cfg["data"]["num_points"], 9, 2, devices)
+    results[name] = [(k, l.tolist(), e.tolist()) for k, l, e, _ in inference.outputs(rows, "test")]
+print("RESULT " + json.dumps({**results, "same": results["one"] == results["two"],
+                               "replica_device": inference.models[1].weights[0].value.device,
+                               "logits_of_other_rows_differ": results["one"][0][1] != results["one"][1][1]}))
+"""
+
+
+@pytest.mark.slow
+def test_batches_spread_over_two_devices_give_the_one_device_outputs(tiny_s3dis):
+    overrides = tiny_overrides(tiny_s3dis)
+    result = subprocess.run([sys.executable, "-c", TWO_DEVICES, json.dumps(overrides)], capture_output=True, text=True,
+                            timeout=600, cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert [k for k, _, _ in found["two"]] == list(range(7))
+    assert found["same"] and found["logits_of_other_rows_differ"]
+    assert found["replica_device"].endswith("CPU:1")

@@ -9,7 +9,6 @@ import tempfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from jsnet_tf import checkpoints, config, io
 from jsnet_tf.clustering import postprocess
@@ -386,9 +385,10 @@ def _segment_all_rows_first(segmenter, room, seed):
             chunks.append(chunk)
             owners.append(b)
     data = np.stack([s3dis.block_channels(room, c, s3dis.room_limit(room), size) for c in chunks])
-    outputs = [segmenter._infer(tf.constant(data[s : s + cfg["batch_size"]])) for s in range(0, len(data), cfg["batch_size"])]
-    probabilities = np.concatenate([p.numpy() for p, _, _ in outputs])
-    embeddings = np.concatenate([e.numpy() for _, e, _ in outputs])
+    network = segmenter.inference._functions[0]  # (logits, embeddings, probabilities) of one batch
+    outputs = [network(data[s : s + cfg["batch_size"]]) for s in range(0, len(data), cfg["batch_size"])]
+    probabilities = np.concatenate([p for _, _, p in outputs])
+    embeddings = np.concatenate([e for _, e, _ in outputs])
     sums = np.zeros((len(room), probabilities.shape[-1]), np.float32)
     visits = np.zeros(len(room))
     rows_per_point = np.zeros(len(room))
