@@ -13,10 +13,17 @@ Calls: every call of farthest point sampling, ball query, kNN and three_nn that 
 the network makes, with the inputs of benchmarks/ops.py (`build_cases`: batch 8, 4096 points uniform
 in a 1 m cube per block, each coarser level the FPS subset of the previous one).
 
-  * jsnet-tf:  the compiled kernels (`use_implementation("custom")`) in a tf.function on tf.Tensors,
-    as the network calls them (its layers run inside the traced train/predict step);
-    "eager" is the same op called eagerly (argument checks and op dispatch in Python every call).
-    Without a built op library both columns time the pure-TF twins instead (the header says so).
+  * jsnet-tf:  the compiled kernels (`use_implementation("custom")`) inside a traced function, as
+    the network calls them (its layers run inside the traced train/predict step, which pays the
+    cost of entering a tf.function once per step, not per op): 16 calls one after the other
+    (control dependencies, one inter-op thread, all outputs returned) in one tf.function, each
+    on its own copy of the inputs so that graph optimisation can neither merge nor prune them;
+    the time per call is that function's time / 16. "x" is
+    measured on this column. Two more columns: "eager", the op called from Python (what a user
+    calling jsnet_tf.ops pays: argument checks and op dispatch every call; "x eager" is the ratio
+    on it), and "own tf.function", each call wrapped in its own tf.function call (the entry cost,
+    the header's "empty tf.function call", is then paid by every op call).
+    Without a built op library the columns time the pure-TF twins instead (the header says so).
   * peers: their Python API on NumPy arrays, per cloud: none of them takes a batch, so each call
     loops over the batch's clouds. The timed call includes what a user has to redo for every
     batch (building the KD-tree, index or point cloud object of each cloud) but not the
@@ -109,7 +116,8 @@ TARGET = 2.0  # jsnet-tf should be this many times faster than the fastest peer,
 TIE_RTOL = 1e-5  # float32 rounding of squared distances, relative
 DIST_ATOL = 1e-6  # ... and absolute, for distances near 0 (faiss computes |x|^2 + |y|^2 - 2xy)
 TIE_ATOL = 1e-12  # two float64 squared distances closer than TIE_RTOL (relative) or this are a tie
-JSNET, EAGER = "jsnet-tf", "eager"
+JSNET, OWN_FUNCTION, EAGER = "jsnet-tf", "own tf.function", "eager"
+IN_GRAPH_CALLS = 16  # op calls per timed tf.function call of the in-graph measurement
 
 
 # ----------------------------------------------------------------------------- the calls
@@ -544,6 +552,23 @@ def tiny_call_overhead(tf, ops, op, repeats, min_time):
     return statistics.median(samples[op])
 
 
+def in_graph_call(tf, fn, args):
+    """A no-argument callable running `fn` IN_GRAPH_CALLS times, one after the other, inside one
+    tf.function, each on its own copy of `args` (so that graph optimisation cannot merge the calls);
+    returns the last call's outputs. Its time / IN_GRAPH_CALLS is the op's cost inside a traced step."""
+    copies = [tuple(tf.identity(a) for a in args) for _ in range(IN_GRAPH_CALLS)]
+
+    @tf.function
+    def chained(copies):
+        outputs = []
+        for arguments in copies:
+            with tf.control_dependencies(tf.nest.flatten(outputs[-1:])):
+                outputs.append(fn(*arguments))
+        return outputs  # all of them: graph optimisation prunes calls whose outputs go nowhere
+
+    return lambda: chained(copies)[-1]
+
+
 def ms_stats(samples):
     if not samples:
         return None
@@ -560,7 +585,13 @@ def run_call(tf, ops, call, peers, impl, threads, repeats, min_time):
 
         return run
 
-    callables = {JSNET: in_impl(tf.function(call.case.fn)), EAGER: in_impl(call.case.fn)}
+    chained = in_graph_call(tf, call.case.fn, call.case.args)
+
+    def in_graph():
+        with ops.use_implementation(impl):
+            return chained()
+
+    callables = {JSNET: in_graph, OWN_FUNCTION: in_impl(tf.function(call.case.fn)), EAGER: in_impl(call.case.fn)}
     results = {}
     for peer, (lib, why_not) in peers:
         if lib is None:
@@ -571,6 +602,8 @@ def run_call(tf, ops, call, peers, impl, threads, repeats, min_time):
         except Exception as error:  # noqa: BLE001
             results[peer.name] = {"status": f"failed ({describe(error)})", "agrees": None, "note": ""}
     outputs, call.samples, errors = time_interleaved(callables, repeats, min_time, FLAGS.slow_call_s)
+    if JSNET in call.samples:  # one call of `in_graph` is IN_GRAPH_CALLS op calls
+        call.samples[JSNET] = [s / IN_GRAPH_CALLS for s in call.samples[JSNET]]
     if JSNET not in outputs:
         raise RuntimeError(f"{OPS[call.op]} {call.size}: jsnet-tf failed: {errors.get(JSNET)}")
     call.ours = op_benchmark.to_numpy(outputs[JSNET])
@@ -593,7 +626,7 @@ def run_call(tf, ops, call, peers, impl, threads, repeats, min_time):
 
 
 def fastest(call):
-    timed = {name: statistics.median(s) for name, s in call.samples.items() if name not in (JSNET, EAGER)}
+    timed = {name: statistics.median(s) for name, s in call.samples.items() if name not in (JSNET, OWN_FUNCTION, EAGER)}
     if not timed:
         return None, None
     name = min(timed, key=timed.get)
@@ -614,6 +647,8 @@ def row_for(call, tiny):
         "params": call.params,
         "jsnet_ms": ms_stats(call.samples[JSNET]),
         "eager_ms": ms_stats(call.samples.get(EAGER)),
+        "own_function_ms": ms_stats(call.samples.get(OWN_FUNCTION)),
+        "x_fastest_eager": None if best is None or not call.samples.get(EAGER) else best_s / statistics.median(call.samples[EAGER]),
         "tiny_call_ms": None if tiny is None else tiny * 1e3,
         "peers": peers,
         "fastest_peer": best,
@@ -638,23 +673,24 @@ def agreement_mark(result):
 def print_op_table(rows, out):
     """One table per op: its peers are the columns."""
     names = list(rows[0]["peers"])
-    headers = ["call", "jsnet-tf ms", "eager ms", *[f"{n} ms" for n in names], "fastest peer", "x", "target",
-               "agrees: " + ", ".join(names)]
+    headers = ["call", "jsnet-tf ms", "eager ms", "own tf.function ms", *[f"{n} ms" for n in names], "fastest peer", "x",
+               "target", "x eager", "agrees: " + ", ".join(names)]
     body = []
     for r in rows:
-        eager = r["eager_ms"]
-        cells = [r["call"], fmt_range(r["jsnet_ms"]), "failed" if eager is None else op_benchmark.fmt_ms(eager["median"] / 1e3)]
+        cells = [r["call"], fmt_range(r["jsnet_ms"])]
+        for key in ("eager_ms", "own_function_ms"):
+            cells.append("failed" if r[key] is None else op_benchmark.fmt_ms(r[key]["median"] / 1e3))
         for n in names:
             p = r["peers"][n]
             cells.append(fmt_range(p["ms"]) if p["status"] == "ok" else
                          ("not installed" if p["status"].startswith("not installed") else "failed"))
         met = r["target_met"]
         cells += [r["fastest_peer"] or "-", op_benchmark.fmt_x(r["x_fastest"]),
-                  "-" if met is None else ("ok" if met else "MISS"),
+                  "-" if met is None else ("ok" if met else "MISS"), op_benchmark.fmt_x(r["x_fastest_eager"]),
                   " ".join(agreement_mark(r["peers"][n]) for n in names)]
         body.append(cells)
     widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(headers)]
-    left = {0, len(headers) - 4, len(headers) - 1}
+    left = {0, len(headers) - 5, len(headers) - 1}
 
     def line(cells):
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -681,6 +717,7 @@ def main(argv):
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)  # a graph's independent ops one at a time
     except RuntimeError:  # TensorFlow already running in this process (tests): keep its setting
         log("TensorFlow is already initialised: keeping its intra-op thread count")
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
@@ -723,7 +760,8 @@ def main(argv):
         f"JSNet point ops vs peer libraries, batch {batch}, S3DIS-like blocks (benchmarks/ops.py inputs); "
         f"TensorFlow {tf.__version__}, os.cpu_count()={os.cpu_count()}, threads {threads}, all on /CPU:0\n"
         f"jsnet-tf: {'compiled kernels' if impl == 'custom' else 'PURE-TF TWINS (' + str(problem) + ')'} "
-        f"in a tf.function as the network calls them (eager: the same op called eagerly); "
+        f"inside a traced function as the network calls them ({IN_GRAPH_CALLS} calls in one tf.function, time / "
+        f"{IN_GRAPH_CALLS}; eager: called from Python; own tf.function: each call its own tf.function call); "
         f"peers: their NumPy API looped over the {batch} cloud(s)\n"
         f"median (min-max) ms over {repeats} interleaved repetition(s), each >= {min_time * 1e3:g} ms of back-to-back "
         f"calls; empty tf.function call {overhead * 1e6:.0f} us; x = fastest peer / jsnet-tf, target >= {TARGET:g}x\n"
