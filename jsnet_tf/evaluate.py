@@ -17,6 +17,14 @@ confusion-matrix PNG. A room whose `.npz` exists is not run again: an interrupte
 resumes. Several areas (`--area` repeated or the config's `data.areas`) are also evaluated
 together (6-fold with all six) into `results_areas_<...>.json`.
 
+The network runs on every visible GPU (else the CPU), one batch ahead of the post-processing
+(jsnet_tf.evaluation.BatchedInference). The seconds of each stage (reading, blocks, network,
+mean-shift, merging, files) per room and the points per second are printed at the end and kept in
+results.json's `timing`. `--shard k/n`, or the task of a TF_CONFIG cluster (the one train.py
+trains on), evaluates a disjoint share of every area's rooms (jsnet_tf.sharding) into the same
+`--out`; the share that finishes last (with TF_CONFIG: the chief, once every task is done)
+merges them into the results.json one process writes.
+
 A ShapeNet part run (`train.py --config configs/shapenet_part.toml`, whose run folder is the
 workdir itself) is evaluated on the prepared test split instead: part IoU per shape over its
 category's parts, instance- and class-averaged mIoU and the 16 categories beside the paper's
