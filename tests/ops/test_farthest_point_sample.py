@@ -15,6 +15,45 @@ def test_matches_float64_brute_force(impl, rng, batch, n, npoint):
     np.testing.assert_array_equal(got, ref.farthest_point_sample(npoint, xyz))
 
 
+def _clustered(rng, batch, n):
+    """Tight clusters of very different sizes and one far outlier, on a 1/1024 grid shifted to
+    negative coordinates: float32 distances stay exact, leaves are small and skewed."""
+    centres = rng.random((batch, 6, 3))
+    spread = np.array([0.002, 0.01, 0.01, 0.05, 0.05, 0.2])[rng.integers(0, 6, size=(batch, n))]
+    pts = centres[np.arange(batch)[:, None], rng.integers(0, 6, size=(batch, n))] + rng.normal(size=(batch, n, 3)) * spread[..., None]
+    pts[:, -1] = 1.0
+    return (np.round(np.clip(pts, 0, 1) * 1023) / 1024 - 0.5).astype(np.float32)
+
+
+def _degenerate(rng, batch, n, kind):
+    """Clouds whose leaves have empty boxes or whose distances all tie."""
+    if kind == "all equal":
+        return np.full((batch, n, 3), 0.25, np.float32)
+    if kind == "few distinct":  # 16 points repeated in random order
+        distinct = ref.grid_points(rng, (batch, 16, 3), cells=1024)
+        return np.take_along_axis(distinct, rng.integers(0, 16, size=(batch, n, 1)), axis=1)
+    xyz = np.zeros((batch, n, 3), np.float32)  # on a line along y
+    xyz[..., 1] = ref.grid_points(rng, (batch, n), cells=1024)
+    return xyz
+
+
+# Large enough for the pruned CPU kernel (leaves of points, skipped when a pick cannot lower them):
+# a wrongly skipped leaf or a wrong tie between leaves changes the picks. The pure-TF twin runs
+# the same loop at every size, so these run the compiled ops only.
+@pytest.mark.parametrize("impl", ["custom"], indirect=True)
+@pytest.mark.parametrize("n,npoint", [(4096, 1024), (1500, 1500)])
+def test_large_clouds_match_brute_force(impl, rng, n, npoint):
+    for xyz in (ref.grid_points(rng, (2, n, 3), cells=64), _clustered(rng, 2, n)):
+        np.testing.assert_array_equal(ops.farthest_point_sample(npoint, xyz).numpy(), ref.farthest_point_sample(npoint, xyz))
+
+
+@pytest.mark.parametrize("impl", ["custom"], indirect=True)
+@pytest.mark.parametrize("kind", ["all equal", "few distinct", "line"])
+def test_degenerate_large_clouds_match_brute_force(impl, rng, kind):
+    xyz = _degenerate(rng, 2, 2053, kind)
+    np.testing.assert_array_equal(ops.farthest_point_sample(700, xyz).numpy(), ref.farthest_point_sample(700, xyz))
+
+
 def test_each_pick_is_farthest_on_continuous_data(impl, rng):
     xyz = rng.random((2, 700, 3), dtype=np.float32)
     idx = ops.farthest_point_sample(100, xyz).numpy()

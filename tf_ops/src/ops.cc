@@ -287,6 +287,10 @@ struct Backend;
 
 template <>
 struct Backend<CPUDevice> {
+  // Farthest point sampling calls of at most this many distance evaluations (B * N * npoint;
+  // 256 -> 64 at batch 8) run on the calling thread.
+  static constexpr int64_t kInlineFpsEvaluations = int64_t{1} << 17;
+
   // Splits `items` work items over the intra-op pool; cost is in cycles per item.
   static void Parallel(OpKernelContext* ctx, int64_t items, int64_t cost,
                        const std::function<void(int64_t, int64_t)>& fn) {
@@ -307,9 +311,13 @@ struct Backend<CPUDevice> {
 
   static Status FarthestPointSample(OpKernelContext* ctx, int b, int n, int npoint,
                                     const float* xyz, int* idx) {
-    Parallel(ctx, b, int64_t{8} * n * npoint, [&](int64_t s, int64_t e) {
-      jsnet_farthest_point_sample_cpu(s, e, n, npoint, xyz, idx);
-    });
+    const auto run = [&](int64_t s, int64_t e) { jsnet_farthest_point_sample_cpu(s, e, n, npoint, xyz, idx); };
+    // Small calls (the coarse levels) run inline: handing them to the pool costs more than it saves.
+    if (int64_t{b} * n * npoint <= kInlineFpsEvaluations) {
+      run(0, b);
+    } else {
+      Parallel(ctx, b, int64_t{8} * n * npoint, run);
+    }
     return absl::OkStatus();
   }
 
