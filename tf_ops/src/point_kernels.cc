@@ -230,6 +230,10 @@ struct ScalarSimd {
   static F min(F a, F b) { return a < b ? a : b; }
   static F max(F a, F b) { return a > b ? a : b; }
   static float hmax(F a) { return a; }
+  using M = bool;  // a per-lane comparison result
+  static M lt(F a, F b) { return a < b; }
+  static F select(M m, F a, F b) { return m ? b : a; }
+  static I iselect(M m, I a, I b) { return m ? b : a; }
   static unsigned less_mask(F a, F b) { return a < b ? 1u : 0u; }
   static unsigned less_equal_mask(F a, F b) { return a <= b ? 1u : 0u; }
   static unsigned equal_mask(F a, F b) { return a == b ? 1u : 0u; }
@@ -265,6 +269,12 @@ struct Avx2Simd {
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F min(F a, F b) { return _mm256_min_ps(a, b); }  // a < b ? a : b
   static F max(F a, F b) { return _mm256_max_ps(a, b); }  // a > b ? a : b
+  using M = __m256;  // a per-lane comparison result (all bits set where true)
+  static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static F select(M m, F a, F b) { return _mm256_blendv_ps(a, b, m); }
+  static I iselect(M m, I a, I b) {
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m));
+  }
   static float hmax(F a) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -310,6 +320,10 @@ struct Avx512Simd {
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F min(F a, F b) { return _mm512_min_ps(a, b); }  // a < b ? a : b
   static F max(F a, F b) { return _mm512_max_ps(a, b); }  // a > b ? a : b
+  using M = __mmask16;
+  static M lt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static F select(M m, F a, F b) { return _mm512_mask_blend_ps(m, a, b); }
+  static I iselect(M m, I a, I b) { return _mm512_mask_blend_epi32(m, a, b); }
   static float hmax(F a) {
     const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
     return Avx2Simd::hmax(_mm256_max_ps(_mm512_castps512_ps256(a), high));
@@ -413,6 +427,20 @@ int NearestOne(const PointColumns& p, int n, const float* q, int k, NearestScrat
     default:
       return scalar::nearest(p.x.data(), p.y.data(), p.z.data(), n, q, k, s->d2.data(),
                              s->cand_d.data(), s->cand_i.data(), out_d, out_i);
+  }
+}
+
+// The 3 nearest of p's n points to q (sorted, ties by index; missing slots +inf, 0).
+void Nearest3One(const PointColumns& p, int n, const float* q, float* out_d, int* out_i) {
+  switch (kIsa) {
+#ifdef JSNET_X86_SIMD
+    case Isa::kAvx512:
+      return avx512::nearest3(p.x.data(), p.y.data(), p.z.data(), n, q, out_d, out_i);
+    case Isa::kAvx2:
+      return avx2::nearest3(p.x.data(), p.y.data(), p.z.data(), n, q, out_d, out_i);
+#endif
+    default:
+      return scalar::nearest3(p.x.data(), p.y.data(), p.z.data(), n, q, out_d, out_i);
   }
 }
 
@@ -557,7 +585,6 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
 
 void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* xyz1,
                         const float* xyz2, float* dist, int* idx) {
-  NearestScratch scratch(m);
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
   for (int64_t q = begin; q < end; ++q) {
@@ -566,13 +593,7 @@ void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* x
       p = PointColumns(xyz2 + b * m * 3, m);
       loaded_batch = b;
     }
-    float* out_d = dist + q * 3;
-    int* out_i = idx + q * 3;
-    const int found = NearestOne(p, m, xyz1 + q * 3, 3, &scratch, out_d, out_i);
-    for (int s = found; s < 3; ++s) {
-      out_d[s] = kInf;
-      out_i[s] = 0;
-    }
+    Nearest3One(p, m, xyz1 + q * 3, dist + q * 3, idx + q * 3);
   }
 }
 
