@@ -71,24 +71,26 @@ class SortedTopK {
 // Above this k an insertion list costs more than sorting the candidates.
 constexpr int kInsertionMaxK = 64;
 
-// ------------------------------------------------- leaf partition for farthest point sampling
+// ------------------------------------------------- leaf partition of one cloud
 
-// One cloud split into leaves of at most kFpsLeafMax points by median cuts of the widest axis (a
-// kd partition), for the pruned farthest point sampling (farthest_point_sample_leaves in
-// point_kernels_simd.inc). The cuts rank the points by their cell among 1024 per axis of the
-// bounding box (ties by index), from one counting sort per axis kept sorted through the cuts by
-// stable partitions, so the build has no data-dependent branches.
+// One cloud split into leaves of at most kLeafMax points by median cuts of the widest axis (a kd
+// partition), for the pruned farthest point sampling (farthest_point_sample_leaves in
+// point_kernels_simd.inc) and the pruned three_nn search (nearest_leaves). The cuts rank the
+// points by their cell among 1024 per axis of the bounding box (ties by index), from one counting
+// sort per axis kept sorted through the cuts by stable partitions, so the build has no
+// data-dependent branches.
 //
 // Slots hold the points leaf by leaf, each leaf in original index order. Every left half holds a
-// multiple of kFpsPad points, so only the last leaf is padded (to a multiple of kFpsPad slots)
-// with copies of its first point whose nearest value stays -1: they never change and never win.
-// Per leaf: its box (the min / max of its coordinates) and the largest nearest value of its
-// points. The per-leaf arrays are padded to a multiple of kFpsPad leaves whose largest value is
-// -1, so those are never visited and never win.
-constexpr int kFpsLeafMax = 64;
-constexpr int kFpsPad = 16;  // the widest SIMD width
+// multiple of kLeafPad points, so only the last leaf is padded (to a multiple of kLeafPad slots)
+// with copies of its first point whose nearest value stays -1: they never change and never win
+// (the searches overwrite their coordinates with NaN: HidePadding). Per leaf: its box (the min /
+// max of its coordinates) and the largest nearest value of its points. The per-leaf arrays are
+// padded to a multiple of kLeafPad leaves with an empty box (lo +inf, hi -inf: every distance
+// bound is +inf) and largest value -1, so those are never visited and never win.
+constexpr int kLeafMax = 64;
+constexpr int kLeafPad = 16;  // the widest SIMD width
 
-struct FpsLeaves {
+struct PointLeaves {
   int leaves = 0;                       // real leaves; the per-leaf arrays hold padded_leaves()
   std::vector<int> start;               // leaf l holds slots [start[l], start[l + 1])
   std::vector<float> x, y, z, nearest;  // per slot
@@ -96,7 +98,7 @@ struct FpsLeaves {
   std::vector<float> lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, leaf_max;  // per leaf
   std::vector<int> sorted[3], buffer, cell, leaf_of, next;         // build scratch
 
-  int padded_leaves() const { return (leaves + kFpsPad - 1) / kFpsPad * kFpsPad; }
+  int padded_leaves() const { return (leaves + kLeafPad - 1) / kLeafPad * kLeafPad; }
   int begin(int l) const { return start[l]; }
   int end(int l) const { return start[l + 1]; }
 
@@ -140,7 +142,8 @@ struct FpsLeaves {
       nearest[s] = index[s] < 0 ? -1.0f : kInf;
     }
     const int padded = padded_leaves();
-    for (std::vector<float>* v : {&lo_x, &lo_y, &lo_z, &hi_x, &hi_y, &hi_z}) v->assign(padded, 0.0f);
+    for (std::vector<float>* v : {&lo_x, &lo_y, &lo_z}) v->assign(padded, kInf);
+    for (std::vector<float>* v : {&hi_x, &hi_y, &hi_z}) v->assign(padded, -kInf);
     leaf_max.assign(padded, -1.0f);
     for (int l = 0; l < leaves; ++l) {  // the padding copies a point: the box is that of the points
       const int count = start[l + 1] - start[l];
@@ -148,6 +151,14 @@ struct FpsLeaves {
       MinMax(y.data() + start[l], count, &lo_y[l], &hi_y[l]);
       MinMax(z.data() + start[l], count, &lo_z[l], &hi_z[l]);
       leaf_max[l] = kInf;
+    }
+  }
+
+  // Makes the padding slots NaN, whose distances pass no comparison (the nearest searches).
+  void HidePadding() {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int s = start[leaves - 1]; s < start[leaves]; ++s) {
+      if (index[s] < 0) x[s] = y[s] = z[s] = nan;
     }
   }
 
@@ -175,9 +186,9 @@ struct FpsLeaves {
   // Splits the points sorted[*][begin, end) (the same set in each axis order) into leaves.
   void Split(const float* const* axes, int begin, int end) {
     const int size = end - begin;
-    if (size <= kFpsLeafMax) {
+    if (size <= kLeafMax) {
       for (int k = begin; k < end; ++k) leaf_of[sorted[0][k]] = leaves;
-      start.push_back(start.back() + (size + kFpsPad - 1) / kFpsPad * kFpsPad);
+      start.push_back(start.back() + (size + kLeafPad - 1) / kLeafPad * kLeafPad);
       ++leaves;
       return;
     }
@@ -190,7 +201,7 @@ struct FpsLeaves {
         axis = a;
       }
     }
-    const int left = std::max(kFpsPad, (size / 2 + kFpsPad / 2) / kFpsPad * kFpsPad);
+    const int left = std::max(kLeafPad, (size / 2 + kLeafPad / 2) / kLeafPad * kLeafPad);
     int* side = cell.data();  // 1: the point goes left
     for (int k = begin; k < end; ++k) side[sorted[axis][k]] = k < begin + left;
     for (int a = 0; a < 3; ++a) {  // stable partitions keep the other orders sorted
@@ -230,6 +241,7 @@ struct ScalarSimd {
   static F min(F a, F b) { return a < b ? a : b; }
   static F max(F a, F b) { return a > b ? a : b; }
   static float hmax(F a) { return a; }
+  static float hmin(F a) { return a; }
   using M = bool;  // a per-lane comparison result
   static M lt(F a, F b) { return a < b; }
   static F select(M m, F a, F b) { return m ? b : a; }
@@ -280,6 +292,11 @@ struct Avx2Simd {
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
   }
+  static float hmin(F a) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps(m, m, 1)));
+  }
   static unsigned less_mask(F a, F b) {
     return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LT_OQ)));
   }
@@ -328,6 +345,10 @@ struct Avx512Simd {
     const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
     return Avx2Simd::hmax(_mm256_max_ps(_mm512_castps512_ps256(a), high));
   }
+  static float hmin(F a) {
+    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+    return Avx2Simd::hmin(_mm256_min_ps(_mm512_castps512_ps256(a), high));
+  }
   static unsigned less_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static unsigned less_equal_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
   static unsigned equal_mask(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
@@ -374,7 +395,7 @@ constexpr int kFpsLeavesMinPicks = 192;
 // Scratch of one thread for FarthestPointSampleOne over up to n points.
 struct FpsScratch {
   std::vector<float> nearest;
-  FpsLeaves leaves;
+  PointLeaves leaves;
   explicit FpsScratch(int n) : nearest(n) {}
 };
 
@@ -441,6 +462,36 @@ void Nearest3One(const PointColumns& p, int n, const float* q, float* out_d, int
 #endif
     default:
       return scalar::nearest3(p.x.data(), p.y.data(), p.z.data(), n, q, out_d, out_i);
+  }
+}
+
+// From this many candidates three_nn visits the leaves of a partition of them instead of every
+// candidate (measured at batch 8, uniform clouds: 1024 -> 4096 about 2x faster, 32 -> 4096 1.5x).
+// knn_point keeps `nearest`: at k = 16 and 32 the lists of k take as long as that search.
+constexpr int kSearchLeavesMinPoints = 32;
+
+// The leaf partition of one batch element's candidates for nearest_leaves, with its scratch.
+struct SearchLeaves {
+  PointLeaves leaves;
+  std::vector<float> bounds;
+  void Build(const PointColumns& p, int n) {
+    leaves.Build(p.x.data(), p.y.data(), p.z.data(), n);
+    leaves.HidePadding();
+    bounds.resize(leaves.padded_leaves());
+  }
+};
+
+// The k nearest of the partitioned points to q (see nearest_leaves); false where the k-th is +inf.
+bool NearestLeavesOne(SearchLeaves* s, const float* q, int k, float* out_d, int* out_i) {
+  switch (kIsa) {
+#ifdef JSNET_X86_SIMD
+    case Isa::kAvx512:
+      return avx512::nearest_leaves(s->leaves, q, k, s->bounds.data(), out_d, out_i);
+    case Isa::kAvx2:
+      return avx2::nearest_leaves(s->leaves, q, k, s->bounds.data(), out_d, out_i);
+#endif
+    default:
+      return scalar::nearest_leaves(s->leaves, q, k, s->bounds.data(), out_d, out_i);
   }
 }
 
@@ -585,14 +636,18 @@ void jsnet_knn_point_cpu(int64_t begin, int64_t end, int n, int m, int k, const 
 
 void jsnet_three_nn_cpu(int64_t begin, int64_t end, int n, int m, const float* xyz1,
                         const float* xyz2, float* dist, int* idx) {
+  SearchLeaves leaves;
+  const bool use_leaves = m >= kSearchLeavesMinPoints;
   int64_t loaded_batch = -1;
   PointColumns p(nullptr, 0);
   for (int64_t q = begin; q < end; ++q) {
     const int64_t b = q / n;
     if (b != loaded_batch) {
       p = PointColumns(xyz2 + b * m * 3, m);
+      if (use_leaves) leaves.Build(p, m);
       loaded_batch = b;
     }
+    if (use_leaves && NearestLeavesOne(&leaves, xyz1 + q * 3, 3, dist + q * 3, idx + q * 3)) continue;
     Nearest3One(p, m, xyz1 + q * 3, dist + q * 3, idx + q * 3);
   }
 }
