@@ -217,7 +217,7 @@ def evaluate_area(area, out_dir, shard=None, barrier=None):
             bar.close()
         others_failed = barrier(int(failed)) - int(failed) if barrier is not None else 0
     if others_failed:
-        raise EvaluateError(f"area {area}: {others_failed} other task(s) of the cluster failed (see their output); "
+        raise sharding.ShardError(f"area {area}: {others_failed} other task(s) of the cluster failed (see their output); "
                             f"the rooms they finished are kept in {out_dir}: run again to resume")
     if shard.cluster and shard.index != 0:
         print(f"area {area}: {shard.describe()}: its {len(mine)} of {len(rooms)} rooms done; the chief merges them", flush=True)
@@ -230,7 +230,7 @@ def evaluate_area(area, out_dir, shard=None, barrier=None):
     missing = [path.stem for path in rooms if path.stem not in done]
     if missing:
         if shard.cluster:
-            raise EvaluateError(f"area {area}: the outputs of {len(missing)} rooms of the other tasks are not in {out_dir} "
+            raise sharding.ShardError(f"area {area}: the outputs of {len(missing)} rooms of the other tasks are not in {out_dir} "
                                 f"(e.g. {missing[0]}): give every task the same --out, on a shared file system")
         print(f"area {area}: {shard.describe()} done; {len(rooms) - len(missing)} of {len(rooms)} rooms have outputs in "
               f"{out_dir}: the share that finishes last (or a run without --shard) writes results.json", flush=True)
@@ -255,10 +255,6 @@ def evaluate_area(area, out_dir, shard=None, barrier=None):
     })
     print(format_summary(timing), flush=True)
     return evaluator
-
-
-class EvaluateError(UserError):
-    """An evaluation that cannot finish (failed cluster tasks, outputs not shared)."""
 
 
 def _stored_room(out_dir, name, fingerprint):

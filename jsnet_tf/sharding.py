@@ -16,7 +16,8 @@ from jsnet_tf.errors import UserError
 
 
 class ShardError(UserError, ValueError):
-    """A --shard or TF_CONFIG that does not describe a share of the work."""
+    """A --shard or TF_CONFIG that does not describe a share of the work, or shares that cannot be
+    merged (a failed task, outputs not on a shared file system)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ USER_ERRORS = [
     ("jsnet_tf.predict", "PredictError", ValueError),
     ("jsnet_tf.experiments", "ExperimentError", ValueError),
     ("jsnet_tf.training", "TrainingError", RuntimeError),
+    ("jsnet_tf.sharding", "ShardError", ValueError),
 ]
 
 
