@@ -28,19 +28,23 @@ def _evaluate(*args):
     )
 
 
-@pytest.fixture(scope="module")
-def run(tiny_s3dis, tmp_path_factory):
-    """A train.py-style workdir whose area2 run holds weights after one training-mode pass (the
-    batch-norm statistics of an untrained network would overflow in inference)."""
-    cfg = config.load(None, tiny_overrides(tiny_s3dis) + ["data.areas=[2]", "eval.batch_size=4"])
+def calibrated_run(data_dir, workdir, seed=0):
+    """A train.py-style workdir whose area2 run (data of `data_dir`) holds weights after one
+    training-mode pass (the batch-norm statistics of an untrained network would overflow in
+    inference)."""
+    cfg = config.load(None, tiny_overrides(data_dir) + ["data.areas=[2]", "eval.batch_size=4"])
     model = build_model(cfg)
-    points = np.random.default_rng(0).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
+    points = np.random.default_rng(seed).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
     model.set_bn_decay(0.0)  # moving statistics := this batch's (a tenth of them would blow the logits up)
     model(points, training=True)
-    workdir = tmp_path_factory.mktemp("workdir")
     checkpoints.write_run_files(workdir / "area2", cfg, area=2)
     checkpoints.save_weights(model, workdir / "area2" / "weights")
     return workdir
+
+
+@pytest.fixture(scope="module")
+def run(tiny_s3dis, tmp_path_factory):
+    return calibrated_run(tiny_s3dis, tmp_path_factory.mktemp("workdir"))
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from jsnet_tf import checkpoints, config
-from jsnet_tf.model import build_model
-from tests.conftest import tiny_overrides
 from tests.test_distributed import _free_ports
-from tests.test_evaluate_entry import _evaluate
+from tests.test_evaluate_entry import _evaluate, calibrated_run
 
 STAGES = ("reading", "blocks", "network", "mean-shift", "merging", "files")
 
@@ -22,15 +19,7 @@ STAGES = ("reading", "blocks", "network", "mean-shift", "merging", "files")
 @pytest.fixture(scope="module")
 def run(tiny_s3dis_split, tmp_path_factory):
     """A run of area 2 (two rooms) with usable batch-norm statistics."""
-    cfg = config.load(None, tiny_overrides(tiny_s3dis_split) + ["data.areas=[2]", "eval.batch_size=4"])
-    model = build_model(cfg)
-    points = np.random.default_rng(1).uniform(0, 1, (4, cfg["data"]["num_points"], 9)).astype(np.float32)
-    model.set_bn_decay(0.0)
-    model(points, training=True)
-    workdir = tmp_path_factory.mktemp("workdir")
-    checkpoints.write_run_files(workdir / "area2", cfg, area=2)
-    checkpoints.save_weights(model, workdir / "area2" / "weights")
-    return workdir
+    return calibrated_run(tiny_s3dis_split, tmp_path_factory.mktemp("workdir"), seed=1)
 
 
 @pytest.fixture(scope="module")
