@@ -119,7 +119,7 @@ class Trainer:
         # Every check has passed: only now is anything written.
         self.output_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
-        self._step_fn = None
+        self._step_fn = self._validation_fn = None
         # TensorBoard: one run per split (tensorboard/train, tensorboard/validation) writing the same
         # tags ("loss/total", "accuracy"), so TensorBoard overlays the two curves. Only the chief
         # writes; a resumed run adds event files to the same folders.
@@ -314,22 +314,38 @@ class Trainer:
             return pipeline.fixed_dataset(d["data_dir"], self.area, self.global_batch, num_points=d["num_points"])
         raise TrainingError("no validation data: set data.validation_rooms")
 
+    def _make_validation_step(self):
+        """One validation batch -> (total loss, correct points, points), compiled once for any
+        batch size (eager calls of the network are many times slower)."""
+        model, disc_weight = self.model, self.train_cfg["disc_weight"]
+        num_points, channels = self.cfg["data"]["num_points"], self.cfg["model"]["input_channels"]
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, num_points, channels], tf.float32),
+            tf.TensorSpec([None, num_points], tf.int32),
+            tf.TensorSpec([None, num_points], tf.int32),
+        ])
+        def step(points, semantic, instance):
+            out = model(points, training=False)
+            losses = jsnet_loss(out["semantic_logits"], out["embeddings"], semantic, instance, disc_weight=disc_weight)
+            predicted = tf.argmax(out["semantic_logits"], axis=-1, output_type=tf.int32)
+            return losses["total"], tf.reduce_sum(tf.cast(predicted == semantic, tf.int64)), tf.size(predicted)
+
+        return step
+
     def validate(self):
         """Semantic accuracy and mean loss on the validation data (`validation_dataset`)."""
         d = self.cfg["data"]
         dataset = self.validation_dataset()
+        if self._validation_fn is None:
+            self._validation_fn = self._make_validation_step()
         correct = total = 0
         loss_sum = batches = 0.0
         for batch in dataset:
-            out = self.model(batch["points"], training=False)
-            losses = jsnet_loss(
-                out["semantic_logits"], out["embeddings"], batch["semantic"], batch["instance"],
-                disc_weight=self.train_cfg["disc_weight"],
-            )
-            predicted = tf.argmax(out["semantic_logits"], axis=-1, output_type=tf.int32)
-            correct += int(tf.reduce_sum(tf.cast(predicted == batch["semantic"], tf.int64)))
-            total += int(tf.size(predicted))
-            loss_sum += float(losses["total"])
+            loss, right, points = self._validation_fn(batch["points"], batch["semantic"], batch["instance"])
+            correct += int(right)
+            total += int(points)
+            loss_sum += float(loss)
             batches += 1
         if total == 0:
             raise TrainingError(f"no validation blocks in {d['data_dir']}")

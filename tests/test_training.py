@@ -53,28 +53,62 @@ def _check_train_curves(train, recorded):
     assert {"loss/sem", "loss/disc", "learning_rate", "bn_decay"} <= set(train) and "accuracy" not in train
 
 
+class _Reads:
+    """Every room and block file the data pipeline opens during a test."""
+
+    def __init__(self, monkeypatch):
+        from jsnet_tf.data import s3dis
+
+        self.paths = []
+        for name in ("load_room", "read_blocks_h5"):
+            real = getattr(s3dis, name)
+
+            def spy(path, *args, _real=real, **kwargs):
+                self.paths.append(str(path))
+                return _real(path, *args, **kwargs)
+
+            monkeypatch.setattr(s3dis, name, spy)
+
+    def rooms(self):
+        import pathlib
+
+        return {pathlib.Path(p).stem for p in self.paths}
+
+
+@pytest.fixture(scope="module")
+def validated(split, tmp_path_factory):
+    """(trainer, history, run folder, reads): one run with a validation room (3 epochs; early
+    stopping on, its patience of 5 not reached), every room and block file it read recorded.
+    Shared by the tests that only read it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        reads = _Reads(monkeypatch)
+        run = tmp_path_factory.mktemp("validated") / "run"
+        trainer = training.Trainer(_split_config(split, 0.5, epochs=3, early_stopping_patience=5), run, area=2)
+        history = trainer.fit(verbose=0, validate=True)
+    return trainer, history, run, reads
+
+
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(split, tmp_path):
-    trainer = training.Trainer(_split_config(split, 0.5, epochs=3), tmp_path / "run", area=2)
-    history = trainer.fit(verbose=0, validate=True)
+def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(validated):
+    trainer, history, run, _ = validated
     assert len(history) == 3 and history[-1]["total"] < history[0]["total"]
     assert 0.0 <= history[-1]["val_accuracy"] <= 1.0 and np.isfinite(history[-1]["val_loss"])
-    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    recorded = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in recorded] == [1, 2, 3] and recorded[-1]["val_accuracy"] == history[-1]["val_accuracy"]
-    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    best = json.loads((run / "best.json").read_text())
     assert best["loss"] == min(r["val_loss"] for r in recorded)
     assert trainer.best_manager.latest_checkpoint.endswith(f"ckpt-{best['epoch']}")
     assert all(np.isfinite(list(h.values())).all() for h in history)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-3")
     # TensorBoard: train and validation runs with the same tags, so the curves overlay
-    train, validation = (_scalars(tmp_path / "run" / "tensorboard" / run) for run in ("train", "validation"))
+    train, validation = (_scalars(run / "tensorboard" / name) for name in ("train", "validation"))
     _check_train_curves(train, recorded)
     assert set(validation) == {"loss/total", "accuracy"}
     ends = list(np.cumsum([r["steps"] for r in recorded]))
     assert validation["loss/total"][0] == ends and validation["accuracy"][0] == ends   # at each epoch's last step
     assert validation["loss/total"][1] == pytest.approx([r["val_loss"] for r in recorded], rel=1e-6)
     assert validation["accuracy"][1] == pytest.approx([r["val_accuracy"] for r in recorded], rel=1e-6)
-    assert config.load(tmp_path / "run" / "config.toml") == trainer.cfg
+    assert config.load(run / "config.toml") == trainer.cfg
 
 
 @pytest.mark.slow
@@ -146,8 +180,42 @@ def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(prepar
     assert not list((tmp_path / "run" / "checkpoints").glob("ckpt-*"))
 
 
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory):
+    """A prepared synthetic S3DIS like `tiny_s3dis` but sparse (30 points a square metre): few
+    stride-0.5 windows reach the 100 points a block needs, so a resampled epoch with area 2 held
+    out is 28 blocks (7 steps at batch 4) instead of about 100."""
+    from jsnet_tf.data import prepare_s3dis, synthetic
+
+    root = tmp_path_factory.mktemp("sparse_s3dis")
+    synthetic.generate(root / "raw", seed=1, areas=2, rooms_per_area=1, points_per_m2=30)
+    prepare_s3dis.prepare(root / "raw", root / "prepared", num_points=TINY_POINTS, progress=False)
+    return root / "prepared"
+
+
+# train.py's own program (jsnet_tf.train.cli), holding still after training step
+# JSNET_TEST_HOLD_AT_STEP with a file JSNET_TEST_HOLD_MARKER saying so, for the test to kill -9 it
+# there: a point in the middle of an epoch that the test chooses, not one a sleep happens to hit.
+HOLD_AT_STEP = """
+import os, pathlib, time
+from jsnet_tf import training
+from jsnet_tf.train import cli
+
+log_step = training.Trainer._log_step
+
+def log_step_then_hold(self, step, losses):
+    log_step(self, step, losses)
+    if step == int(os.environ["JSNET_TEST_HOLD_AT_STEP"]):
+        pathlib.Path(os.environ["JSNET_TEST_HOLD_MARKER"]).touch()
+        time.sleep(600)
+
+training.Trainer._log_step = log_step_then_hold
+cli()
+"""
+
+
 @pytest.mark.slow
-def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(prepared, tmp_path):
+def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(sparse, tmp_path):
     import os
     import pathlib
     import signal
@@ -157,32 +225,48 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_weights(pre
 
     import tensorflow as tf
 
+    from jsnet_tf.data import pipeline
+
     repo = pathlib.Path(__file__).resolve().parents[1]
-    args = [
-        sys.executable, "train.py", "--area", "2", "--epochs", "2", "--batch_size", "4", "--novalidate", "--noverbose",
-        "--data_dir", str(prepared), "--set", f"data.num_points={TINY_POINTS}",  # the default sampling: resample
+    steps = pipeline.epoch_blocks(sparse, 2, num_points=TINY_POINTS) // 4
+    assert steps >= 3, steps  # an epoch with a middle
+    flags = [
+        "--area", "2", "--epochs", "2", "--batch_size", "4", "--novalidate", "--noverbose",
+        "--data_dir", str(sparse), "--set", f"data.num_points={TINY_POINTS}",  # the default sampling: resample
         "--set", "model.npoints=[256, 64, 32, 16]",
     ]
-    run = lambda workdir, **kw: subprocess.Popen([*args, "--workdir", str(workdir)], cwd=repo, **kw)  # noqa: E731
-    assert run(tmp_path / "straight").wait(timeout=600) == 0
-
-    victim = run(tmp_path / "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = lambda program, workdir, **kw: subprocess.Popen(  # noqa: E731
+        [sys.executable, *program, *flags, "--workdir", str(workdir)], cwd=repo, **kw)
+    # The uninterrupted run and the one to kill train side by side (two processes, two cores).
+    straight = run(["train.py"], tmp_path / "straight")
+    marker = tmp_path / "holding"
+    hold = {"JSNET_TEST_HOLD_AT_STEP": str(steps + steps // 2), "JSNET_TEST_HOLD_MARKER": str(marker)}
+    victim = run(["-c", HOLD_AT_STEP], tmp_path / "killed", env={**os.environ, **hold},
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "killed" / "area2" / "checkpoints"
-    deadline = time.time() + 600
-    while not (checkpoints / "ckpt-1.index").exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # well inside epoch 2
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert not (checkpoints / "ckpt-2.index").exists(), "the run finished before it could be killed"
-    assert run(tmp_path / "killed").wait(timeout=600) == 0
+    try:
+        deadline = time.time() + 600
+        while not marker.exists() and victim.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the run to kill ended or hung before the middle of epoch 2"
+        assert (checkpoints / "ckpt-1.index").exists() and not (checkpoints / "ckpt-2.index").exists()
+        os.kill(victim.pid, signal.SIGKILL)  # in the middle of epoch 2
+        assert victim.wait() == -signal.SIGKILL
+        first_epoch = (checkpoints / "ckpt-1.index").stat().st_mtime_ns
+        assert run(["train.py"], tmp_path / "killed").wait(timeout=600) == 0
+        assert straight.wait(timeout=600) == 0
+        assert (checkpoints / "ckpt-1.index").stat().st_mtime_ns == first_epoch  # resumed after epoch 1, not from scratch
+    finally:
+        for process in (straight, victim):  # left running by a failure above
+            if process.poll() is None:
+                process.kill()
 
-    straight = tf.train.load_checkpoint(str(tmp_path / "straight" / "area2" / "checkpoints" / "ckpt-2"))
+    uninterrupted = tf.train.load_checkpoint(str(tmp_path / "straight" / "area2" / "checkpoints" / "ckpt-2"))
     resumed = tf.train.load_checkpoint(str(checkpoints / "ckpt-2"))
-    names = [n for n in straight.get_variable_to_shape_map() if n.startswith("model/")]
+    names = [n for n in uninterrupted.get_variable_to_shape_map() if n.startswith("model/")]
     assert len(names) == 340
     for name in names:
-        np.testing.assert_allclose(resumed.get_tensor(name), straight.get_tensor(name), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(resumed.get_tensor(name), uninterrupted.get_tensor(name), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_a_batch_that_does_not_split_over_the_replicas_is_refused(prepared, tmp_path):
@@ -197,38 +281,14 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(prepared, tmp_
 # ---------------------------------------------------------------------------------- model selection
 
 
-class _Reads:
-    """Every room and block file the data pipeline opens during a test."""
-
-    def __init__(self, monkeypatch):
-        from jsnet_tf.data import s3dis
-
-        self.paths = []
-        for name in ("load_room", "read_blocks_h5"):
-            real = getattr(s3dis, name)
-
-            def spy(path, *args, _real=real, **kwargs):
-                self.paths.append(str(path))
-                return _real(path, *args, **kwargs)
-
-            monkeypatch.setattr(s3dis, name, spy)
-
-    def rooms(self):
-        import pathlib
-
-        return {pathlib.Path(p).stem for p in self.paths}
-
-
 @pytest.mark.slow
-def test_validation_rooms_choose_best_and_no_test_area_room_is_ever_read(split, tmp_path, monkeypatch):
-    reads = _Reads(monkeypatch)
-    trainer = training.Trainer(_split_config(split, 0.5, epochs=2, early_stopping_patience=5), tmp_path / "run", area=2)
-    history = trainer.fit(verbose=0)
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
+def test_validation_rooms_choose_best_and_no_test_area_room_is_ever_read(validated):
+    _, history, run, reads = validated
+    record = json.loads((run / "run.json").read_text())
     assert record["area"] == 2 and record["selected_on_test_area"] is False
     (validation_room,) = record["validation_rooms"]
     assert validation_room.startswith("Area_1_") and record["training_rooms"] == 1
-    assert all("val_loss" in h for h in history) and (tmp_path / "run" / "best.json").exists()
+    assert all("val_loss" in h for h in history) and (run / "best.json").exists()
     read = reads.rooms()
     assert read == {"Area_1_office_1", "Area_1_office_2"}, read  # training room + validation room, nothing of area 2
     training_reads = {p for p in reads.paths if p.endswith(".npz")}
