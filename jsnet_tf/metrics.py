@@ -32,6 +32,17 @@ predicted instance: precision) it gets nan and a nan mean. Here such a per-class
 original's whenever the original's are not nan). A class predicted but absent from the ground
 truth has IoU 0 and counts in mIoU, as in the original. A mean over no class is None.
 
+Instance AP (beyond the paper; what every instance-segmentation paper since 2020 reports):
+`InstanceAP` computes AP (IoU 0.50:0.90), AP50 and AP25 by the rules of the ScanNet benchmark's
+evaluate_semantic_instance.py (AP_RULES; the class docstring lists them). It needs a confidence for
+every predicted instance: `instance_table` gives each instance the most frequent predicted class
+of its points and, as confidence, the mean over its points of the softmax probability of that class
+(CONFIDENCE_RULE). `Evaluator.add_room(..., instances=table)` adds a room to both, and
+`result()` holds AP, AP50 and AP25 beside the seven metrics. `write_benchmark_instances` writes an
+item in the benchmark's submission format (instances/<item>.txt, instances/pred_mask/, and
+instances_gt/<item>.txt), which the official script scores directly; `write_instance_list` the
+item's `<room>_instances.txt` (id class confidence points) beside its `_pred.txt`.
+
 6-fold: the original has no aggregation code (its README: "6 fold CV can be conducted in a similar
 way"); its evaluator run over the union of the six areas' test rooms gives the 6-fold numbers, and
 so does `Evaluator.merge` of the six areas' evaluators, or `evaluate_filelist` given the six lists.
@@ -59,13 +70,19 @@ from jsnet_tf.errors import UserError
 from jsnet_tf.files import AtomicTarget
 
 __all__ = [
-    "Evaluator", "IOU_THRESHOLD", "MetricsError", "RoomOutputs", "S3DIS_CLASSES",
-    "evaluate_filelist", "format_table", "gt_path_for", "read_room_outputs", "write_room_outputs",
+    "AP_MIN_POINTS", "AP_THRESHOLDS", "Evaluator", "IOU_THRESHOLD", "InstanceAP", "InstanceTable", "MetricsError",
+    "RoomOutputs", "S3DIS_CLASSES", "benchmark_gt_ids", "check_instance_table", "evaluate_filelist", "format_table",
+    "gt_path_for", "instance_table", "read_instance_list", "read_room_outputs", "write_benchmark_instances",
+    "write_instance_list", "write_room_outputs",
 ]
 
 S3DIS_CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair",
                  "sofa", "bookcase", "board", "clutter")
 IOU_THRESHOLD = 0.5
+# The ScanNet benchmark's IoU thresholds, computed as evaluate_semantic_instance.py computes them
+# (np.arange(0.5, 0.95, 0.05) and 0.25), so that the strict comparisons see the same float values.
+AP_THRESHOLDS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
+AP_MIN_POINTS = 100  # the benchmark's minimum region size: smaller instances are left out
 
 PRED_LAYOUT = ("x", "y", "z", "r", "g", "b", "score", "sem", "ins")
 GT_LAYOUT = ("sem", "ins")
@@ -166,9 +183,14 @@ class Evaluator:
     `add_room` adds a room's labels, `merge` another evaluator's rooms (e.g. the six areas of a
     6-fold run), `result()` the metrics as a JSON-serialisable dict, and `from_result` rebuilds an
     evaluator from such a dict (its "counts"), so that saved per-area results can be merged later.
+
+    Rooms added with their predicted instances' table (`instances=`, see `instance_table`) also
+    count for the instance AP, AP50 and AP25 of the ScanNet benchmark (`InstanceAP`, over
+    `instance_classes`, default all classes); `result()` holds them when every room had its table.
     """
 
-    def __init__(self, num_classes: int = 13, class_names: Sequence[str] | None = None):
+    def __init__(self, num_classes: int = 13, class_names: Sequence[str] | None = None,
+                 instance_classes: Sequence[int] | None = None, ap_min_points: int = AP_MIN_POINTS):
         if int(num_classes) < 1:
             raise MetricsError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -188,12 +210,17 @@ class Evaluator:
         self.cov_rooms = np.zeros(c, np.int64)       # rooms holding a ground-truth instance
         self.cov_sum = np.zeros(c, np.float64)       # sum over those rooms of the room's Cov
         self.wcov_sum = np.zeros(c, np.float64)      # ... and of its WCov
+        self.ap = InstanceAP(c, instance_classes, ap_min_points)
+        self.ap_rooms = 0                             # rooms added with their instance table
 
-    def add_room(self, sem_gt, ins_gt, sem_pred, ins_pred, where: str = "room") -> Evaluator:
+    def add_room(self, sem_gt, ins_gt, sem_pred, ins_pred, where: str = "room",
+                 instances: InstanceTable | None = None) -> Evaluator:
         """Adds one room: four arrays of per-point integer labels of the same length.
 
         sem_* are classes in 0..num_classes-1; ins_* arbitrary integer ids (-1 in ins_pred: no
-        instance). `where` names the room in error messages.
+        instance). `instances`: the table of the predicted instances (ids, classes, confidences,
+        points; checked against ins_pred), for the instance AP. `where` names the room in error
+        messages.
         """
         c = self.num_classes
         sem_gt = _labels("sem_gt", sem_gt, where)
@@ -229,6 +256,9 @@ class Evaluator:
         self.gt_instances += gt_count
         self.pred_instances += np.bincount(pred_class, minlength=c)
         self.true_positives += np.bincount(pred_class[best_for_pred >= IOU_THRESHOLD], minlength=c)
+        if instances is not None:
+            self.ap.add_item(sem_gt, ins_gt, ins_pred, instances, where)
+            self.ap_rooms += 1
         self.num_rooms += 1
         return self
 
@@ -241,7 +271,12 @@ class Evaluator:
         _check_same_length(pred_path, sem_pred.size, gt_path, sem_gt.size)
         _check_classes("sem", sem_pred, self.num_classes, str(pred_path), in_file=True)
         _check_classes("sem", sem_gt, self.num_classes, str(gt_path), in_file=True)
-        return self.add_room(sem_gt, ins_gt, sem_pred, ins_pred, where=str(pred_path))
+        listed = instance_list_path_for(pred_path)
+        instances = None
+        if listed.exists():  # ours; the original's test.py wrote none (no AP then)
+            instances = check_instance_table(read_instance_list(listed), ins_pred, self.num_classes,
+                                             f"{listed} (for {pred_path.name})")
+        return self.add_room(sem_gt, ins_gt, sem_pred, ins_pred, where=str(pred_path), instances=instances)
 
     def add_filelist(self, filelist, base_dir=None) -> Evaluator:
         """Adds every room listed in an `output_filelist.txt` (see `evaluate_filelist`)."""
@@ -257,6 +292,8 @@ class Evaluator:
         for name in ("confusion", "gt_instances", "pred_instances", "true_positives",
                      "cov_rooms", "cov_sum", "wcov_sum"):
             getattr(self, name)[...] += getattr(other, name)
+        self.ap.merge(other.ap)
+        self.ap_rooms += other.ap_rooms
         self.num_rooms += other.num_rooms
         return self
 
@@ -276,11 +313,20 @@ class Evaluator:
         means = {"mAcc": "acc", "mIoU": "iou", "mCov": "cov", "mWCov": "wcov",
                  "mPrec": "precision", "mRec": "recall"}
         total = int(confusion.sum())
+        with_ap = 0 < self.ap_rooms == self.num_rooms  # AP only where every room had its instances
+        ap = self.ap.result() if with_ap else {
+            "AP": None, "AP50": None, "AP25": None, "per_class": {k: [None] * self.num_classes for k in ("ap", "ap50", "ap25")},
+        }
         return {
             "oAcc": float(correct.sum() / total) if total else None,
             **{key: _mean(per_class[name]) for key, name in means.items()},
+            "AP": ap["AP"],
+            "AP50": ap["AP50"],
+            "AP25": ap["AP25"],
             "class_names": list(self.class_names),
-            "per_class": {name: _nullable(values) for name, values in per_class.items()},
+            "per_class": {**{name: _nullable(values) for name, values in per_class.items()}, **ap["per_class"]},
+            "instance_ap": {**self.ap.settings(), "rooms": self.ap_rooms} if with_ap else
+                           {"rooms": self.ap_rooms, "note": "not computed: rooms without predicted instance tables"},
             "num_rooms": self.num_rooms,
             "num_points": total,
             "counts": {
@@ -291,6 +337,8 @@ class Evaluator:
                 "cov_rooms": self.cov_rooms.tolist(),
                 "cov_sum": self.cov_sum.tolist(),
                 "wcov_sum": self.wcov_sum.tolist(),
+                "ap_rooms": self.ap_rooms,
+                "ap": self.ap.counts(),
             },
         }
 
@@ -307,7 +355,10 @@ class Evaluator:
             for name in ("cov_sum", "wcov_sum"):
                 getattr(evaluator, name)[...] = np.asarray(counts[name], np.float64).reshape(c)
             evaluator.num_rooms = int(result["num_rooms"])
-        except (KeyError, TypeError, ValueError) as e:
+            if "ap" in counts:
+                evaluator.ap = InstanceAP.from_counts(c, counts["ap"])
+                evaluator.ap_rooms = int(counts["ap_rooms"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise MetricsError(f"not an evaluation result with counts: {e!r}") from None
         return evaluator
 
@@ -321,12 +372,353 @@ def _nullable(values: np.ndarray) -> list:
     return [None if np.isnan(v) else float(v) for v in values]
 
 
+# ------------------------------------------------------------------------------------ instance AP
+
+_AP_RANGE = ~np.isclose(AP_THRESHOLDS, 0.25)  # AP: 0.50, 0.55, ..., 0.90
+_AP50 = int(np.flatnonzero(np.isclose(AP_THRESHOLDS, 0.5))[0])
+_AP25 = int(np.flatnonzero(np.isclose(AP_THRESHOLDS, 0.25))[0])
+AP_RULES = (
+    "instance AP by the ScanNet benchmark's evaluate_semantic_instance.py rules: IoU thresholds "
+    "0.50:0.05:0.90 (AP) and 0.25 (AP25); a match needs IoU strictly above the threshold and the same "
+    "class; ground-truth and predicted instances under the minimum size left out; a ground truth "
+    "matched twice makes the lower-confidence prediction a false positive; an unmatched prediction "
+    "whose share of ignored points exceeds the threshold is not a false positive; precision-recall "
+    "points per distinct confidence plus (recall 0, precision 1), no envelope, integrated by recall "
+    "steps; a class with ground truth but no prediction scores 0, a class without ground truth is "
+    "left out of the means"
+)
+CONFIDENCE_RULE = (
+    "an instance's class is the most frequent predicted class of its points; its confidence is the "
+    "mean over its points of the softmax probability of that class"
+)
+
+
+class InstanceTable(NamedTuple):
+    """The predicted instances of one item (room, scene, shape), a row each, ids ascending."""
+
+    ids: np.ndarray          # (K,) int64 instance ids, as in the per-point predictions
+    classes: np.ndarray      # (K,) int64 class of each instance
+    confidences: np.ndarray  # (K,) float64 in [0, 1]
+    points: np.ndarray       # (K,) int64 points (rows) of each instance
+
+
+def instance_table(ins_pred, sem_pred, probabilities, where: str = "item") -> InstanceTable:
+    """The instances of an item's predictions with a class and a confidence each (CONFIDENCE_RULE):
+    the points sharing an id of `ins_pred` (-1: no instance) form an instance; its class is the most
+    frequent of their `sem_pred` classes (ties to the lowest, as `Evaluator` counts); its confidence
+    is the mean over its points of `probabilities[:, class]` ((N, C) softmax probabilities), the
+    score bottom-up methods without a score head give their instances (Pointcept's PointGroup)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 1:
+        raise MetricsError(f"{where}: probabilities must have shape (N, C), got {probabilities.shape}")
+    size, num_classes = probabilities.shape
+    ins = _labels("ins_pred", ins_pred, where, size)
+    sem = _labels("sem_pred", sem_pred, where, size)
+    _check_classes("sem_pred", sem, num_classes, where)
+    held = np.flatnonzero(ins != -1)
+    ids, index = np.unique(ins[held], return_inverse=True)
+    index = index.reshape(-1)
+    votes = np.bincount(index * num_classes + sem[held], minlength=ids.size * num_classes)
+    votes = votes.reshape(ids.size, num_classes)
+    classes = votes.argmax(axis=1) if ids.size else np.zeros(0, np.int64)
+    points = votes.sum(axis=1)
+    chosen = probabilities[held, classes[index]].astype(np.float64)
+    confidences = np.bincount(index, chosen, minlength=ids.size) / np.maximum(points, 1)
+    return InstanceTable(ids.astype(np.int64), classes.astype(np.int64), confidences, points.astype(np.int64))
+
+
+def check_instance_table(table: InstanceTable, ins_pred, num_classes: int, where: str) -> InstanceTable:
+    """`table` as int64 / float64 arrays, checked against the per-point ids it describes: one row
+    per id of `ins_pred` (other than -1), ids ascending, the same point counts, classes in
+    0..num_classes-1, confidences in [0, 1]. MetricsError naming `where` otherwise."""
+    try:
+        ids, classes, confidences, points = (np.asarray(column).reshape(-1) for column in table)
+    except (TypeError, ValueError):
+        raise MetricsError(f"{where}: not an instance list (id, class, confidence, points)") from None
+    if not ids.size == classes.size == confidences.size == points.size:
+        raise MetricsError(f"{where}: the instance list's columns have different lengths")
+    ins = np.asarray(ins_pred).reshape(-1)
+    present, counts = np.unique(ins[ins != -1], return_counts=True)
+    mismatch = "does not match its point file"
+    if ids.size != present.size or not np.array_equal(ids, present):
+        extra = np.setdiff1d(ids, present)
+        missing = np.setdiff1d(present, ids)
+        detail = (f"instance {int(extra[0])} holds no point" if extra.size else
+                  f"instance {int(missing[0])} of the points is not listed" if missing.size else
+                  "its ids are not in ascending order")
+        raise MetricsError(f"{where}: the instance list {mismatch}: {detail}")
+    if not np.array_equal(points, counts):
+        k = int(np.argmax(points != counts))
+        raise MetricsError(f"{where}: the instance list {mismatch}: instance {int(ids[k])} lists {int(points[k])} "
+                           f"points, the point file holds {int(counts[k])}")
+    if ((classes < 0) | (classes >= num_classes)).any():
+        k = int(np.argmax((classes < 0) | (classes >= num_classes)))
+        raise MetricsError(f"{where}: instance {int(ids[k])} has class {int(classes[k])}, outside 0..{num_classes - 1}")
+    confidences = confidences.astype(np.float64)
+    bad = ~((confidences >= 0) & (confidences <= 1))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise MetricsError(f"{where}: instance {int(ids[k])} has confidence {confidences[k]}, outside [0, 1]")
+    return InstanceTable(ids.astype(np.int64), classes.astype(np.int64), confidences, points.astype(np.int64))
+
+
+class InstanceAP:
+    """Instance AP, AP50 and AP25 by the ScanNet benchmark's rules (AP_RULES), accumulated over items.
+
+    A port of the rules of `evaluate_semantic_instance.py` (ScanNet's BenchmarkScripts/3d_evaluation),
+    not of its lines. Per item, ground-truth instances are the points sharing a (class, id) pair of
+    `sem_gt`, `ins_gt` whose class is one of `instance_classes` and whose id is not -1 (what the
+    benchmark's `label id * 1000 + instance id + 1` encoding holds); every other point is ignored
+    (unlabelled: class -1; classes without instances, e.g. ScanNet's wall and floor; id -1). Per
+    class and IoU threshold t:
+      - ground-truth and predicted instances of fewer than `min_points` points are left out;
+      - ground-truth instances are taken in ascending id, and each is matched by the predictions of
+        its class whose IoU with it is strictly above t and that no earlier ground truth took: the
+        first (in the item's instance order) is marked taken; the ground truth is a true positive
+        with the highest confidence among them, every other one a false positive;
+      - a prediction whose IoU with no ground truth of its class (small ones included) is above t is a
+        false positive unless its share of ignored points (ignored points, and points of small
+        ground truths of its class) is above t;
+      - unmatched ground truths count as false negatives.
+    Over all items, per class and threshold: precision and recall at every distinct confidence
+    (predictions at or above it), plus the point (recall 0, precision 1), integrated by recall steps
+    without a monotone envelope. A class with ground truth but no kept prediction scores 0, including
+    when every prediction is unmatched and ignored (the benchmark's script crashes there); a class
+    without ground truth has no value. Per class, AP is the mean over 0.50:0.90, AP50 and AP25 the
+    values at 0.5 and 0.25; the averages AP, AP50, AP25 are means over the classes that have a value.
+
+    Where the benchmark's script (Python 2) takes predictions in the unspecified order of a dict, the
+    order is the item's instance order (ascending id, the order of the submission file we write); it
+    matters only when a prediction overlaps two ground truths above t, which needs t < 0.5.
+    """
+
+    def __init__(self, num_classes: int, instance_classes: Sequence[int] | None = None,
+                 min_points: int = AP_MIN_POINTS):
+        self.num_classes = int(num_classes)
+        counted = range(self.num_classes) if instance_classes is None else instance_classes
+        self.instance_classes = sorted({int(c) for c in counted})
+        if any(not 0 <= c < self.num_classes for c in self.instance_classes):
+            raise MetricsError(f"instance classes {self.instance_classes} outside 0..{self.num_classes - 1}")
+        self.counted = np.zeros(self.num_classes, bool)
+        self.counted[self.instance_classes] = True
+        self.min_points = int(min_points)
+        c, t = self.num_classes, len(AP_THRESHOLDS)
+        self.num_items = 0
+        self.has_gt = np.zeros(c, bool)
+        self.has_pred = np.zeros(c, bool)
+        self.false_negatives = np.zeros((c, t), np.int64)  # unmatched ground truths
+        self._scores = [[[] for _ in range(t)] for _ in range(c)]  # confidences of the counted predictions
+        self._true = [[[] for _ in range(t)] for _ in range(c)]    # 1 true positive, 0 false positive
+
+    def add_item(self, sem_gt, ins_gt, ins_pred, instances: InstanceTable, where: str = "item") -> InstanceAP:
+        """Adds one item: per point its ground-truth class (-1: ignored) and instance id (-1: none)
+        and its predicted instance id (-1: none), and the predicted instances' table (`instance_table`)."""
+        sem_gt = _labels("sem_gt", sem_gt, where)
+        size = sem_gt.size
+        ins_gt = _labels("ins_gt", ins_gt, where, size)
+        ins_pred = _labels("ins_pred", ins_pred, where, size)
+        bad = (sem_gt < -1) | (sem_gt >= self.num_classes)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MetricsError(f"{where}: sem_gt {sem_gt[i]} at point {i} is outside -1..{self.num_classes - 1}")
+        table = check_instance_table(instances, ins_pred, self.num_classes, where)
+
+        # Ground-truth instances: (class, id) pairs of the counted points, ascending.
+        valid = (sem_gt >= 0) & (ins_gt >= 0)
+        valid[valid] = self.counted[sem_gt[valid]]
+        key_base = int(ins_gt[valid].max(initial=0)) + 1
+        gt_keys, gt_index = np.unique(sem_gt[valid] * key_base + ins_gt[valid], return_inverse=True)
+        gt_class, gt_size = gt_keys // key_base, np.bincount(gt_index.reshape(-1), minlength=gt_keys.size)
+        gt_of_point = np.full(size, -1, np.int64)
+        gt_of_point[valid] = gt_index.reshape(-1)
+
+        # Predictions: the table's rows; those of counted classes and at least min_points points are kept.
+        row_of_point = np.full(size, -1, np.int64)
+        predicted = ins_pred != -1
+        row_of_point[predicted] = np.searchsorted(table.ids, ins_pred[predicted])
+        kept = self.counted[table.classes] & (table.points >= self.min_points)
+        on_void = predicted & ~valid
+        void = np.bincount(row_of_point[on_void], minlength=table.ids.size)
+        both = predicted & valid
+        p_pairs, g_pairs, common = _overlaps(row_of_point[both], gt_of_point[both], table.ids.size, gt_keys.size)
+
+        for c in self.instance_classes:
+            gts = np.flatnonzero(gt_class == c)
+            preds = np.flatnonzero(kept & (table.classes == c))
+            big = gt_size[gts] >= self.min_points
+            self.has_gt[c] |= bool(big.any())
+            self.has_pred[c] |= preds.size > 0
+            if preds.size == 0:
+                self.false_negatives[c] += int(big.sum())
+                continue
+            inter = np.zeros((preds.size, gts.size))
+            local_p, local_g = np.full(table.ids.size, -1), np.full(gt_keys.size, -1)
+            local_p[preds], local_g[gts] = np.arange(preds.size), np.arange(gts.size)
+            pair = (local_p[p_pairs] >= 0) & (local_g[g_pairs] >= 0)
+            inter[local_p[p_pairs[pair]], local_g[g_pairs[pair]]] = common[pair]
+            pred_size = table.points[preds].astype(np.float64)
+            iou = inter / (pred_size[:, None] + gt_size[gts][None, :] - inter)
+            ignored = (void[preds] + inter[:, ~big].sum(axis=1)) / pred_size
+            confidence = table.confidences[preds]
+            for t, threshold in enumerate(AP_THRESHOLDS):
+                self._add_threshold(c, t, threshold, iou, big, ignored, confidence)
+        self.num_items += 1
+        return self
+
+    def _add_threshold(self, c, t, threshold, iou, big, ignored, confidence):
+        above = iou > threshold
+        taken = np.zeros(len(confidence), bool)
+        scores, true = [], []
+        for g in np.flatnonzero(big):
+            candidates = np.flatnonzero(above[:, g] & ~taken)
+            if candidates.size == 0:
+                self.false_negatives[c, t] += 1
+                continue
+            taken[candidates[0]] = True
+            matched = np.sort(confidence[candidates])
+            scores.append(matched)
+            true.append(np.arange(matched.size) == matched.size - 1)  # the highest is the true positive
+        false = ~above.any(axis=1) & (ignored <= threshold)
+        scores.append(confidence[false])
+        true.append(np.zeros(int(false.sum()), bool))
+        self._scores[c][t].append(np.concatenate(scores))
+        self._true[c][t].append(np.concatenate(true))
+
+    def merge(self, other: InstanceAP) -> InstanceAP:
+        """Adds the items of another accumulator (same classes and minimum size)."""
+        if (other.num_classes, other.instance_classes, other.min_points) != (
+                self.num_classes, self.instance_classes, self.min_points):
+            raise MetricsError("cannot merge instance AP of other classes or another minimum size")
+        self.num_items += other.num_items
+        self.has_gt |= other.has_gt
+        self.has_pred |= other.has_pred
+        self.false_negatives += other.false_negatives
+        for c in range(self.num_classes):
+            for t in range(len(AP_THRESHOLDS)):
+                self._scores[c][t] += other._scores[c][t]
+                self._true[c][t] += other._true[c][t]
+        return self
+
+    def _arrays(self, c, t):
+        scores = np.concatenate(self._scores[c][t]) if self._scores[c][t] else np.zeros(0)
+        true = np.concatenate(self._true[c][t]) if self._true[c][t] else np.zeros(0, bool)
+        return scores.astype(np.float64), true.astype(bool)
+
+    def average_precisions(self) -> np.ndarray:
+        """(classes, thresholds) AP values, nan where a class has no value."""
+        ap = np.full((self.num_classes, len(AP_THRESHOLDS)), np.nan)
+        for c in self.instance_classes:
+            if not self.has_gt[c]:
+                continue
+            for t in range(len(AP_THRESHOLDS)):
+                ap[c, t] = _average_precision(*self._arrays(c, t), self.false_negatives[c, t]) if self.has_pred[c] else 0.0
+        return ap
+
+    def result(self) -> dict:
+        """AP, AP50, AP25 (fractions; None without a class that has a value), per class, settings."""
+        ap = self.average_precisions()
+        counted = ap[self.counted]
+        with np.errstate(invalid="ignore"):
+            per_class = {
+                "ap": _row_means(ap[:, _AP_RANGE]),
+                "ap50": ap[:, _AP50],
+                "ap25": ap[:, _AP25],
+            }
+        return {
+            "AP": _mean(counted[:, _AP_RANGE].reshape(-1)),
+            "AP50": _mean(counted[:, _AP50]),
+            "AP25": _mean(counted[:, _AP25]),
+            "per_class": {name: _nullable(values) for name, values in per_class.items()},
+        }
+
+    def settings(self) -> dict:
+        return {"rules": AP_RULES, "thresholds": [float(t) for t in AP_THRESHOLDS], "min_points": self.min_points,
+                "instance_classes": list(self.instance_classes), "confidence": CONFIDENCE_RULE}
+
+    def counts(self) -> dict:
+        """Everything `from_counts` needs (JSON-serialisable; confidences exact as Python floats)."""
+        entries = [[self._arrays(c, t) for t in range(len(AP_THRESHOLDS))] for c in range(self.num_classes)]
+        return {
+            "num_items": self.num_items,
+            "min_points": self.min_points,
+            "instance_classes": list(self.instance_classes),
+            "has_gt": self.has_gt.tolist(),
+            "has_pred": self.has_pred.tolist(),
+            "false_negatives": self.false_negatives.tolist(),
+            "scores": [[scores.tolist() for scores, _ in row] for row in entries],
+            "true": [[true.astype(int).tolist() for _, true in row] for row in entries],
+        }
+
+    @classmethod
+    def from_counts(cls, num_classes: int, counts: dict) -> InstanceAP:
+        ap = cls(num_classes, counts["instance_classes"], counts["min_points"])
+        c, t = ap.num_classes, len(AP_THRESHOLDS)
+        ap.num_items = int(counts["num_items"])
+        ap.has_gt[...] = np.asarray(counts["has_gt"], bool).reshape(c)
+        ap.has_pred[...] = np.asarray(counts["has_pred"], bool).reshape(c)
+        ap.false_negatives[...] = np.asarray(counts["false_negatives"], np.int64).reshape(c, t)
+        for i in range(c):
+            for j in range(t):
+                ap._scores[i][j] = [np.asarray(counts["scores"][i][j], np.float64)]
+                ap._true[i][j] = [np.asarray(counts["true"][i][j], bool)]
+        return ap
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    """Mean of each row, nan for a row of nan (a class without ground truth has nan throughout)."""
+    return np.where(np.isnan(values).all(axis=1), np.nan, np.nan_to_num(values).mean(axis=1))
+
+
+def _average_precision(scores: np.ndarray, true: np.ndarray, false_negatives: int) -> float:
+    """The benchmark's AP of one class at one threshold: precision and recall of the predictions at
+    or above each distinct confidence, then (recall 0, precision 1), summed with the recall steps
+    0.5 * (r[i-1] - r[i+1]) (r[-1] = r[0], r[n+1] = 0). No prediction counted: 0."""
+    if scores.size == 0:
+        return 0.0
+    order = np.argsort(scores, kind="stable")
+    ranked, true = scores[order], true[order].astype(np.int64)
+    below = np.concatenate([[0], np.cumsum(true)])  # true positives among the first k predictions
+    _, first = np.unique(ranked, return_index=True)
+    tp = below[-1] - below[first]
+    fp = scores.size - first - tp
+    fn = below[first] + false_negatives
+    precision = np.append(tp / (tp + fp), 1.0)
+    recall = np.append(tp / np.maximum(tp + fn, 1), 0.0)
+    padded = np.concatenate([recall[:1], recall, [0.0]])
+    return float(np.dot(precision, 0.5 * (padded[:-2] - padded[2:])))
+
+
+def benchmark_gt_ids(sem_gt, ins_gt, label_ids: Sequence[int], instance_classes: Sequence[int],
+                     where: str = "item") -> np.ndarray:
+    """The benchmark's ground-truth ids of an item's points: `label id * 1000 + k + 1` for a point of
+    an instance class with an instance id (k numbers the class's instances of the item 0.., in
+    ascending id), 0 for every ignored point (class -1, a class without instances, id -1)."""
+    sem_gt = _labels("sem_gt", sem_gt, where)
+    ins_gt = _labels("ins_gt", ins_gt, where, sem_gt.size)
+    label_ids = np.asarray(label_ids, np.int64)
+    counted = np.zeros(label_ids.size, bool)
+    counted[list(instance_classes)] = True
+    valid = (sem_gt >= 0) & (sem_gt < label_ids.size) & (ins_gt >= 0)
+    valid[valid] = counted[sem_gt[valid]]
+    out = np.zeros(sem_gt.size, np.int64)
+    base = int(ins_gt[valid].max(initial=0)) + 1
+    keys, index = np.unique(sem_gt[valid] * base + ins_gt[valid], return_inverse=True)
+    classes = keys // base
+    rank = np.arange(keys.size) - np.searchsorted(classes, classes)  # 0.. within each class
+    if rank.size and rank.max() >= 999:
+        c = int(classes[int(np.argmax(rank))])
+        raise MetricsError(f"{where}: class {c} has more than 999 instances: the benchmark's ids cannot hold them")
+    out[valid] = (label_ids[classes] * 1000 + rank + 1)[index.reshape(-1)]
+    return out
+
+
 def format_table(result: dict, class_names: Sequence[str] | None = None) -> str:
     """A printable table of a `result()`: one row a class, then the means, in percent."""
     names = list(class_names if class_names is not None else result["class_names"])
     columns = (("Acc", "acc", "mAcc"), ("IoU", "iou", "mIoU"), ("Cov", "cov", "mCov"),
                ("WCov", "wcov", "mWCov"), ("Prec", "precision", "mPrec"),
-               ("Rec", "recall", "mRec"))
+               ("Rec", "recall", "mRec"), ("AP", "ap", "AP"), ("AP50", "ap50", "AP50"),
+               ("AP25", "ap25", "AP25"))
     width = max(len(name) for name in names + ["class"])
 
     def cell(value):
@@ -341,6 +733,9 @@ def format_table(result: dict, class_names: Sequence[str] | None = None) -> str:
     lines.append(f"{'mean':<{width}}" + "".join(cell(result[mean]) for _, _, mean in columns))
     lines.append(f"oAcc {cell(result['oAcc']).strip()}   rooms {result['num_rooms']}   "
                  f"points {result['num_points']}")
+    lines.append("AP, AP50, AP25: instance AP by the ScanNet benchmark's rules (IoU 0.50:0.90, 0.5, 0.25; "
+                 "beyond the paper)" + ("" if result.get("AP50") is not None else
+                                        "; not computed: no predicted instance tables"))
     return "\n".join(lines)
 
 
@@ -394,6 +789,95 @@ def evaluate_filelist(filelists, num_classes: int = 13, class_names: Sequence[st
         evaluator.add_filelist(filelist, base_dir)
     return evaluator.result()
 
+
+
+# ------------------------------------------------------------------------------- instance lists
+
+INSTANCES_SUFFIX = "_instances.txt"
+INSTANCE_LIST_HEADER = "# id class confidence points"
+
+
+def instance_list_path_for(pred_path) -> Path:
+    """`<room>_instances.txt` beside `<room>_pred.txt`."""
+    pred_path = Path(pred_path)
+    return pred_path.with_name(pred_path.name[:-len(PRED_SUFFIX)] + INSTANCES_SUFFIX)
+
+
+def write_instance_list(path, table: InstanceTable) -> None:
+    """An item's predicted instances, one line each (`id class confidence points`) under a
+    `# id class confidence points` line, atomically; confidences written exactly (shortest
+    round-trip digits), so that scores computed from the files equal those of the run."""
+    lines = [INSTANCE_LIST_HEADER] + [
+        f"{int(i)} {int(c)} {float(q)!r} {int(n)}"
+        for i, c, q, n in zip(table.ids, table.classes, table.confidences, table.points)
+    ]
+    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def read_instance_list(path) -> InstanceTable:
+    """The table written by `write_instance_list` (MetricsError naming the file and line otherwise;
+    check it against its point file with `check_instance_table`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetricsError(f"{path}: cannot read the instance list ({e})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        tokens = line.split()
+        try:
+            if len(tokens) != 4:
+                raise ValueError
+            row = (int(tokens[0]), int(tokens[1]), float(tokens[2]), int(tokens[3]))
+        except ValueError:
+            raise MetricsError(f"{path}:{number}: expected `id class confidence points`, found {line.strip()!r}") from None
+        rows.append(row)
+    columns = list(zip(*rows)) if rows else [(), (), (), ()]
+    return InstanceTable(np.array(columns[0], np.int64), np.array(columns[1], np.int64),
+                         np.array(columns[2], np.float64), np.array(columns[3], np.int64))
+
+
+def write_benchmark_instances(out_dir, item: str, ins_pred, table: InstanceTable, sem_gt, ins_gt,
+                              label_ids: Sequence[int], instance_classes: Sequence[int]) -> None:
+    """One item in the ScanNet benchmark's submission format, which its evaluate_semantic_instance.py
+    (given the dataset's class table) scores directly:
+
+      <out_dir>/instances/<item>.txt            `pred_mask/<item>_<k>.txt <label id> <confidence>` a line,
+                                                one per predicted instance of an instance class
+      <out_dir>/instances/pred_mask/<item>_<k>.txt   one `0` / `1` line per point (row) of the item
+      <out_dir>/instances_gt/<item>.txt         one id per point: `benchmark_gt_ids`
+
+    Label ids are the dataset's own (`label_ids[class]`). Confidences are written exactly. Each file
+    is written atomically, the item's list file after its masks; masks of the item left from an
+    earlier run with more instances are removed."""
+    out_dir = Path(out_dir)
+    masks_dir = out_dir / "instances" / "pred_mask"
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "instances_gt").mkdir(parents=True, exist_ok=True)
+    ins_pred = np.asarray(ins_pred).reshape(-1)
+    counted = set(int(c) for c in instance_classes)
+    lines, written = [], set()
+    order = np.argsort(ins_pred, kind="stable")
+    starts = np.searchsorted(ins_pred[order], table.ids)
+    ends = np.searchsorted(ins_pred[order], table.ids, side="right")
+    for k, (c, confidence, start, end) in enumerate(zip(table.classes, table.confidences, starts, ends)):
+        if int(c) not in counted:
+            continue
+        name = f"{item}_{k}.txt"
+        mask = np.full((ins_pred.size, 2), ord("\n"), np.uint8)
+        mask[:, 0] = ord("0")
+        mask[order[start:end], 0] = ord("1")
+        _write_atomic(masks_dir / name, mask.tobytes())
+        written.add(name)
+        lines.append(f"pred_mask/{name} {int(label_ids[int(c)])} {float(confidence)!r}\n")
+    for stale in masks_dir.glob(f"{item}_*.txt"):
+        if stale.name not in written and stale.name[len(item) + 1:-4].isdigit():
+            stale.unlink()
+    gt = benchmark_gt_ids(sem_gt, ins_gt, label_ids, instance_classes, where=item)
+    _write_atomic(out_dir / "instances_gt" / f"{item}.txt", format_lines([gt], "d"))
+    _write_atomic(out_dir / "instances" / f"{item}.txt", "".join(lines).encode())
 
 # ----------------------------------------------------------------------------------- room files
 

@@ -181,10 +181,11 @@ def test_format_table():
     result = evaluate([(sem, ins, sem, ins)], num_classes=13)
     table = metrics.format_table(result)
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()}
-    assert rows["ceiling"] == ["100.0"] * 6
-    assert rows["floor"] == ["100.0"] * 6
-    assert rows["clutter"] == ["-"] * 6
-    assert rows["mean"] == ["100.0"] * 6
+    # the paper's six columns, then AP, AP50 and AP25 (not computed without instance tables)
+    assert rows["ceiling"] == ["100.0"] * 6 + ["-"] * 3
+    assert rows["floor"] == ["100.0"] * 6 + ["-"] * 3
+    assert rows["clutter"] == ["-"] * 9
+    assert rows["mean"] == ["100.0"] * 6 + ["-"] * 3
     renamed = metrics.format_table(result, [f"c{i}" for i in range(13)])
     assert "c12" in renamed and "clutter" not in renamed
 
