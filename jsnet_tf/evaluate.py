@@ -135,11 +135,15 @@ def _areas(workdir):
     return list(runs)
 
 
+# The version of a room's stored outputs: rooms stored by an older version are run again.
+OUTPUTS_VERSION = 2  # 2: instance tables (class, confidence) and the benchmark's submission files
+
+
 def _fingerprint(prefix, cfg, mean_ins_size):
     """What a room's outputs depend on besides the room: reused rooms must share it."""
     index = pathlib.Path(prefix + ".index")
     stamp = index.stat().st_mtime_ns if index.exists() else None
-    return json.dumps({"weights": str(prefix), "written": stamp, "eval": cfg["eval"],
+    return json.dumps({"outputs": OUTPUTS_VERSION, "weights": str(prefix), "written": stamp, "eval": cfg["eval"],
                        "mean_ins_size": [float(v) for v in mean_ins_size],
                        "num_points": cfg["data"]["num_points"], "block_size": cfg["data"]["block_size"]}, sort_keys=True)
 
@@ -238,7 +242,8 @@ def evaluate_area(area, out_dir, shard=None, barrier=None):
     evaluator = metrics.Evaluator(cfg["model"]["num_classes"], class_names)
     for path in rooms:
         result = done[path.stem][0]
-        evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred, where=path.stem)
+        evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred, where=path.stem,
+                           instances=result.instances)
     filelist = "".join(f"{path.stem}_pred.txt\n" for path in rooms)
     write_text_atomic(out_dir / "output_filelist.txt", filelist)
     timing = {"wall_seconds": round(time.time() - started, 1), "devices": segmenter.inference.devices,
@@ -286,7 +291,7 @@ def _run_room(segmenter, path, out_dir, seed, class_names, fingerprint, bar):
         room = s3dis.load_room(path)
     result = segmenter.segment(room, seed=seed, progress=bar.update if bar else None, timer=timer)
     with timer.stage("files"):
-        _write_room_files(out_dir, result, class_names, FLAGS.pictures)
+        _write_room_files(out_dir, result, class_names, FLAGS.pictures, segmenter.model.num_classes)
     timing = {"points": len(result.xyz), "seconds": time.perf_counter() - start, "stages": timer.seconds()}
     _store_room(out_dir, result, fingerprint, timing)
     return result, timing
@@ -304,13 +309,20 @@ def _selection(run_dir, which, prefix):
     return {"which": which, "chosen_on": chosen, "selected_on_test_area": checkpoints.selected_on_test_area(run_dir, prefix)}
 
 
-def _write_room_files(out_dir, result, class_names, pictures):
-    """The room's txt outputs in the original's formats, and its pictures."""
+def _write_room_files(out_dir, result, class_names, pictures, num_classes):
+    """The room's txt outputs in the original's formats, its instance list, its instances in the
+    ScanNet benchmark's submission format (label ids: class + 1, every class an instance class),
+    and its pictures."""
     from jsnet_tf import metrics
 
     metrics.write_room_outputs(
         out_dir / f"{result.name}_pred.txt", out_dir / f"{result.name}_gt.txt", result.xyz, result.rgb,
         result.score, result.semantic_pred, result.instance_pred, result.semantic_gt, result.instance_gt,
+    )
+    metrics.write_instance_list(out_dir / f"{result.name}{metrics.INSTANCES_SUFFIX}", result.instances)
+    metrics.write_benchmark_instances(
+        out_dir, result.name, result.instance_pred, result.instances, result.semantic_gt, result.instance_gt,
+        label_ids=range(1, num_classes + 1), instance_classes=range(num_classes),
     )
     if pictures:
         _write_pictures(out_dir / "pictures", result, class_names)

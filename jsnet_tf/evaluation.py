@@ -15,6 +15,10 @@ every block it appears in, as the original's estimate), so an instance's size he
 of rows it would have had in the original's sampled test blocks: each point counts
 num_points / (points of the block) for every block that holds it.
 
+Every predicted instance gets a class (the most frequent predicted class of its points) and a
+confidence (the mean over its points of the probability of that class, averaged over the blocks
+that hold the point): `RoomResult.instances`, what the instance AP needs (jsnet_tf.metrics).
+
 Everything is deterministic for a seed. Points in no block of at least `min_block_points` points
 take the prediction of the nearest labelled point. Network outputs that no trained network gives
 (NaN, inf, or beyond PLAUSIBLE_OUTPUT_LIMIT: an untrained or corrupted model) stop the room with
@@ -36,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.spatial import cKDTree
 
+from jsnet_tf import metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import s3dis
 from jsnet_tf.errors import UserError
@@ -185,6 +190,16 @@ class RoomResult:
     score: np.ndarray  # (M,) float32, probability of the predicted class
     semantic_gt: np.ndarray  # (M,) int32
     instance_gt: np.ndarray  # (M,) int32
+    # The predicted instances (metrics.instance_table: class, confidence, rows), ids ascending.
+    instance_ids: np.ndarray  # (K,) int64
+    instance_classes: np.ndarray  # (K,) int64
+    instance_confidences: np.ndarray  # (K,) float64
+    instance_points: np.ndarray  # (K,) int64
+
+    @property
+    def instances(self) -> metrics.InstanceTable:
+        return metrics.InstanceTable(self.instance_ids, self.instance_classes, self.instance_confidences,
+                                     self.instance_points)
 
     def arrays(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -349,16 +364,7 @@ class RoomSegmenter:
             merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"],
             weights=rows_per_point if self.size_in_rows else None,
         )
-        return RoomResult(
-            name=room.name,
-            xyz=room.xyz.astype(np.float32),
-            rgb=room.rgb.astype(np.uint8),
-            semantic_pred=semantic.astype(np.int32),
-            instance_pred=instance.astype(np.int32),
-            score=mean_p.max(axis=1),
-            semantic_gt=room.semantic.astype(np.int32),
-            instance_gt=room.instance.astype(np.int32),
-        )
+        return _room_result(room.name, room.xyz, room.rgb, semantic, instance, mean_p, room.semantic, room.instance)
 
     def _segment_sampled(self, room, seed, progress, stage):
         """The original's protocol: one random num_points sample per block, rows with repeats."""
@@ -370,28 +376,40 @@ class RoomSegmenter:
         if len(blocks.data) == 0:
             raise self._nothing_to_label(room)
         merger = self._merger()
-        semantic, score = [], []
+        probabilities = []
         block_rows = ((b, block) for b, block in enumerate(blocks.data))
         for b, p, e in self._network_outputs(block_rows, f"room {room.name}", progress, stage):
-            semantic.append(p.argmax(axis=1))
-            score.append(p.max(axis=1))
-            self._cluster_into(merger, blocks.data[b, :, 6:9], e, semantic[-1], stage)
+            probabilities.append(p)
+            self._cluster_into(merger, blocks.data[b, :, 6:9], e, p.argmax(axis=1), stage)
         rows = blocks.indices.reshape(-1)
-        semantic = np.concatenate(semantic)
+        probabilities = np.concatenate(probabilities)
+        semantic = probabilities.argmax(axis=1)
         with stage("merging"):
             instance = postprocess.finalize_instances(
                 merger.assign(blocks.data[:, :, 6:9].reshape(-1, 3)), semantic, self.mean_ins_size, self.cfg["size_fraction"]
             )
-        return RoomResult(
-            name=room.name,
-            xyz=room.xyz[rows].astype(np.float32),
-            rgb=room.rgb[rows].astype(np.uint8),
-            semantic_pred=semantic.astype(np.int32),
-            instance_pred=instance.astype(np.int32),
-            score=np.concatenate(score).astype(np.float32),
-            semantic_gt=blocks.semantic.reshape(-1).astype(np.int32),
-            instance_gt=blocks.instance.reshape(-1).astype(np.int32),
-        )
+            return _room_result(room.name, room.xyz[rows], room.rgb[rows], semantic, instance, probabilities,
+                                blocks.semantic.reshape(-1), blocks.instance.reshape(-1))
+
+
+def _room_result(name, xyz, rgb, semantic, instance, probabilities, semantic_gt, instance_gt):
+    """The RoomResult of labelled rows: probabilities (M, C) of each row's classes give its score
+    (the probability of its class) and its instance's confidence (metrics.instance_table)."""
+    table = metrics.instance_table(instance, semantic, probabilities, where=f"room {name}")
+    return RoomResult(
+        name=name,
+        xyz=xyz.astype(np.float32),
+        rgb=rgb.astype(np.uint8),
+        semantic_pred=semantic.astype(np.int32),
+        instance_pred=instance.astype(np.int32),
+        score=probabilities.max(axis=1).astype(np.float32),
+        semantic_gt=semantic_gt.astype(np.int32),
+        instance_gt=instance_gt.astype(np.int32),
+        instance_ids=table.ids,
+        instance_classes=table.classes,
+        instance_confidences=table.confidences,
+        instance_points=table.points,
+    )
 
 
 def _check_settings(cfg, block_size):

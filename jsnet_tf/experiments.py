@@ -1,7 +1,7 @@
 """The S3DIS tables of the JSNet paper, one command each:
 
     python -m jsnet_tf.experiments {table1,table2,table4,sixfold} --data_dir DIR --workdir DIR
-        [--quick] [--rows 1,9] [--dry_run] [--every_point]
+        [--quick] [--rows 1,9] [--dry_run] [--every_point] [--seeds N]
 
 table1: instance metrics (mCov, mWCov, mRec, mPrec) on Area 5 and 6-fold; table2: semantic
 metrics (oAcc, mAcc, mIoU) on Area 5 and 6-fold; table4: the ablation rows on Area 5
@@ -18,8 +18,17 @@ config.toml has this row's data, model and train keys: finished runs are reused,
 resume (train.py after its last epoch, evaluate.py per room). A workdir holding a run of another
 config is refused before anything runs, naming the run and the keys that differ.
 
-The table (ours, and beside it the paper's published number where one is known) is printed and
-written to `<workdir>/<table>.md` and `<workdir>/<table>.json`. `--quick` runs the same commands
+The table (ours, and beside it the paper's published number where one is known; above ours, the
+paper's rows of the methods it compares with) is printed and written to `<workdir>/<table>.md`
+and `<workdir>/<table>.json`. Tables with instance metrics (1, 4, sixfold) also carry AP, AP50
+and AP25 (the ScanNet benchmark's rules, jsnet_tf.metrics.InstanceAP) as extra columns marked as
+beyond the paper, whose columns stay as they were.
+
+`--seeds N` trains and evaluates every run with N seeds: seed 0 is the run above (reused), seed
+s > 0 lives in `<folder>/seed<s>/area<k>` and sets train.seed = s (initialisation, data order,
+dropout, validation rooms) and eval.seed = s (the test protocol's block samples). The tables then
+give, for every metric, the mean over the seeds and the sample standard deviation (mean ± std),
+and the JSON also each seed's value, the minimum and the maximum. `--quick` runs the same commands
 with tiny budgets, on a synthetic set generated into --data_dir when it holds no prepared data:
 its numbers are meaningless and the table says so. `--dry_run` lists the runs and their status
 (done / partial / to do) with the training steps and test blocks they need, and a time when
@@ -43,16 +52,51 @@ from jsnet_tf.files import write_text_atomic
 CONFIGS = config_lib.CONFIG_DIR
 
 INSTANCE_METRICS = ("mCov", "mWCov", "mRec", "mPrec")
-SEMANTIC_METRICS = ("oAcc", "mAcc", "mIoU")
+SEMANTIC_METRICS = ("mAcc", "oAcc", "mIoU")  # the column order of the paper's Table 2
 ALL_METRICS = INSTANCE_METRICS + SEMANTIC_METRICS
 
-# The JSNet paper's (Zhao & Tao, AAAI 2020) Area 5 and 6-fold results, in percent, as recorded in
-# the project's reference notes (reference/jsnet.md, "Metrics"; column order as there: the paper's
-# tables themselves were not available here). No other published number was: Table 4's rows and
-# the single folds other than Area 5 have none.
-PAPER_SOURCE = "JSNet paper (Zhao & Tao, AAAI 2020), its Area 5 and 6-fold results, as recorded in the project's reference notes"
+AP_METRICS = ("AP", "AP50", "AP25")  # beyond the paper: instance AP by the ScanNet benchmark's rules
+
+# The JSNet paper's (Zhao & Tao, AAAI 2020) Tables 1, 2 and 4, in percent, as recorded in the
+# project's reference notes (reference/jsnet.md, "The paper's tables, whole"). The single folds other
+# than Area 5 have no published number.
+PAPER_SOURCE = "JSNet paper (Zhao & Tao, AAAI 2020), Tables 1, 2 and 4, as recorded in the project's reference notes"
 PAPER_AREA5 = {"mCov": 48.7, "mWCov": 51.5, "mRec": 46.9, "mPrec": 62.1, "oAcc": 87.7, "mAcc": 61.4, "mIoU": 54.5}
 PAPER_6FOLD = {"mCov": 54.1, "mWCov": 58.0, "mRec": 53.9, "mPrec": 66.9, "oAcc": 88.7, "mAcc": 71.7, "mIoU": 61.7}
+# Table 4 (ablations on Area 5) reports mPrec and mIoU per row.
+PAPER_TABLE4 = {
+    "1": (52.3, 52.7), "2": (55.9, 53.0), "3": (58.6, 54.5), "4": (56.9, 53.5), "5": (57.2, 53.5),
+    "6": (58.6, 54.3), "7": (57.6, 54.3), "8": (58.7, 54.4), "9": (62.1, 54.5), "10": (62.9, 55.0),
+}
+# The rows of the methods Tables 1 and 2 compare JSNet with (the paper's own numbers; a metric a
+# method does not report is missing).
+PAPER_COMPARISONS = {
+    ("table1", "area5"): (
+        ("SGPN", {"mCov": 32.7, "mWCov": 35.5, "mRec": 28.7, "mPrec": 36.0}),
+        ("ASIS", {"mCov": 44.6, "mWCov": 47.8, "mRec": 42.4, "mPrec": 55.3}),
+    ),
+    ("table1", "6fold"): (
+        ("SGPN", {"mCov": 37.9, "mWCov": 40.8, "mRec": 31.2, "mPrec": 38.2}),
+        ("MT-PNet", {"mPrec": 24.9}),
+        ("MV-CRF", {"mPrec": 36.3}),
+        ("ASIS", {"mCov": 51.2, "mWCov": 55.1, "mRec": 47.5, "mPrec": 63.6}),
+        ("3D-BoNet", {"mRec": 47.6, "mPrec": 65.6}),
+    ),
+    ("table2", "area5"): (
+        ("PointNet", {"mAcc": 52.1, "oAcc": 83.5, "mIoU": 43.4}),
+        ("SEGCloud", {"mAcc": 57.4, "mIoU": 48.9}),
+        ("RSNet", {"mAcc": 59.4, "mIoU": 51.9}),
+        ("3P-RNN", {"mAcc": 71.3, "oAcc": 85.7, "mIoU": 53.4}),
+        ("ASIS", {"mAcc": 60.9, "oAcc": 86.9, "mIoU": 53.4}),
+    ),
+    ("table2", "6fold"): (
+        ("PointNet", {"mAcc": 60.3, "oAcc": 80.3, "mIoU": 48.9}),
+        ("3P-RNN", {"mAcc": 73.6, "oAcc": 86.9, "mIoU": 56.3}),
+        ("MT-PNet", {"oAcc": 86.7}),
+        ("MV-CRF", {"oAcc": 87.4}),
+        ("ASIS", {"mAcc": 70.1, "oAcc": 86.2, "mIoU": 59.3}),
+    ),
+}
 
 # Test protocols: the folder of a run's evaluation and the value of eval.label_all_points.
 PROTOCOLS = {
@@ -76,14 +120,23 @@ class ExperimentError(UserError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """One trained model: `folder` (under the workdir) is train.py's --workdir, `config` its
-    --config, `area` the test area it holds out."""
+    --config, `area` the test area it holds out; `seed` > 0: the run with train.seed and eval.seed
+    set to it, in `<folder>/seed<seed>` (seed 0: the config's own seeds, in `<folder>`)."""
 
     folder: str
     config: pathlib.Path
     area: int
+    seed: int = 0
+
+    @property
+    def seed_folder(self):
+        return self.folder if self.seed == 0 else f"{self.folder}/seed{self.seed}"
 
     def run_dir(self, workdir):
-        return pathlib.Path(workdir) / self.folder / f"area{self.area}"
+        return pathlib.Path(workdir) / self.seed_folder / f"area{self.area}"
+
+    def with_seed(self, seed):
+        return dataclasses.replace(self, seed=int(seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +147,7 @@ class RowSpec:
     label: str
     runs: tuple[RunSpec, ...]
     paper: dict
+    comparisons: tuple = ()  # (method, {metric: percent}) rows of the paper's other methods
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +155,9 @@ class TableSpec:
     name: str
     title: str
     row_title: str
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # the paper's columns
     rows: tuple[RowSpec, ...]
+    extra_columns: tuple[str, ...] = ()  # beyond the paper (AP_METRICS)
 
 
 def _jsnet(area):
@@ -139,25 +194,35 @@ def _pick(numbers, columns):
     return {k: numbers[k] for k in columns if k in numbers}
 
 
+def _paper_row(table, key, fold_numbers, columns):
+    return RowSpec(key, {"area5": "Area 5", "6fold": "6-fold"}[key], _six_folds() if key == "6fold" else (_jsnet(5),),
+                   _pick(fold_numbers, columns), tuple((method, _pick(numbers, columns))
+                                                       for method, numbers in PAPER_COMPARISONS[(table, key)]))
+
+
 TABLES = {
     "table1": TableSpec(
         "table1", "Table 1: instance segmentation on S3DIS", "test", INSTANCE_METRICS,
-        (RowSpec("area5", "Area 5", (_jsnet(5),), _pick(PAPER_AREA5, INSTANCE_METRICS)),
-         RowSpec("6fold", "6-fold", _six_folds(), _pick(PAPER_6FOLD, INSTANCE_METRICS))),
+        (_paper_row("table1", "area5", PAPER_AREA5, INSTANCE_METRICS),
+         _paper_row("table1", "6fold", PAPER_6FOLD, INSTANCE_METRICS)),
+        AP_METRICS,
     ),
     "table2": TableSpec(
         "table2", "Table 2: semantic segmentation on S3DIS", "test", SEMANTIC_METRICS,
-        (RowSpec("area5", "Area 5", (_jsnet(5),), _pick(PAPER_AREA5, SEMANTIC_METRICS)),
-         RowSpec("6fold", "6-fold", _six_folds(), _pick(PAPER_6FOLD, SEMANTIC_METRICS))),
+        (_paper_row("table2", "area5", PAPER_AREA5, SEMANTIC_METRICS),
+         _paper_row("table2", "6fold", PAPER_6FOLD, SEMANTIC_METRICS)),
     ),
     "table4": TableSpec(
         "table4", "Table 4: ablation on S3DIS Area 5", "row", ALL_METRICS,
-        tuple(RowSpec(key, f"{key} {label}", (_ablation_run(name),), {}) for key, name, label in ABLATIONS),
+        tuple(RowSpec(key, f"{key} {label}", (_ablation_run(name),), dict(zip(("mPrec", "mIoU"), PAPER_TABLE4[key])))
+              for key, name, label in ABLATIONS),
+        AP_METRICS,
     ),
     "sixfold": TableSpec(
         "sixfold", "JSNet on each S3DIS fold and 6-fold", "test", ALL_METRICS,
         tuple(RowSpec(f"area{a}", f"Area {a}", (_jsnet(a),), PAPER_AREA5 if a == 5 else {}) for a in range(1, 7))
         + (RowSpec("6fold", "6-fold (all six)", _six_folds(), PAPER_6FOLD),),
+        AP_METRICS,
     ),
 }
 
@@ -194,18 +259,32 @@ def quick_overrides(num_points):
     return (f"data.num_points={num_points}",) + QUICK_OVERRIDES
 
 
-def plan(spec, workdir, data_dir, overrides=()):
-    """The distinct runs of a table (rows sharing a run share it), with their configs."""
+def check_seeds(seeds):
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ExperimentError(f"--seeds must be a whole number of at least 1 (seed 0 is the paper's single run), got {seeds}")
+
+
+def seed_overrides(seed):
+    """The config changes of a seed run (none for seed 0: the config's own seeds)."""
+    return () if seed == 0 else (f"train.seed={seed}", f"eval.seed={seed}")
+
+
+def plan(spec, workdir, data_dir, overrides=(), seeds=1):
+    """The distinct runs of a table (rows sharing a run share it), for each of `seeds` seeds, with
+    their configs."""
+    check_seeds(seeds)
     planned = {}
-    for row in spec.rows:
-        for run in row.runs:
-            if run.run_dir(workdir) in planned:
-                continue
-            cfg = config_lib.load(run.config, [
-                *overrides, f"data.data_dir={config_lib.toml_string(data_dir)}", f"data.areas=[{run.area}]",
-            ])
-            which = "best" if cfg["train"]["early_stopping_patience"] > 0 else "latest"
-            planned[run.run_dir(workdir)] = PlannedRun(run, cfg, run.run_dir(workdir), which, tuple(overrides))
+    for seed in range(seeds):
+        for row in spec.rows:
+            for run in (r.with_seed(seed) for r in row.runs):
+                if run.run_dir(workdir) in planned:
+                    continue
+                run_overrides = (*overrides, *seed_overrides(seed))
+                cfg = config_lib.load(run.config, [
+                    *run_overrides, f"data.data_dir={config_lib.toml_string(data_dir)}", f"data.areas=[{run.area}]",
+                ])
+                which = "best" if cfg["train"]["early_stopping_patience"] > 0 else "latest"
+                planned[run.run_dir(workdir)] = PlannedRun(run, cfg, run.run_dir(workdir), which, run_overrides)
     return list(planned.values())
 
 
@@ -299,7 +378,7 @@ def config_name(path):
 def train_command(run, workdir, data_dir):
     return [
         sys.executable, "-m", "jsnet_tf.train", "--config", str(run.spec.config), "--area", str(run.spec.area),
-        "--data_dir", str(data_dir), "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
+        "--data_dir", str(data_dir), "--workdir", str(pathlib.Path(workdir) / run.spec.seed_folder),
         *(f"--set={o}" for o in run.overrides),
     ]
 
@@ -307,7 +386,7 @@ def train_command(run, workdir, data_dir):
 def evaluate_command(run, workdir, data_dir, protocol):
     settings = [f"--set=eval.{k}={config_lib.toml_value(v)}" for k, v in expected_eval(run, protocol).items()]
     return [
-        sys.executable, "-m", "jsnet_tf.evaluate", "--workdir", str(pathlib.Path(workdir) / run.spec.folder),
+        sys.executable, "-m", "jsnet_tf.evaluate", "--workdir", str(pathlib.Path(workdir) / run.spec.seed_folder),
         "--area", str(run.spec.area), "--data_dir", str(data_dir), "--out", str(results_path(run, protocol).parent),
         "--which", run.which, "--nopictures", *settings,
     ]
@@ -375,11 +454,11 @@ def prepared_num_points(data_dir, area):
 # ------------------------------------------------------------------------------------- the table
 
 
-def row_result(row, workdir, protocol):
-    """The metrics of a row (fractions, as Evaluator.result): one run's results.json, or the
-    merge of its runs' counts (6-fold: the union of the six test areas' rooms)."""
+def row_result(row, workdir, protocol, seed=0):
+    """The metrics of a row for one seed (fractions, as Evaluator.result): one run's results.json,
+    or the merge of its runs' counts (6-fold: the union of the six test areas' rooms)."""
     results = []
-    for run in row.runs:
+    for run in (r.with_seed(seed) for r in row.runs):
         path = run.run_dir(workdir) / PROTOCOLS[protocol][0] / "results.json"
         try:
             results.append(json.loads(path.read_text()))
@@ -393,60 +472,96 @@ def row_result(row, workdir, protocol):
     return merged.result()
 
 
-def table_data(spec, workdir, protocols, quick):
-    """The table as a JSON-ready dict: ours and the paper's numbers in percent per row."""
+def spread(values):
+    """Mean, sample standard deviation (None for one value), min, max of the values that are
+    defined (None when none is)."""
+    import numpy as np
+
+    defined = np.array([v for v in values if v is not None], np.float64)
+    if defined.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "seeds": list(values)}
+    return {"mean": float(defined.mean()), "std": float(defined.std(ddof=1)) if defined.size > 1 else None,
+            "min": float(defined.min()), "max": float(defined.max()), "seeds": list(values)}
+
+
+def table_data(spec, workdir, protocols, quick, seeds=1):
+    """The table as a JSON-ready dict: ours (the mean over the seeds; with several seeds also
+    their spread) and the paper's numbers in percent per row."""
+    columns = spec.columns + spec.extra_columns
     rows = []
     for row in spec.rows:
-        ours = {}
+        ours, spreads = {}, {}
         for protocol in protocols:
-            result = row_result(row, workdir, protocol)
-            ours[protocol] = {m: None if result.get(m) is None else 100.0 * result[m] for m in spec.columns}
+            per_seed = []
+            for seed in range(seeds):
+                result = row_result(row, workdir, protocol, seed)
+                per_seed.append({m: None if result.get(m) is None else 100.0 * result[m] for m in columns})
+            spreads[protocol] = {m: spread([numbers[m] for numbers in per_seed]) for m in columns}
+            ours[protocol] = {m: spreads[protocol][m]["mean"] for m in columns}
         rows.append({
             "key": row.key, "label": row.label,
-            "runs": [str(run.run_dir(workdir).relative_to(workdir)) for run in row.runs],
-            "paper": row.paper, "ours": ours,
+            "runs": [str(run.with_seed(seed).run_dir(workdir).relative_to(workdir)) for seed in range(seeds) for run in row.runs],
+            "paper": row.paper, "comparisons": [{"method": m, "paper": numbers} for m, numbers in row.comparisons],
+            "ours": ours, **({"spread": spreads} if seeds > 1 else {}),
         })
     return {
         "table": spec.name, "title": spec.title, "row_title": spec.row_title, "quick": quick, "units": "percent",
         "protocols": {p: PROTOCOLS[p][2] for p in protocols}, "columns": list(spec.columns),
-        "paper_source": PAPER_SOURCE, "rows": rows,
+        "beyond_paper": list(spec.extra_columns), "seeds": seeds, "paper_source": PAPER_SOURCE, "rows": rows,
     }
 
 
-def _cell(ours, paper):
+def _cell(ours, paper, std=None, seeds=1):
     text = "-" if ours is None else f"{ours:.1f}"
+    if seeds > 1 and ours is not None:
+        text += " ± " + ("-" if std is None else f"{std:.1f}")
     return f"{text} ({paper:.1f})" if paper is not None else text
 
 
 def table_markdown(data):
     """The table in the paper's layout: one line a row (and protocol), a column a metric; each
-    cell ours, then the paper's published number in brackets where one is known."""
+    cell ours (with several seeds: mean ± standard deviation), then the paper's published number
+    in brackets where one is known. Above each row, the paper's rows of the methods it compares
+    with; columns beyond the paper are marked with *."""
     protocols = list(data["protocols"])
     several = len(protocols) > 1
+    seeds = data.get("seeds", 1)
     lines = [f"## {data['title']}", ""]
     if data["quick"]:
         lines += ["**quick run: not comparable** (tiny synthetic data and training budgets)", ""]
     unknown = [row["label"] for row in data["rows"] if not row["paper"]]
+    ours = "ours" if seeds == 1 else f"ours, mean ± standard deviation over {seeds} seeds"
     lines += [
         f"Test protocol: {'; '.join(f'{p}: {text}' for p, text in data['protocols'].items())}. "
-        "Percent; each cell: ours (paper's published number, where known).",
-        f"Paper's numbers: {data['paper_source']}" + ("; for " + ", ".join(unknown) + ": not available here." if unknown else "."),
-        "",
+        f"Percent; each cell: {ours} (paper's published number, where known).",
+        f"Paper's numbers: {data['paper_source']}" + ("; for " + ", ".join(unknown) + ": none published." if unknown else "."),
     ]
-    header = [data["row_title"]] + (["protocol"] if several else []) + data["columns"]
+    extra = data.get("beyond_paper", [])
+    if extra:
+        lines.append(f"{', '.join(m + '*' for m in extra)}: beyond the paper (instance AP by the ScanNet benchmark's rules; "
+                     "the paper reports none).")
+    lines.append("")
+    columns = data["columns"] + extra
+    header = [data["row_title"]] + (["protocol"] if several else []) + data["columns"] + [m + "*" for m in extra]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in data["rows"]:
+        for comparison in row.get("comparisons", []):
+            cells = [f"({comparison['paper'][m]:.1f})" if m in comparison["paper"] else "" for m in columns]
+            label = f"{row['label']}: {comparison['method']} (paper)"
+            lines.append("| " + " | ".join([label] + (["original"] if several else []) + cells) + " |")
         for protocol in protocols:
             paper = row["paper"] if protocol == "original" else {}
-            cells = [_cell(row["ours"][protocol][m], paper.get(m)) for m in data["columns"]]
-            lines.append("| " + " | ".join([row["label"]] + ([protocol] if several else []) + cells) + " |")
+            stds = row.get("spread", {}).get(protocol, {})
+            cells = [_cell(row["ours"][protocol][m], paper.get(m), stds.get(m, {}).get("std"), seeds) for m in columns]
+            label = row["label"] if not row.get("comparisons") else f"{row['label']}: JSNet (ours)"
+            lines.append("| " + " | ".join([label] + ([protocol] if several else []) + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_table(spec, workdir, protocols, quick):
+def write_table(spec, workdir, protocols, quick, seeds=1):
     """Writes <workdir>/<table>.md and .json; returns the markdown."""
-    data = table_data(spec, workdir, protocols, quick)
+    data = table_data(spec, workdir, protocols, quick, seeds)
     markdown = table_markdown(data)
     workdir = pathlib.Path(workdir)
     write_text_atomic(workdir / f"{spec.name}.json", json.dumps(data, indent=2) + "\n")
@@ -509,8 +624,10 @@ def _duration(seconds):
 
 
 def run_table(name, workdir, data_dir, quick=False, rows=None, every_point=False, dry=False,
-              seconds_per_step=None, blocks_per_second=None):
-    """Trains and evaluates what table `name` needs and writes it; returns the text to print."""
+              seconds_per_step=None, blocks_per_second=None, seeds=1):
+    """Trains and evaluates what table `name` needs (every run with `seeds` seeds) and writes it;
+    returns the text to print."""
+    check_seeds(seeds)
     spec = table_spec(name, rows)
     workdir, data_dir = pathlib.Path(workdir).resolve(), pathlib.Path(data_dir).resolve()
     protocols = ("original", "every_point") if every_point else ("original",)
@@ -519,14 +636,14 @@ def run_table(name, workdir, data_dir, quick=False, rows=None, every_point=False
     if quick:  # blocks of the prepared data's size, or of the synthetic set that will be prepared
         prepared = not missing_lists(data_dir, areas)
         overrides = quick_overrides(prepared_num_points(data_dir, areas[0]) if prepared else QUICK_POINTS)
-    runs = plan(spec, workdir, data_dir, overrides)
+    runs = plan(spec, workdir, data_dir, overrides, seeds)
     if dry:
         return dry_run(spec, runs, workdir, protocols, seconds_per_step, blocks_per_second,
                        with_costs=not missing_lists(data_dir, areas))
     check_workdir(runs)
     ensure_data(data_dir, areas, quick)
     execute(runs, workdir, data_dir, protocols)
-    return write_table(spec, workdir, protocols, quick)
+    return write_table(spec, workdir, protocols, quick, seeds)
 
 
 def define_flags():
@@ -549,6 +666,9 @@ def define_flags():
                        "machine, for a time estimate")
     flags.DEFINE_float("blocks_per_second", None, "with --dry_run: test blocks a second through the network on the "
                        "target machine, for a time estimate")
+    flags.DEFINE_integer("seeds", 1, "train and evaluate every run with this many seeds (seed 0: the run itself, reused; "
+                         "seed s > 0 in <folder>/seed<s>, train.seed = eval.seed = s); the tables give mean ± standard "
+                         "deviation, the JSON also each seed, min and max")
 
 
 def main(argv):
@@ -566,7 +686,7 @@ def main(argv):
     try:
         print(run_table(argv[1], FLAGS.workdir, FLAGS.data_dir, quick=FLAGS.quick, rows=FLAGS.rows,
                         every_point=FLAGS.every_point, dry=FLAGS.dry_run, seconds_per_step=FLAGS.seconds_per_step,
-                        blocks_per_second=FLAGS.blocks_per_second), flush=True)
+                        blocks_per_second=FLAGS.blocks_per_second, seeds=FLAGS.seeds), flush=True)
     except (UserError, OSError) as error:
         sys.exit(f"experiments: error: {error}")
 

@@ -803,11 +803,11 @@ def instance_list_path_for(pred_path) -> Path:
     return pred_path.with_name(pred_path.name[:-len(PRED_SUFFIX)] + INSTANCES_SUFFIX)
 
 
-def write_instance_list(path, table: InstanceTable) -> None:
+def write_instance_list(path, table: InstanceTable, header: str = INSTANCE_LIST_HEADER) -> None:
     """An item's predicted instances, one line each (`id class confidence points`) under a
     `# id class confidence points` line, atomically; confidences written exactly (shortest
     round-trip digits), so that scores computed from the files equal those of the run."""
-    lines = [INSTANCE_LIST_HEADER] + [
+    lines = [header] + [
         f"{int(i)} {int(c)} {float(q)!r} {int(n)}"
         for i, c, q, n in zip(table.ids, table.classes, table.confidences, table.points)
     ]

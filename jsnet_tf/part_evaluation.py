@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jsnet_tf import part_metrics
+from jsnet_tf import metrics, part_metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import shapenet
 from jsnet_tf.errors import DataError
@@ -57,6 +57,13 @@ class ShapePrediction:
     instance: np.ndarray  # (P,) int32 mean-shift cluster 0..K-1 (cluster 0 the densest)
     score: np.ndarray  # (P,) float32 probability of the part among the allowed parts
     instance_part: np.ndarray  # (K,) int32 most frequent predicted part of each instance
+    instance_confidence: np.ndarray  # (K,) float64 mean over its points of the probability of its part
+
+    @property
+    def instances(self):
+        """The instance table (jsnet_tf.metrics.InstanceTable) of the shape."""
+        return metrics.InstanceTable(np.arange(len(self.instance_part), dtype=np.int64), self.instance_part.astype(np.int64),
+                                     self.instance_confidence, np.bincount(self.instance, minlength=len(self.instance_part)))
 
 
 class ShapeSegmenter:
@@ -142,14 +149,19 @@ class ShapeSegmenter:
             allowed = logits[:, parts[0] : parts[-1] + 1]
             part = part_metrics.restrict_to_category(logits, category)
         allowed = allowed.astype(np.float64)
-        score = 1.0 / np.exp(allowed - allowed.max(axis=1, keepdims=True)).sum(axis=1)  # softmax of the best
+        exponentials = np.exp(allowed - allowed.max(axis=1, keepdims=True))
+        probabilities = np.zeros((len(part), shapenet.NUM_PARTS))  # softmax among the allowed parts
+        first = 0 if category is None else part_metrics.category_parts(category)[0]
+        probabilities[:, first:first + allowed.shape[1]] = exponentials / exponentials.sum(axis=1, keepdims=True)
+        score = probabilities[np.arange(len(part)), part]
         instance, _ = postprocess.mean_shift(embeddings, self.bandwidth)
         # sklearn's MeanShift can keep a centre that is no point's nearest: instances are numbered
         # 0..K-1 over the centres that hold points, in the centres' order.
         held, instance = np.unique(instance, return_inverse=True)
         instance_part = postprocess.cluster_classes(instance, part, len(held))
+        table = metrics.instance_table(instance, part, probabilities)  # the same parts: the mode, ties lowest
         return ShapePrediction(part.astype(np.int32), instance.astype(np.int32), score.astype(np.float32),
-                               instance_part.astype(np.int32))
+                               instance_part.astype(np.int32), table.confidences)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,15 +248,52 @@ def _segment_file(segmenter, path, parts, seed, bar):
     shapes = ((i, points, int(category)) for i, (points, category) in enumerate(zip(parts.data, parts.category)))
     part_pred = np.empty(parts.part.shape, np.int32)
     instance_pred = np.empty(parts.part.shape, np.int32)
+    tables = []
     for i, prediction in segmenter.segment_shapes(shapes, rng):
         part_pred[i] = prediction.part
         instance_pred[i] = prediction.instance
+        tables.append(prediction.instances)
         if bar is not None:
             bar.update(1)
     return {
         "xyz": parts.data[:, :, :3], "part_gt": parts.part, "part_pred": part_pred,
         "instance_gt": parts.instance, "instance_pred": instance_pred, "category": parts.category,
+        **_stack_tables(tables),
     }
+
+
+# The instance tables of a file's shapes, stacked: one row per instance, `instance_shape` its shape.
+TABLE_KEYS = ("instance_shape", "instance_id", "instance_part", "instance_confidence", "instance_points")
+
+
+def _stack_tables(tables):
+    shape = np.concatenate([np.full(t.ids.size, i, np.int64) for i, t in enumerate(tables)] + [np.zeros(0, np.int64)])
+    columns = [np.concatenate([column[k] for column in tables] + [np.zeros(0)]) for k in range(4)]
+    return dict(zip(TABLE_KEYS, [shape, columns[0].astype(np.int64), columns[1].astype(np.int64), columns[2],
+                                 columns[3].astype(np.int64)]))
+
+
+def shape_tables(arrays, count):
+    """The instance table of each of a file's `count` shapes, from its stacked arrays."""
+    shape = arrays["instance_shape"]
+    return [metrics.InstanceTable(*(arrays[key][shape == i] for key in TABLE_KEYS[1:])) for i in range(count)]
+
+
+def _write_instance_lists(out_dir, stem, arrays, count):
+    """`<h5 stem>_instances.txt` (shape, id, part, confidence, points a line, confidences exact)
+    and every shape in the ScanNet benchmark's submission format (item `<h5 stem>_<shape>`,
+    label id = part + 1, every part an instance class)."""
+    from jsnet_tf.files import write_text_atomic
+
+    lines = ["# shape id part confidence points"] + [
+        f"{int(s)} {int(i)} {int(p)} {float(q)!r} {int(n)}" for s, i, p, q, n in zip(*(arrays[key] for key in TABLE_KEYS))
+    ]
+    write_text_atomic(out_dir / f"{stem}{metrics.INSTANCES_SUFFIX}", "\n".join(lines) + "\n")
+    for i, table in enumerate(shape_tables(arrays, count)):
+        metrics.write_benchmark_instances(
+            out_dir, f"{stem}_{i}", arrays["instance_pred"][i], table, arrays["part_gt"][i], arrays["instance_gt"][i],
+            label_ids=range(1, shapenet.NUM_PARTS + 1), instance_classes=range(shapenet.NUM_PARTS),
+        )
 
 
 def _stored(path, fingerprint):
@@ -288,8 +337,8 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
     part_names = export.class_names(cfg)
     part_evaluator = part_metrics.PartEvaluator()
     instance_evaluator = metrics.Evaluator(shapenet.NUM_PARTS, part_names)
-    settings = {"num_points": num_points, "bandwidth": float(bandwidth), "seed": int(seed),
-                "weights": _weights_digest(model)}
+    settings = {"outputs": 2, "num_points": num_points, "bandwidth": float(bandwidth), "seed": int(seed),
+                "weights": _weights_digest(model)}  # outputs 2: instance tables and submission files
     bar = tqdm(total=sum(sizes), unit="shape", desc=f"ShapeNet {split}") if progress else None
     shape_count = 0
     try:
@@ -313,10 +362,11 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
                                          f"{path}: shape {i}")
                 for i in range(count)
             ])
-            for i in range(count):
+            for i, table in enumerate(shape_tables(arrays, count)):
                 instance_evaluator.add_room(arrays["part_gt"][i], arrays["instance_gt"][i], arrays["part_pred"][i],
-                                            arrays["instance_pred"][i], where=f"{path}: shape {i}")
-            if fresh:  # its pictures, then its npz (which marks the file done)
+                                            arrays["instance_pred"][i], where=f"{path}: shape {i}", instances=table)
+            if fresh:  # its instance lists and pictures, then its npz (which marks the file done)
+                _write_instance_lists(out_dir, path.stem, arrays, count)
                 for i in range(min(count, max(pictures - shape_count, 0))):
                     name = shapenet.CATEGORY_NAMES[arrays["category"][i]]
                     labels = {k: arrays[k][i] for k in ("part_pred", "part_gt", "instance_pred", "instance_gt")}
@@ -344,9 +394,10 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
         "instances": {
             "protocol": "mean-shift per shape on the embeddings; each shape one room of jsnet_tf.metrics.Evaluator, "
                         "means over the parts that have ground-truth (Cov, WCov, recall) or predicted (precision) instances",
-            **{key: instances[key] for key in ("mCov", "mWCov", "mPrec", "mRec")},
+            **{key: instances[key] for key in ("mCov", "mWCov", "mPrec", "mRec", "AP", "AP50", "AP25")},
             "part_names": part_names,
-            "per_part": {key: instances["per_class"][key] for key in ("cov", "wcov", "precision", "recall")},
+            "per_part": {key: instances["per_class"][key] for key in ("cov", "wcov", "precision", "recall", "ap", "ap50", "ap25")},
+            "instance_ap": instances["instance_ap"],
             "counts": {key: instances["counts"][key] for key in ("gt_instances", "pred_instances", "true_positives")},
         },
         "seconds": round(time.time() - started, 1),
@@ -368,4 +419,6 @@ def format_results(result):
         f"points with the right part: {percent(result['part_accuracy'])}%",
         f"part instances (mean-shift, bandwidth {result['bandwidth']:g}; means over the {shapenet.NUM_PARTS} parts): "
         + "  ".join(f"{key} {percent(instances[key])}" for key in ("mCov", "mWCov", "mPrec", "mRec")),
+        f"part instances, beyond the paper (the ScanNet benchmark's AP rules, instances of at least "
+        f"{metrics.AP_MIN_POINTS} points): " + "  ".join(f"{key} {percent(instances[key])}" for key in ("AP", "AP50", "AP25")),
     ])

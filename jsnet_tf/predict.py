@@ -10,7 +10,12 @@ network, clustered and merged into instances (jsnet_tf.evaluation.RoomSegmenter)
   <stem>_semantic.ply  coloured by class, with `semantic`, `instance` and `score` properties
   <stem>_instance.ply  coloured by instance (-1, no instance: grey), same properties
   <stem>_labels.txt    `x y z semantic instance score` a line
-  <stem>_labels.npz    xyz, semantic, instance, score, offset (the minimum corner), classes
+  <stem>_instances.txt the instances, `id class confidence points` a line (jsnet_tf.metrics: the class
+                       is the most frequent class of the instance's points, the confidence the mean
+                       over its points of the probability of that class)
+  <stem>_labels.npz    xyz, semantic, instance, score, offset (the minimum corner), classes, and the
+                       instance list as instance_ids, instance_classes, instance_confidences,
+                       instance_points
   <stem>.png           top views coloured by class and by instance
 A cloud's outputs appear together at the end or not at all. An input that fails (unreadable,
 empty, no x/y/z, NaN points under --nan_policy=error, ...) is reported in one line and the
@@ -30,8 +35,10 @@ data.num_points, the last topped up with repeats), its parts are predicted among
   <stem>_parts.ply      coloured by part, with `part`, `instance` and `score` properties
   <stem>_instances.ply  coloured by instance, same properties
   <stem>_labels.txt     `x y z part instance score` a line
+  <stem>_instances.txt  the part instances, `id part confidence points` a line
   <stem>_labels.npz     xyz, normals, part, instance, score, instance_part (each instance's part),
-                        category, classes (part names); part_gt and shape_iou with ground truth
+                        instance_confidence, category, classes (part names); part_gt and shape_iou
+                        with ground truth
   <stem>.png            views along -z (x right, y up: the release's up axis) coloured by part,
                         by ground-truth part (when given) and by instance
 With ground-truth parts, the shape's part IoU (PointNet++'s protocol) over the parts of
@@ -58,8 +65,8 @@ from jsnet_tf.errors import UserError  # noqa: E402
 
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
 DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
-OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
-SHAPE_OUTPUT_SUFFIXES = ("_parts.ply", "_instances.ply", "_labels.txt", "_labels.npz", ".png")
+OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
+SHAPE_OUTPUT_SUFFIXES = ("_parts.ply", "_instances.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
 SHAPE_SUFFIXES = (".txt", ".ply")
 S3DIS_ONLY_FLAGS = ("mean_ins_size", "min_instance_points", "color_max", "color", "max_points_per_pass")
 
@@ -185,6 +192,7 @@ class CloudPrediction:
     score: np.ndarray  # (N,) float32, mean probability of the class over the blocks holding the point
     offset: np.ndarray  # (3,) float64, the cloud's minimum corner (subtracted before the network)
     num_tiles: int
+    instances: object  # jsnet_tf.metrics.InstanceTable: class, confidence and points of each instance
 
 
 class CloudSegmenter:
@@ -221,9 +229,12 @@ class CloudSegmenter:
         nearest labelled point and no instance; a cloud with no such block at all is an error.
         """
         offset, tiles = self.plan(xyz) if plan is None else plan
+        from jsnet_tf import metrics
+
         semantic = np.full(len(xyz), -1, np.int32)
         instance = np.full(len(xyz), -1, np.int32)
         score = np.zeros(len(xyz), np.float32)
+        tables = []
         next_instance = 0
         for tile in tiles:
             room = self._tile_room(xyz, rgb, offset, tile, name)
@@ -234,7 +245,10 @@ class CloudSegmenter:
             semantic[tile.indices] = result.semantic_pred
             instance[tile.indices] = np.where(ids >= 0, ids + next_instance, -1)
             score[tile.indices] = result.score
+            tables.append(result.instances._replace(ids=result.instance_ids + next_instance))
             next_instance += int(ids.max(initial=-1)) + 1
+        instances = metrics.InstanceTable(*(np.concatenate([t[k] for t in tables] + [np.zeros(0, dtype)])
+                                            for k, dtype in enumerate((np.int64, np.int64, np.float64, np.int64))))
         unlabelled = semantic < 0
         if unlabelled.all():
             size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
@@ -249,7 +263,7 @@ class CloudSegmenter:
             nearest = labelled[cKDTree(xyz[labelled]).query(xyz[unlabelled])[1]]
             semantic[unlabelled] = semantic[nearest]
             score[unlabelled] = score[nearest]
-        return CloudPrediction(semantic, instance, score, offset, len(tiles))
+        return CloudPrediction(semantic, instance, score, offset, len(tiles), instances)
 
     def _tile_room(self, xyz, rgb, offset, tile, name):
         from jsnet_tf.data import s3dis
@@ -303,7 +317,7 @@ def publish_outputs(out_dir, stem, suffixes, write):
 
 def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, pictures=True):
     """Writes one cloud's outputs (OUTPUT_SUFFIXES) all together or not at all (`publish_outputs`)."""
-    from jsnet_tf import io
+    from jsnet_tf import io, metrics
 
     def write(staged):
         labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
@@ -313,10 +327,13 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, txt=True, picture
         io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
         if txt:
             write_labels_txt(staged["_labels.txt"], xyz, prediction.semantic, prediction.instance, prediction.score)
+        table = prediction.instances
+        metrics.write_instance_list(staged["_instances.txt"], table)
         with open(staged["_labels.npz"], "wb") as f:
             np.savez(
                 f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
-                offset=prediction.offset, classes=np.array(class_names),
+                offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
+                instance_classes=table.classes, instance_confidences=table.confidences, instance_points=table.points,
             )
         if pictures:
             _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
@@ -484,7 +501,7 @@ def write_shape_outputs(out_dir, stem, shape, normalised, prediction, class_name
     """Writes one shape's outputs (SHAPE_OUTPUT_SUFFIXES) all together or not at all
     (`publish_outputs`): `shape` a ShapeInput, `normalised` its unit-sphere xyz, `prediction` a
     part_evaluation.ShapePrediction."""
-    from jsnet_tf import io
+    from jsnet_tf import io, metrics
     from jsnet_tf.part_evaluation import render_shape, shape_panels
 
     def write(staged):
@@ -495,9 +512,12 @@ def write_shape_outputs(out_dir, stem, shape, normalised, prediction, class_name
         if txt:
             write_labels_txt(staged["_labels.txt"], shape.xyz, prediction.part, prediction.instance, prediction.score,
                              header="x y z part instance score")
+        metrics.write_instance_list(staged["_instances.txt"], prediction.instances,
+                                    header=metrics.INSTANCE_LIST_HEADER.replace("class", "part"))
         arrays = {
             "xyz": shape.xyz, "normals": shape.normals, "part": prediction.part, "instance": prediction.instance,
-            "score": prediction.score, "instance_part": prediction.instance_part, "category": np.array(category or ""),
+            "score": prediction.score, "instance_part": prediction.instance_part,
+            "instance_confidence": prediction.instance_confidence, "category": np.array(category or ""),
             "classes": np.array(class_names),
         }
         if shape.part is not None:

@@ -103,13 +103,40 @@ def test_an_oracle_network_gives_back_the_ground_truth(rng, label_all_points):
     # points where objects touch can take a neighbour's instance.
     assert _matched_fraction(result.instance_pred, result.instance_gt) > 0.995
     evaluator = metrics.Evaluator(13)
-    evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred)
+    evaluator.add_room(result.semantic_gt, result.instance_gt, result.semantic_pred, result.instance_pred,
+                       instances=result.instances)
     numbers = evaluator.result()
     assert numbers["oAcc"] == 1.0 and numbers["mPrec"] == 1.0 and numbers["mRec"] == 1.0 and numbers["mCov"] > 0.99
+    assert numbers["AP"] == numbers["AP50"] == numbers["AP25"] == 1.0
     if label_all_points:  # every room point once
         assert len(result.xyz) == len(room) and np.array_equal(result.semantic_gt, room.semantic)
     else:  # the original's rows: num_points per block
         assert len(result.xyz) % num_points == 0 and len(result.xyz) > len(room)
+
+
+class ConfidentOracleNet(OracleNet):
+    """The oracle, with logits 2 + instance apart: a point of instance i has the probability
+    e^(2+i) / (e^(2+i) + 12) of its class."""
+
+    def __call__(self, points, training=False):
+        out = super().__call__(points, training)
+        instance = tf.round(points[..., 3] * 255.0)
+        return {**out, "semantic_logits": out["semantic_logits"] / 10.0 * (2.0 + instance[..., None])}
+
+
+@pytest.mark.parametrize("label_all_points", [True, False])
+def test_each_instance_takes_its_class_and_the_mean_probability_of_it_as_confidence(rng, label_all_points):
+    room = oracle_room(rng)
+    num_points = NUM_POINTS if label_all_points else 2048
+    result = segmenter(num_points, ConfidentOracleNet(), label_all_points=str(label_all_points).lower()).segment(room)
+    table = result.instances
+    assert table.ids.tolist() == sorted(set(result.instance_pred.tolist()) - {-1})
+    for i, c, confidence, points in zip(*table):
+        members = result.instance_pred == i
+        truth = np.bincount(result.instance_gt[members]).argmax()  # the instance the oracle read
+        expected = np.exp(2.0 + truth) / (np.exp(2.0 + truth) + 12)
+        assert c == np.bincount(result.semantic_pred[members]).argmax() and points == members.sum()
+        assert confidence == pytest.approx(expected, rel=0.02 if points < 100 else 2e-3)
 
 
 def test_instances_at_most_the_size_fraction_of_rows_are_dropped(rng):

@@ -16,7 +16,7 @@ from jsnet_tf.evaluation import EvaluationError
 from jsnet_tf.files import write_text_atomic
 from jsnet_tf.part_evaluation import ShapeSegmenter, evaluate_shapenet
 
-NUM_POINTS = 128
+NUM_POINTS = 512  # big enough for some part instances of the 100 points the AP counts
 DECOY_PART = 22  # a Knife part: not in the tiny set, so only restriction to the category removes it
 CATEGORIES = ("Airplane", "Mug", "Table")
 
@@ -125,6 +125,32 @@ def test_the_outputs_hold_the_labels_the_metrics_and_the_papers_row(evaluated, p
                 assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
+def test_part_instances_are_listed_scored_by_ap_and_written_for_the_benchmark(evaluated, prepared):
+    """Every shape's instances (id, part, confidence, points) are listed per h5 file and written in
+    the ScanNet benchmark's format (label id = part + 1), whose brute-force scoring gives the AP of
+    results.json."""
+    from tests import instance_ap_reference
+
+    out, result = evaluated
+    _, arrays = prepared
+    items = []
+    for k, (*_, category) in enumerate(arrays):
+        lines = (out / f"shapenet_test_{k}_instances.txt").read_text().splitlines()
+        assert lines[0] == "# shape id part confidence points"
+        with np.load(out / f"shapenet_test_{k}.npz") as z:
+            for row in lines[1:]:
+                shape, instance, label, confidence, points = row.split()
+                members = z["instance_pred"][int(shape)] == int(instance)
+                assert int(points) == members.sum() and (z["part_pred"][int(shape)][members] == int(label)).all()
+                assert 0 < float(confidence) <= 1
+        items += [f"shapenet_test_{k}_{i}" for i in range(len(category))]
+    scored = instance_ap_reference.score_folder(out, items, list(range(1, shapenet.NUM_PARTS + 1)))
+    ap, ap50, ap25 = instance_ap_reference.averages(scored)
+    instances = result["instances"]
+    assert (instances["AP"], instances["AP50"], instances["AP25"]) == pytest.approx((ap, ap50, ap25), abs=1e-12)
+    assert instances["AP50"] is not None and "ScanNet benchmark's AP rules" in (out / "results.txt").read_text()
+
+
 def test_the_first_shapes_get_figure_5s_panels(evaluated, prepared):
     out, _ = evaluated
     _, arrays = prepared
@@ -191,7 +217,7 @@ def test_bad_shapes_are_a_data_error_naming_the_file_and_shape(tmp_path, rng):
 
 def test_shapes_of_other_sizes_are_labelled_point_by_point(rng):
     points, part, instance = encoded_shape("Table", rng, num_points=300)
-    segmenter = ShapeSegmenter(PartOracle(), NUM_POINTS, batch_size=2)
+    segmenter = ShapeSegmenter(PartOracle(), 128, batch_size=2)
     assert segmenter.count_rows(300) == 3
     prediction = segmenter.segment(points, "Table", rng=np.random.default_rng(0))
     np.testing.assert_array_equal(prediction.part, part)

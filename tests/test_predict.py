@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from jsnet_tf import checkpoints, config, io
+from jsnet_tf import checkpoints, config, io, metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import s3dis
 from jsnet_tf.evaluation import RoomSegmenter, _chunks, _normalised
@@ -29,7 +29,7 @@ from tests.test_evaluation import OracleNet, oracle_room
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_MODEL = [f"data.num_points={TINY_POINTS}", "model.npoints=[256, 64, 32, 16]", "data.areas=[2]", "eval.batch_size=4"]
-OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", ".png")
+OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
 
 
 def _predict(*args):
@@ -128,6 +128,15 @@ def test_every_input_point_comes_back_labelled_in_its_own_coordinates(predicted,
             np.testing.assert_array_equal(z["offset"], xyz.min(axis=0))
             semantic, instance, score = z["semantic"], z["instance"], z["score"]
             assert list(z["classes"]) == list(s3dis.CLASSES)
+            stored = metrics.InstanceTable(z["instance_ids"], z["instance_classes"], z["instance_confidences"],
+                                           z["instance_points"])
+        # The instance list: every instance once, its class and points as the per-point labels say.
+        listed = metrics.check_instance_table(metrics.read_instance_list(out / f"{stem}_instances.txt"), instance, 13, stem)
+        for a, b in zip(listed, stored):
+            np.testing.assert_array_equal(a, b)
+        for i, c in zip(listed.ids, listed.classes):
+            assert c == np.bincount(semantic[instance == i]).argmax()
+        assert ((listed.confidences > 0) & (listed.confidences <= 1)).all()
         assert semantic.shape == instance.shape == score.shape == (len(xyz),)
         assert semantic.min() >= 0 and semantic.max() < 13 and instance.min() >= -1
         assert (score > 0).all() and (score <= 1 + 1e-6).all()
@@ -301,8 +310,9 @@ def test_a_failing_output_leaves_none_of_the_files_and_a_rewrite_no_stale_ones(t
     from jsnet_tf.predict import CloudPrediction
 
     xyz = rng.uniform(0, 2, (100, 3))
+    no_instances = metrics.InstanceTable(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float64, np.int64)))
     prediction = CloudPrediction(np.zeros(100, np.int32), np.full(100, -1, np.int32), np.ones(100, np.float32),
-                                 xyz.min(axis=0), 1)
+                                 xyz.min(axis=0), 1, no_instances)
 
     def broken(*args, **kwargs):
         raise viz.VizError("cannot draw")
@@ -312,10 +322,10 @@ def test_a_failing_output_leaves_none_of_the_files_and_a_rewrite_no_stale_ones(t
         write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    assert len(write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))) == 5
+    assert len(write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))) == 6
     written = write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), pictures=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
-    assert len(written) == 4 and not (tmp_path / "cloud.png").exists()  # an old picture does not linger
+    assert len(written) == 5 and not (tmp_path / "cloud.png").exists()  # an old picture does not linger
 
 
 def test_min_instance_points_keeps_instances_of_exactly_that_size(tmp_path):
@@ -452,7 +462,7 @@ def test_block_search_finds_the_blocks_of_a_full_grid_scan(rng):
 SHAPENET_POINTS = 256
 SHAPENET_MODEL = [f"data.num_points={SHAPENET_POINTS}", "model.npoints=[128, 64, 32, 16]", "eval.batch_size=4"]
 MUG = (36, 37)  # the Mug's global part ids
-SHAPE_OUTPUTS = ("_parts.ply", "_instances.ply", "_labels.txt", "_labels.npz", ".png")
+SHAPE_OUTPUTS = ("_parts.ply", "_instances.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
 
 
 @pytest.fixture(scope="module")
@@ -642,7 +652,7 @@ def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, 
     xyz = rng.uniform(-1, 1, (50, 3))
     shape = ShapeInput(xyz, np.tile([0.0, 0.0, 1.0], (50, 1)), np.full(50, 36, np.int32))
     prediction = ShapePrediction(np.full(50, 37, np.int32), np.zeros(50, np.int32), np.ones(50, np.float32),
-                                 np.array([37], np.int32))
+                                 np.array([37], np.int32), np.array([1.0]))
 
     def broken(*args, **kwargs):
         raise viz.VizError("cannot draw")
@@ -655,4 +665,4 @@ def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, 
     written = write_shape_outputs(tmp_path, "shape", shape, xyz, prediction, [str(p) for p in range(50)], "Mug", 0.5,
                                   txt=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
-    assert [p.name for p in written][-1] == "shape_labels.npz" and len(written) == 4
+    assert [p.name for p in written][-1] == "shape_labels.npz" and len(written) == 5
