@@ -35,9 +35,11 @@ Quirks of the release, and what `label_vertices` does with them:
   stripped lines (which shifts the columns of such rows).
 * `_vh_clean.aggregation.json` and `_vh_clean.segs.json` belong to the high-resolution mesh;
   these readers take the `_vh_clean_2` mesh's files, as the benchmark does.
-* Labels come from the aggregation and the table's nyu40id column, not from
-  `_vh_clean_2.labels.ply` (which holds nyu ids such as 50, not nyu40 ids, for some vertices of
-  scene0270_00, scene0270_02 and scene0384_00: ScanNet issue #86).
+* Labels come from the aggregation and the table's nyu40id column, as the benchmark's ground
+  truth does, not from `_vh_clean_2.labels.ply` (which holds ids outside nyu40, 50 and 149, for
+  some vertices of scene0270_00, scene0270_02 and scene0384_00: ScanNet issues #20 and #86).
+  Classes go by nyu40 id, not by name (`classes_SemVoxLabel-nyu40id.txt` spells
+  `refridgerator`, the evaluation scripts `refrigerator`).
 
 A prepared scene (`save_scene` / `load_scene`) is an `s3dis.Room` file (so `s3dis.load_room`
 reads it) with two more arrays: `offset`, the minimum corner subtracted from the release's
