@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -224,7 +225,15 @@ def define_flags():
     flags.DEFINE_bool("progress", True, "Show a progress bar over the scenes.")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Repairs of the release (`scannet.DataWarning`) as one line each, above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"prepare_scannet: warning: {message}", file=sys.stderr)
+
+
 def main(argv):
+    warnings.showwarning = _show_warning
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.raw or not FLAGS.out:

@@ -372,6 +372,14 @@ def test_cli_from_another_folder_with_relative_paths(prepared, tmp_path):
     assert ok.stdout.splitlines() == ["prepared 3 scene(s), skipped 0 already complete; outputs "
                                       "under out"]
     assert "ScanNet scenes: 100%" in ok.stderr
+    # the repairs of the val scene, one line each
+    aggregation = Path("raw") / "scans" / VAL / f"{VAL}.aggregation.json"
+    warned = [line for line in ok.stderr.splitlines() if "warning" in line]
+    assert warned == [
+        f"prepare_scannet: warning: {aggregation}: dropped 5 object(s) that repeat an earlier one "
+        "(same label and segments)",
+        f"prepare_scannet: warning: {aggregation}: 3 segment(s) named by more than one object, "
+        "each given to the object listed last"]
     assert all_files(tmp_path / "out") == all_files(prepared[1])
     refused = run_cli("--raw", "raw", "--out", "out", "--split_dir", "splits", "--noprogress",
                       cwd=tmp_path)
