@@ -26,7 +26,7 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -161,13 +161,15 @@ def read_room(room_dir: str | os.PathLike, name: str | None = None) -> Room:
 # Room files
 # ------------------------------------------------------------------------------------------------
 
-def save_room(path: str | os.PathLike, room: Room) -> None:
-    """Writes a room as .npz (xyz, rgb, semantic, instance, name), atomically."""
+def save_room(path: str | os.PathLike, room: Room,
+              extra: Mapping[str, np.ndarray] | None = None) -> None:
+    """Writes a room as .npz (xyz, rgb, semantic, instance, name), atomically; `extra` arrays
+    (e.g. a ScanNet scene's `offset` and `nyu40`) are stored beside them under their keys."""
     with AtomicTarget(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, name=np.array(room.name), xyz=room.xyz.astype(np.float32),
                      rgb=room.rgb.astype(np.uint8), semantic=room.semantic.astype(np.int32),
-                     instance=room.instance.astype(np.int32))
+                     instance=room.instance.astype(np.int32), **(extra or {}))
 
 
 def load_room(path: str | os.PathLike) -> Room:
@@ -425,14 +427,15 @@ def write_mean_ins_size(path: str | os.PathLike, sizes: np.ndarray) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def read_mean_ins_size(path: str | os.PathLike) -> np.ndarray:
+def read_mean_ins_size(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The `num_classes` sizes written by `write_mean_ins_size`; DataError naming the file."""
     path = Path(path)
     try:
         sizes = np.loadtxt(path, ndmin=1)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable mean instance size file: {e}") from e
-    if sizes.shape != (NUM_CLASSES,):
-        raise DataError(f"{path}: expected {NUM_CLASSES} values, found {sizes.size}")
+    if sizes.shape != (num_classes,):
+        raise DataError(f"{path}: expected {num_classes} values, found {sizes.size}")
     return sizes
 
 
