@@ -2,6 +2,10 @@
 # (editable, with its console scripts: jsnet-train, jsnet-evaluate, ...), builds the op library and
 # the clustering extension, lints and runs the test suite. TensorFlow: the CUDA build where nvidia-smi sees a GPU,
 # tensorflow-cpu otherwise (override: make test TF_PACKAGE=...).
+#
+# requirements.txt pins the versions CI tested: the install takes them as constraints (`pip install
+# -r requirements.txt` reproduces the environment) and, with tensorflow-cpu, rewrites the file from
+# what it installed, so a new dependency of pyproject.toml joins it at its installed version.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,17 +18,20 @@ STAMP := $(VENV)/.installed-$(TF_NAME)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install build test demo demo-shapenet bench gpu-harness clean
+.PHONY: install build test demo demo-shapenet demo-scannet bench gpu-harness clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# the two TensorFlow wheels install the same module: never keep both
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_TF) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(TF_PACKAGE)" -e ".[test]"
-	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.*"
+	$(PY) -m pip install --quiet -c requirements.txt "$(TF_PACKAGE)" -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps -c requirements.txt "tensorflow-serving-api==2.21.*"
+	@if [ "$(TF_NAME)" = tensorflow-cpu ]; then $(PY) -m pip freeze --exclude-editable > requirements.txt.new && \
+		if cmp -s requirements.txt.new requirements.txt; then rm requirements.txt.new; \
+		else mv requirements.txt.new requirements.txt; echo "requirements.txt: updated to the installed versions"; fi; fi
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -60,6 +67,18 @@ demo-shapenet: build
 	$(BIN)/jsnet-train --config demo_shapenet --data_dir $(SHAPENET_DEMO_DIR)/shapenet --workdir $(SHAPENET_DEMO_DIR)/train
 	$(BIN)/jsnet-evaluate --workdir $(SHAPENET_DEMO_DIR)/train --out $(SHAPENET_DEMO_DIR)/eval
 	@echo "demo done: training curves in $(SHAPENET_DEMO_DIR)/train/metrics.json; part mIoU in $(SHAPENET_DEMO_DIR)/eval/results.txt"
+
+# ScanNet v2: the built-in synthetic release (the real one's layout and formats, raw files under
+# $(SCANNET_DEMO_DIR)/raw) -> prepared scenes -> a short training (train scenes, one held out for
+# validation) -> the benchmark's evaluation of the val scenes (AP / AP50 / AP25 beside JSNet's metrics).
+SCANNET_DEMO_DIR ?= outputs/demo-scannet
+
+demo-scannet: build
+	$(BIN)/jsnet-synthetic-scannet --out $(SCANNET_DEMO_DIR)/raw --seed 0
+	$(BIN)/jsnet-prepare-scannet --raw $(SCANNET_DEMO_DIR)/raw --out $(SCANNET_DEMO_DIR)/scannet --split_dir $(SCANNET_DEMO_DIR)/raw/splits --num_points 2048
+	$(BIN)/jsnet-train --config demo_scannet --data_dir $(SCANNET_DEMO_DIR)/scannet --workdir $(SCANNET_DEMO_DIR)/train
+	$(BIN)/jsnet-evaluate --workdir $(SCANNET_DEMO_DIR)/train --out $(SCANNET_DEMO_DIR)/eval
+	@echo "demo done: training curves in $(SCANNET_DEMO_DIR)/train/metrics.json; AP / AP50 / AP25 in $(SCANNET_DEMO_DIR)/eval/results.txt"
 
 bench: build
 	$(PY) benchmarks/ops.py

@@ -26,11 +26,12 @@ import math
 import pathlib
 import tomllib
 
+from jsnet_tf import tasks
 from jsnet_tf.errors import UserError
 
 DEFAULTS = {
     "data": {
-        "dataset": "s3dis",  # s3dis | shapenet
+        "dataset": "s3dis",  # a registered dataset (jsnet_tf.tasks): s3dis | shapenet | scannet
         "data_dir": "data/s3dis",  # prepared data (prepare_s3dis --out)
         "areas": [5],  # test areas: one fold per area (6-fold: [1, 2, 3, 4, 5, 6])
         "num_points": 4096,
@@ -41,9 +42,10 @@ DEFAULTS = {
         # "random_corners": random block corners, ceil(x) * ceil(y) per room and epoch.
         "sampling": "resample",
         "blocks_per_room": 0,  # random_corners only: blocks per room and epoch; 0: ceil(max x) * ceil(max y) of the room
-        # Rooms of the training areas held out for validation, "best" and early stopping: a
-        # fraction in [0, 1) (seeded by train.seed) or a list of room names ("Area_1_office_3");
-        # 0.0 / []: none, then validation, "best" and early stopping are off (the original's way).
+        # Rooms (ScanNet: scenes) of the training data held out for validation, "best" and early
+        # stopping: a fraction in [0, 1) (seeded by train.seed) or a list of names ("Area_1_office_3",
+        # "scene0000_00"); 0.0 / []: none, then validation, "best" and early stopping are off (the
+        # original's way).
         "validation_rooms": 0.0,
     },
     "model": {
@@ -94,7 +96,7 @@ DEFAULTS = {
 
 # Keys whose value is one of a fixed set of words.
 CHOICES = {
-    ("data", "dataset"): ("s3dis", "shapenet"),
+    ("data", "dataset"): tasks.names(),  # the registered datasets (jsnet_tf.tasks)
     ("data", "sampling"): ("resample", "fixed", "random_corners"),
     ("model", "backbone"): ("pointconv", "pointnet2"),
 }

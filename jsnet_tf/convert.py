@@ -13,9 +13,10 @@ it, and nothing is written then.
 
 `--mean_ins_size` takes the original's `mean_ins_size.txt` (its `estimate_mean_ins_size.py`
 writes the mean point count of an instance of each class in the training blocks, one class a
-line): checked (13 finite, non-negative numbers) and stored in the run folder as
-`mean_ins_size.txt`, where `run_mean_ins_size` finds it for the size filter of evaluate and
-predict, so a downloaded model needs none of our prepared lists.
+line): checked (one finite, non-negative number per class of the config's dataset, which must be a
+dataset of rooms) and stored in the run folder as `mean_ins_size.txt`, where `run_mean_ins_size`
+finds it for the size filter of evaluate and predict, so a downloaded model needs none of our
+prepared lists.
 
 Names: our variable paths follow the original's scopes, except where a Keras layer stands for a
 TF1 sub-scope (`weight_net_wconv0` for `weight_net/wconv0`), for the PCFF conv (`sem_pcff/fc1`
@@ -28,27 +29,23 @@ import os
 import pathlib
 import re
 import shutil
-import sys
-import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from jsnet_tf import checkpoints, config  # noqa: E402
-from jsnet_tf.data import s3dis  # noqa: E402
+from jsnet_tf import checkpoints, config, tasks  # noqa: E402
+from jsnet_tf.data import s3dis  # noqa: E402  (the mean instance size file's writer)
 from jsnet_tf.errors import UserError  # noqa: E402
 from jsnet_tf.model import build_model  # noqa: E402
+from jsnet_tf.tasks.rooms import MEAN_INS_SIZE_FILE  # noqa: E402  (in a run folder, as the original kept it)
 
 TRAINING_STATE_NAMES = ("beta1_power", "beta2_power", "batch")
 OPTIMIZER_SLOTS = ("Adam", "Adam_1", "Momentum")
 MOVING_STATISTICS = {"moving_mean": "Squeeze", "moving_variance": "Squeeze_1"}
 SUB_SCOPES = re.compile(r"(weight_net|density_net)_(wconv|nonlinear)(\d+)")
 SHOWN_PROBLEMS = 8
-MEAN_INS_SIZE_FILE = "mean_ins_size.txt"  # in a run folder, as the original kept it in its log folder
-NAN_AS_INTEGER = float(-(2**63))  # what the original's `.astype(np.int)` makes of a class without instances
 
 
 class ConversionError(UserError, ValueError):
@@ -142,40 +139,25 @@ def convert(checkpoint, model):
     return prefix
 
 
-def load_mean_ins_size(path):
-    """The mean instance size of each S3DIS class from a file in the original's format
-    (`np.savetxt`, one class a line): 13 finite, non-negative numbers, else DataError, one
-    line naming the file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise s3dis.DataError(f"{path}: no such file (expected the mean instance sizes, one class a line)")
-    with warnings.catch_warnings():  # an empty file is reported as 0 values, below
-        warnings.simplefilter("ignore", UserWarning)
-        sizes = s3dis.read_mean_ins_size(path)
-    bad = [c for c, size in enumerate(sizes) if not (np.isfinite(size) and size >= 0)]
-    if bad:
-        listed = ", ".join(f"{s3dis.CLASSES[c]} {sizes[c]:g}" for c in bad)
-        why = (" (the original writes the integer cast of NaN for a class without instances in its training data)"
-               if NAN_AS_INTEGER in sizes[bad] else "")
-        raise s3dis.DataError(f"{path}: mean instance sizes must be finite and non-negative, got {listed}{why}")
-    return sizes
-
-
 def run_mean_ins_size(run_dir):
     """The mean instance sizes stored in a run folder (by `convert --mean_ins_size`), or None
     when it holds none; DataError naming the file when the stored one is bad."""
     path = pathlib.Path(run_dir) / MEAN_INS_SIZE_FILE
-    return load_mean_ins_size(path) if path.exists() else None
+    if not path.exists():
+        return None
+    return tasks.for_config(checkpoints.load_config(run_dir)).load_mean_instance_sizes(path)
 
 
 def _check_mean_ins_size(path, cfg):
-    """The checked sizes of `--mean_ins_size`, for a model whose config predicts S3DIS classes."""
-    if cfg["data"]["dataset"] != "s3dis" or cfg["model"]["num_classes"] != s3dis.NUM_CLASSES:
+    """The checked sizes of `--mean_ins_size`, for a model of a dataset of rooms (the size filter
+    is that of the rooms' test protocol)."""
+    task = tasks.for_config(cfg)
+    if not getattr(task, "takes_mean_instance_sizes", False):
         raise ConversionError(
-            f"--mean_ins_size {path}: mean instance sizes are for S3DIS models of {s3dis.NUM_CLASSES} classes; the "
-            f"config describes a {cfg['data']['dataset']} model of {cfg['model']['num_classes']}"
+            f"--mean_ins_size {path}: mean instance sizes are for models of rooms (S3DIS, ScanNet); the config describes "
+            f"a {task.title} model"
         )
-    return load_mean_ins_size(path)
+    return task.load_mean_instance_sizes(path)
 
 
 def _check_workdir(workdir, overwrite):
@@ -236,11 +218,12 @@ def define_flags():
     flags.DEFINE_string("workdir", None, "run folder to write (required): config.toml, architecture.json and weights/; "
                         "for `train.py --workdir W --area K` to start from the weights, convert into W/areaK")
     flags.DEFINE_string("config", "s3dis_area5", "experiment config describing the original model: a TOML file or a shipped config's name")
-    flags.DEFINE_multi_string("set", [], "override a config key: section.key=value (repeatable), "
-                              "e.g. model.num_classes=50")
+    from jsnet_tf import cli
+
+    cli.define_shared("set")
     flags.DEFINE_bool("overwrite", False, "replace the weights of an earlier conversion in --workdir")
     flags.DEFINE_string("mean_ins_size", None, "the original's mean_ins_size.txt (its estimate_mean_ins_size.py "
-                        "writes it into the log folder: 13 numbers, one class a line): stored in --workdir as "
+                        "writes it into the log folder: one number per class, one class a line): stored in --workdir as "
                         f"{MEAN_INS_SIZE_FILE}, the sizes evaluate.py and predict filter instances with")
 
 
@@ -251,11 +234,9 @@ def main(argv):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
     logging.set_verbosity(logging.WARNING)  # no INFO lines from TensorFlow's checkpoint writer
-    try:
-        cfg = config.load(FLAGS.config, FLAGS.set)
-        prefix = run(FLAGS.checkpoint, FLAGS.workdir, cfg, FLAGS.overwrite, FLAGS.mean_ins_size)
-    except UserError as error:
-        sys.exit(f"convert: error: {error}")
+    cfg = config.load(FLAGS.config, FLAGS.set)
+    tasks.for_config(cfg).check_config(cfg, FLAGS.config)
+    prefix = run(FLAGS.checkpoint, FLAGS.workdir, cfg, FLAGS.overwrite, FLAGS.mean_ins_size)
     workdir = pathlib.Path(FLAGS.workdir)
     if FLAGS.mean_ins_size:
         sizes = f"mean instance sizes {FLAGS.mean_ins_size} -> {workdir / MEAN_INS_SIZE_FILE}"
@@ -269,7 +250,7 @@ def cli():
     """The `jsnet-convert` console script (also `python -m jsnet_tf.convert`)."""
     from jsnet_tf.cli import run_program
 
-    run_program(main, __name__, define_flags)
+    run_program(main, __name__, define_flags, name="convert")
 
 
 if __name__ == "__main__":

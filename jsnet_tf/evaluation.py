@@ -46,6 +46,8 @@ from jsnet_tf.data import s3dis
 from jsnet_tf.errors import UserError
 from jsnet_tf.timing import null_stage
 
+BLOCK_CHANNELS = s3dis.NUM_CHANNELS  # every point of a room block (s3dis.block_channels): xyz, rgb, normalised xyz
+
 
 class EvaluationError(UserError, ValueError):
     """Input that the evaluation cannot use (named in the message)."""
@@ -227,8 +229,8 @@ class RoomSegmenter:
         self.cfg = dict(eval_cfg)
         self.block_size = float(block_size)
         channels = model.input_channels
-        if channels != s3dis.NUM_CHANNELS:
-            raise EvaluationError(f"the model takes {channels} channels per point; S3DIS blocks have {s3dis.NUM_CHANNELS}")
+        if channels != BLOCK_CHANNELS:
+            raise EvaluationError(f"the model takes {channels} channels per point; room blocks have {BLOCK_CHANNELS}")
         if len(self.mean_ins_size) != model.num_classes:
             raise EvaluationError(
                 f"mean instance sizes hold {len(self.mean_ins_size)} classes, the model predicts {model.num_classes}"

@@ -68,6 +68,10 @@ PAPER_TABLE4 = {
     "1": (52.3, 52.7), "2": (55.9, 53.0), "3": (58.6, 54.5), "4": (56.9, 53.5), "5": (57.2, 53.5),
     "6": (58.6, 54.3), "7": (57.6, 54.3), "8": (58.7, 54.4), "9": (62.1, 54.5), "10": (62.9, 55.0),
 }
+# Bottom-up methods' published ScanNet v2 val instance segmentation (AP, AP50, AP25), from their
+# repositories' READMEs; the table labels them so, and ours as ours.
+SCANNET_PUBLISHED = (("PointGroup", (35.2, 57.1, 71.4)), ("HAIS", (44.1, 64.4, 75.7)), ("SoftGroup", (45.8, 67.4, 79.1)))
+
 # The rows of the methods Tables 1 and 2 compare JSNet with (the paper's own numbers; a metric a
 # method does not report is missing).
 PAPER_COMPARISONS = {
@@ -104,12 +108,10 @@ PROTOCOLS = {
     "every_point": ("eval_every_point", True, "every point of every block"),
 }
 
-# Quick mode: tiny budgets on a tiny synthetic set (numbers meaningless, commands the same).
+# Quick mode: tiny budgets on a tiny synthetic set of the table's dataset (numbers meaningless,
+# commands the same).
 QUICK_POINTS = 512
 QUICK_OVERRIDES = ("model.npoints=[256, 64, 32, 16]", "train.batch_size=4", "train.epochs=1", "eval.batch_size=4")
-# Two rooms an area, so that ES rows can hold one out for validation; sparse, so that few blocks
-# reach the 100 points a block needs (about 240 training blocks for area 5).
-QUICK_SYNTHETIC = ("--areas", "6", "--rooms_per_area", "2", "--points_per_m2", "30", "--seed", "0")
 
 
 class ExperimentError(UserError, ValueError):
@@ -125,7 +127,7 @@ class RunSpec:
 
     folder: str
     config: pathlib.Path
-    area: int
+    area: int | None  # None: a dataset without areas (the run folder is train.py's workdir itself)
     seed: int = 0
 
     @property
@@ -133,7 +135,8 @@ class RunSpec:
         return self.folder if self.seed == 0 else f"{self.folder}/seed{self.seed}"
 
     def run_dir(self, workdir):
-        return pathlib.Path(workdir) / self.seed_folder / f"area{self.area}"
+        folder = pathlib.Path(workdir) / self.seed_folder
+        return folder if self.area is None else folder / f"area{self.area}"
 
     def with_seed(self, seed):
         return dataclasses.replace(self, seed=int(seed))
@@ -158,6 +161,11 @@ class TableSpec:
     columns: tuple[str, ...]  # the paper's columns
     rows: tuple[RowSpec, ...]
     extra_columns: tuple[str, ...] = ()  # beyond the paper (AP_METRICS)
+    dataset: str = "s3dis"  # the task of its runs (jsnet_tf.tasks)
+    comparison_label: str = "paper"  # where the comparison rows come from
+    protocol: str = "original"  # the test protocol of its published numbers (PROTOCOLS)
+    extra_note: str = "beyond the paper (instance AP by the ScanNet benchmark's rules; the paper reports none)"
+    source: str = PAPER_SOURCE  # where the published numbers come from
 
 
 def _jsnet(area):
@@ -224,6 +232,18 @@ TABLES = {
         + (RowSpec("6fold", "6-fold (all six)", _six_folds(), PAPER_6FOLD),),
         AP_METRICS,
     ),
+    # ScanNet v2 val: JSNet (ours; the paper has no ScanNet result) beside the bottom-up methods'
+    # published val numbers (their READMEs), AP / AP50 / AP25 by the benchmark's rules.
+    "scannet": TableSpec(
+        "scannet", "ScanNet v2 val: instance segmentation (ours; the JSNet paper has no ScanNet experiment)", "split",
+        AP_METRICS + ("mIoU",),
+        (RowSpec("val", "val", (RunSpec("scannet/jsnet", CONFIGS / "scannet.toml", None),), {},
+                 tuple((method, dict(zip(AP_METRICS, numbers))) for method, numbers in SCANNET_PUBLISHED)),),
+        ("mCov", "mWCov", "mPrec", "mRec"), dataset="scannet", comparison_label="published val, its README",
+        protocol="every_point", extra_note="JSNet's own instance metrics (the paper's), which the other methods do not report",
+        source="PointGroup, HAIS and SoftGroup: the val results in their repositories' READMEs; the JSNet paper has no "
+               "ScanNet result, so every JSNet number here is ours",
+    ),
 }
 
 
@@ -281,7 +301,8 @@ def plan(spec, workdir, data_dir, overrides=(), seeds=1):
                     continue
                 run_overrides = (*overrides, *seed_overrides(seed))
                 cfg = config_lib.load(run.config, [
-                    *run_overrides, f"data.data_dir={config_lib.toml_string(data_dir)}", f"data.areas=[{run.area}]",
+                    *run_overrides, f"data.data_dir={config_lib.toml_string(data_dir)}",
+                    *([] if run.area is None else [f"data.areas=[{run.area}]"]),
                 ])
                 which = "best" if cfg["train"]["early_stopping_patience"] > 0 else "latest"
                 planned[run.run_dir(workdir)] = PlannedRun(run, cfg, run.run_dir(workdir), which, run_overrides)
@@ -375,9 +396,13 @@ def config_name(path):
     return path.relative_to(CONFIGS).with_suffix("").as_posix()
 
 
+def _area_args(run):
+    return [] if run.spec.area is None else ["--area", str(run.spec.area)]
+
+
 def train_command(run, workdir, data_dir):
     return [
-        sys.executable, "-m", "jsnet_tf.train", "--config", str(run.spec.config), "--area", str(run.spec.area),
+        sys.executable, "-m", "jsnet_tf.train", "--config", str(run.spec.config), *_area_args(run),
         "--data_dir", str(data_dir), "--workdir", str(pathlib.Path(workdir) / run.spec.seed_folder),
         *(f"--set={o}" for o in run.overrides),
     ]
@@ -387,7 +412,7 @@ def evaluate_command(run, workdir, data_dir, protocol):
     settings = [f"--set=eval.{k}={config_lib.toml_value(v)}" for k, v in expected_eval(run, protocol).items()]
     return [
         sys.executable, "-m", "jsnet_tf.evaluate", "--workdir", str(pathlib.Path(workdir) / run.spec.seed_folder),
-        "--area", str(run.spec.area), "--data_dir", str(data_dir), "--out", str(results_path(run, protocol).parent),
+        *_area_args(run), "--data_dir", str(data_dir), "--out", str(results_path(run, protocol).parent),
         "--which", run.which, "--nopictures", *settings,
     ]
 
@@ -408,47 +433,30 @@ def execute(runs, workdir, data_dir, protocols):
     return len(todo)
 
 
-def missing_lists(data_dir, areas):
-    """The prepared file lists that training and evaluating `areas` need but `data_dir` lacks."""
-    from jsnet_tf.data import s3dis
+def table_task(spec):
+    """The task (dataset) of a table's runs."""
+    from jsnet_tf import tasks
 
-    wanted = []
-    for area in areas:
-        wanted += [s3dis.list_path(data_dir, area, split, kind) for split in ("train", "test") for kind in ("rooms", "blocks")]
-        wanted.append(pathlib.Path(data_dir) / "lists" / f"mean_ins_size_woArea{area}.txt")
-    return [path for path in wanted if not path.is_file()]
+    return tasks.get(spec.dataset)
 
 
-def ensure_data(data_dir, areas, quick):
-    """Checks that `data_dir` is prepared for `areas`; in quick mode generates and prepares the
-    tiny synthetic set there when it is not."""
-    missing = missing_lists(data_dir, areas)
+def ensure_data(task, data_dir, folds, quick):
+    """Checks that `data_dir` is prepared for `folds`; in quick mode generates and prepares the
+    task's tiny synthetic set there when it is not."""
+    missing = task.missing_data(data_dir, folds)
     if not missing:
         return
     if not quick:
         raise ExperimentError(
-            f"{data_dir} is not prepared for area(s) {', '.join(map(str, areas))} ({missing[0]} is missing): "
-            f"run python -m jsnet_tf.data.prepare_s3dis --raw <S3DIS folder> --out {data_dir}"
+            f"{data_dir} is not prepared for {', '.join(task.fold_description(f) for f in folds)} ({missing[0]} is "
+            f"missing): run {task.prepare_command} --raw <{task.title} folder> --out {data_dir}"
         )
-    raw = pathlib.Path(data_dir) / "synthetic_raw"
-    print(f"quick: generating a tiny synthetic S3DIS in {raw} and preparing it in {data_dir}", flush=True)
-    _launch_checked([sys.executable, "-m", "jsnet_tf.data.synthetic", "--out", str(raw), *QUICK_SYNTHETIC],
-                    "generating the synthetic set")
-    _launch_checked([sys.executable, "-m", "jsnet_tf.data.prepare_s3dis", "--raw", str(raw), "--out", str(data_dir),
-                     "--num_points", str(QUICK_POINTS), "--noprogress"], "preparing the synthetic set")
-    missing = missing_lists(data_dir, areas)
+    print(f"quick: generating a tiny synthetic {task.title} and preparing it in {data_dir}", flush=True)
+    for command in task.quick_data_commands(data_dir, QUICK_POINTS):
+        _launch_checked(command, "generating and preparing the synthetic set")
+    missing = task.missing_data(data_dir, folds)
     if missing:
         raise ExperimentError(f"{data_dir}: the synthetic set was prepared but {missing[0]} is missing")
-
-
-def prepared_num_points(data_dir, area):
-    """Points per block of the prepared h5 blocks (quick runs train on blocks of that size)."""
-    import h5py
-
-    from jsnet_tf.data import pipeline
-
-    with h5py.File(pipeline.area_files(data_dir, area, "train", "blocks")[0], "r") as f:
-        return int(f["data"].shape[1])
 
 
 # ------------------------------------------------------------------------------------- the table
@@ -506,8 +514,10 @@ def table_data(spec, workdir, protocols, quick, seeds=1):
         })
     return {
         "table": spec.name, "title": spec.title, "row_title": spec.row_title, "quick": quick, "units": "percent",
-        "protocols": {p: PROTOCOLS[p][2] for p in protocols}, "columns": list(spec.columns),
-        "beyond_paper": list(spec.extra_columns), "seeds": seeds, "paper_source": PAPER_SOURCE, "rows": rows,
+        "protocols": {p: PROTOCOLS[p][2] for p in protocols}, "main_protocol": spec.protocol, "columns": list(spec.columns),
+        "beyond_paper": list(spec.extra_columns), "beyond_paper_note": spec.extra_note, "seeds": seeds,
+        "paper_source": spec.source,
+        "comparison_label": spec.comparison_label, "rows": rows,
     }
 
 
@@ -529,7 +539,7 @@ def table_markdown(data):
     lines = [f"## {data['title']}", ""]
     if data["quick"]:
         lines += ["**quick run: not comparable** (tiny synthetic data and training budgets)", ""]
-    unknown = [row["label"] for row in data["rows"] if not row["paper"]]
+    unknown = [row["label"] for row in data["rows"] if not row["paper"] and data["paper_source"] == PAPER_SOURCE]
     ours = "ours" if seeds == 1 else f"ours, mean ± standard deviation over {seeds} seeds"
     lines += [
         f"Test protocol: {'; '.join(f'{p}: {text}' for p, text in data['protocols'].items())}. "
@@ -538,20 +548,21 @@ def table_markdown(data):
     ]
     extra = data.get("beyond_paper", [])
     if extra:
-        lines.append(f"{', '.join(m + '*' for m in extra)}: beyond the paper (instance AP by the ScanNet benchmark's rules; "
-                     "the paper reports none).")
+        note = data.get("beyond_paper_note", "beyond the paper")
+        lines.append(f"{', '.join(m + '*' for m in extra)}: {note}.")
     lines.append("")
     columns = data["columns"] + extra
     header = [data["row_title"]] + (["protocol"] if several else []) + data["columns"] + [m + "*" for m in extra]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in data["rows"]:
+        main = data.get("main_protocol", "original")
         for comparison in row.get("comparisons", []):
             cells = [f"({comparison['paper'][m]:.1f})" if m in comparison["paper"] else "" for m in columns]
-            label = f"{row['label']}: {comparison['method']} (paper)"
-            lines.append("| " + " | ".join([label] + (["original"] if several else []) + cells) + " |")
+            label = f"{row['label']}: {comparison['method']} ({data.get('comparison_label', 'paper')})"
+            lines.append("| " + " | ".join([label] + ([main] if several else []) + cells) + " |")
         for protocol in protocols:
-            paper = row["paper"] if protocol == "original" else {}
+            paper = row["paper"] if protocol == main else {}
             stds = row.get("spread", {}).get(protocol, {})
             cells = [_cell(row["ours"][protocol][m], paper.get(m), stds.get(m, {}).get("std"), seeds) for m in columns]
             label = row["label"] if not row.get("comparisons") else f"{row['label']}: JSNet (ours)"
@@ -574,21 +585,9 @@ def write_table(spec, workdir, protocols, quick, seeds=1):
 
 def run_cost(run):
     """(training steps at most, test blocks) of a run, from the prepared data."""
-    import h5py
+    from jsnet_tf import tasks
 
-    from jsnet_tf.data import pipeline
-
-    d, t = run.cfg["data"], run.cfg["train"]
-    train_rooms, _ = pipeline.split_rooms(d["data_dir"], run.spec.area, d["validation_rooms"], t["seed"])
-    blocks = pipeline.epoch_blocks(
-        d["data_dir"], run.spec.area, sampling=d["sampling"], num_points=d["num_points"], block_size=d["block_size"],
-        blocks_per_room=d["blocks_per_room"] or None, rooms=train_rooms,
-    )
-    test_blocks = 0
-    for path in pipeline.area_files(d["data_dir"], run.spec.area, "test", "blocks"):
-        with h5py.File(path, "r") as f:
-            test_blocks += int(f["data"].shape[0])
-    return t["epochs"] * (blocks // t["batch_size"]), test_blocks
+    return tasks.for_config(run.cfg).run_cost(run.cfg, run.spec.area)
 
 
 def dry_run(spec, runs, workdir, protocols, seconds_per_step=None, blocks_per_second=None, with_costs=True):
@@ -629,19 +628,20 @@ def run_table(name, workdir, data_dir, quick=False, rows=None, every_point=False
     returns the text to print."""
     check_seeds(seeds)
     spec = table_spec(name, rows)
+    task = table_task(spec)
     workdir, data_dir = pathlib.Path(workdir).resolve(), pathlib.Path(data_dir).resolve()
-    protocols = ("original", "every_point") if every_point else ("original",)
-    areas = sorted({run.area for row in spec.rows for run in row.runs})
+    protocols = (spec.protocol,) + (("every_point",) if every_point and spec.protocol != "every_point" else ())
+    folds = sorted({run.area for row in spec.rows for run in row.runs}, key=str)
     overrides = ()
     if quick:  # blocks of the prepared data's size, or of the synthetic set that will be prepared
-        prepared = not missing_lists(data_dir, areas)
-        overrides = quick_overrides(prepared_num_points(data_dir, areas[0]) if prepared else QUICK_POINTS)
+        prepared = not task.missing_data(data_dir, folds)
+        overrides = quick_overrides(task.prepared_num_points(data_dir, folds[0]) if prepared else QUICK_POINTS)
     runs = plan(spec, workdir, data_dir, overrides, seeds)
     if dry:
         return dry_run(spec, runs, workdir, protocols, seconds_per_step, blocks_per_second,
-                       with_costs=not missing_lists(data_dir, areas))
+                       with_costs=not task.missing_data(data_dir, folds))
     check_workdir(runs)
-    ensure_data(data_dir, areas, quick)
+    ensure_data(task, data_dir, folds, quick)
     execute(runs, workdir, data_dir, protocols)
     return write_table(spec, workdir, protocols, quick, seeds)
 

@@ -21,15 +21,15 @@ import json
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: its INFO lines are no use here
 
-from jsnet_tf import checkpoints, ops
-from jsnet_tf import config as config_lib
-from jsnet_tf.data import s3dis, shapenet
-from jsnet_tf.errors import UserError
+import tensorflow as tf  # noqa: E402
+
+from jsnet_tf import checkpoints, ops, tasks  # noqa: E402
+from jsnet_tf import config as config_lib  # noqa: E402
+from jsnet_tf.errors import UserError  # noqa: E402
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "points"
@@ -38,12 +38,6 @@ EXTRA_DIR = "assets.extra"
 CONFIG_FILE = "jsnet_config.toml"
 METADATA_FILE = "jsnet_serving.json"
 CUSTOM_OP_PREFIX = "Jsnet"  # every op of the compiled library (tf_ops/src/ops.cc)
-
-S3DIS_CHANNELS = (  # s3dis.blocks_at
-    "x - (block min x + block_size / 2)", "y - (block min y + block_size / 2)", "z",
-    "red / 255", "green / 255", "blue / 255", "x / room max x", "y / room max y", "z / room max z",
-)
-SHAPENET_CHANNELS = ("x", "y", "z", "normal x", "normal y", "normal z")  # xyz in the unit sphere
 
 
 class ExportError(UserError, ValueError):
@@ -76,22 +70,13 @@ def trace_serving_function(model):
 
 
 def class_names(cfg):
-    """Names of the semantic classes, as the dataset of the config defines them."""
-    dataset, count = cfg["data"]["dataset"], cfg["model"]["num_classes"]
-    if dataset == "s3dis" and count == len(s3dis.CLASSES):
-        return list(s3dis.CLASSES)
-    if dataset == "shapenet" and count == shapenet.NUM_PARTS:
-        return [f"{name}/part{i}" for name, category in shapenet.CATEGORIES.items() for i in range(len(category.parts))]
-    return [f"class{i}" for i in range(count)]
+    """Names of the semantic classes: the config's dataset's (its task's)."""
+    return list(tasks.for_config(cfg).class_names)
 
 
 def channel_names(cfg):
     """What each input channel holds (the layout of the prepared blocks the model was trained on)."""
-    dataset, count = cfg["data"]["dataset"], cfg["model"]["input_channels"]
-    known = {"s3dis": S3DIS_CHANNELS, "shapenet": SHAPENET_CHANNELS}.get(dataset, ())
-    if len(known) == count:
-        return list(known)
-    return ["x", "y", "z"] + [f"feature{i}" for i in range(count - 3)]
+    return list(tasks.for_config(cfg).channel_names)
 
 
 def serving_metadata(cfg, checkpoint=None):
@@ -114,7 +99,7 @@ def serving_metadata(cfg, checkpoint=None):
             "semantic_labels": {"dtype": "int32", "shape": [None, None]},
             "embeddings": {"dtype": "float32", "shape": [None, None, cfg["model"]["embedding_dim"]]},
         },
-        "dataset": cfg["data"]["dataset"],
+        "dataset": tasks.for_config(cfg).name,
         "class_names": classes,
         "checkpoint": None if checkpoint is None else str(checkpoint),
     }
@@ -197,7 +182,8 @@ def export_model(model, cfg, out_dir, version=1, overwrite=False, checkpoint=Non
 def export_run(workdir, out_dir, which="latest", version=1, overwrite=False):
     """Exports a run folder's weights (`which`: "latest", "best" or a checkpoint prefix)."""
     _target_folder(out_dir, version, overwrite)  # fail before loading anything
-    model, cfg, prefix = checkpoints.load_run(workdir, which)
+    run_dir, _ = checkpoints.resolve_run(workdir)
+    model, cfg, prefix = checkpoints.load_run(run_dir, which)
     return export_model(model, cfg, out_dir, version, overwrite, checkpoint=prefix)
 
 
@@ -206,12 +192,11 @@ def define_flags():
     adds no flags that could clash."""
     from absl import flags
 
-    flags.DEFINE_string("workdir", None, "Run folder to export (<train.py --workdir>/area<k>, or the output of "
-                        "python -m jsnet_tf.convert): its config.toml and weights are read.")
+    from jsnet_tf import cli
+
+    cli.define_shared("workdir", "which")
     flags.DEFINE_string("out", None, "Model base folder for TF Serving; the SavedModel goes to <out>/<version>/.")
     flags.DEFINE_integer("version", 1, "Version folder to write (TF Serving serves the highest).", lower_bound=1)
-    flags.DEFINE_string("which", "latest", "Weights to export: latest (the last epoch, as the paper), best (lowest "
-                        "validation loss, runs with validation rooms only), or a checkpoint prefix or folder.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing <out>/<version>/ (refused by default).")
 
 
@@ -224,10 +209,7 @@ def main(argv):
     if not FLAGS.workdir or not FLAGS.out:
         raise app.UsageError("--workdir and --out are required")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines about writing the SavedModel
-    try:
-        target = export_run(FLAGS.workdir, FLAGS.out, FLAGS.which, FLAGS.version, FLAGS.overwrite)
-    except UserError as error:
-        sys.exit(f"jsnet_tf.export: error: {error}")
+    target = export_run(FLAGS.workdir, FLAGS.out, FLAGS.which, FLAGS.version, FLAGS.overwrite)
     print(f"exported {FLAGS.workdir} -> {target} (signature {SIGNATURE}: {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})")
 
 
@@ -235,7 +217,7 @@ def cli():
     """The `jsnet-export` console script (also `python -m jsnet_tf.export`)."""
     from jsnet_tf.cli import run_program
 
-    run_program(main, __name__, define_flags)
+    run_program(main, __name__, define_flags, name="jsnet_tf.export")
 
 
 if __name__ == "__main__":

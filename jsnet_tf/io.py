@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import plyfile
 
-from jsnet_tf.data.s3dis import CLASSES
 from jsnet_tf.errors import UserError
 from jsnet_tf.files import AtomicTarget
 
@@ -474,17 +473,6 @@ def _write_ascii_rows(stream, vertex: np.ndarray, chunk: int = 65_536) -> None:
 # ------------------------------------------------------------------------------------------------
 
 NO_LABEL_COLOR = np.array([128, 128, 128], np.uint8)  # label / instance -1
-
-# One colour per S3DIS class, distinct from each other, from the -1 grey and from white.
-_CLASS_COLORS = {
-    "ceiling": (152, 223, 138), "floor": (140, 86, 75), "wall": (174, 199, 232),
-    "beam": (255, 187, 120), "column": (148, 103, 189), "window": (23, 190, 207),
-    "door": (214, 39, 40), "table": (44, 160, 44), "chair": (255, 127, 14),
-    "sofa": (227, 119, 194), "bookcase": (31, 119, 180), "board": (188, 189, 34),
-    "clutter": (57, 59, 121),
-}
-SEMANTIC_PALETTE = np.array([_CLASS_COLORS[name] for name in CLASSES], np.uint8)
-SEMANTIC_PALETTE.flags.writeable = False
 NO_LABEL_COLOR.flags.writeable = False
 
 
@@ -497,8 +485,9 @@ def _labels_array(values, what: str) -> np.ndarray:
     return values
 
 
-def semantic_colors(labels, palette=SEMANTIC_PALETTE) -> np.ndarray:
-    """uint8 colours (..., 3) for class labels: label k -> palette[k % len(palette)], -1 -> grey."""
+def semantic_colors(labels, palette) -> np.ndarray:
+    """uint8 colours (..., 3) for class labels: label k -> palette[k % len(palette)], -1 -> grey.
+    The palette is the dataset's (its task's `palette()`)."""
     labels = _labels_array(labels, "labels")
     palette = np.asarray(palette)
     if palette.ndim != 2 or palette.shape[1] != 3 or len(palette) == 0:

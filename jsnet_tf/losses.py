@@ -153,6 +153,7 @@ def discriminative_loss(
     param_var=1.0,
     param_dist=1.0,
     max_instances=None,
+    ignore_label=None,
 ):
     """The discriminative loss of JSNet, formulas (3) (pull) and (4) (push), mean over the blocks.
 
@@ -168,6 +169,9 @@ def discriminative_loss(
       param_var, param_dist: the weights of the pull and push terms.
       max_instances: None (default), or a Python int bounding the number of instances of any
         block: required under XLA, slower elsewhere (see the module docstring).
+      ignore_label: None (default: every id is an instance), or the id of points that belong to no
+        instance (ScanNet's unannotated points and classes without instances: -1). Such points
+        are left out; M counts the block's other instances, and a block without any has no loss.
 
     Returns:
       (disc, l_var, l_dist), float scalars (float64 for float64 embeddings, else float32):
@@ -214,6 +218,8 @@ def discriminative_loss(
     # exceeded) go to the extra segment B * K, which is dropped.
     slots = batch * width
     segments = tf.where(ids < width, ids + width * tf.range(batch)[:, None], slots)
+    if ignore_label is not None:  # to the dropped segment
+        segments = tf.where(labels == tf.cast(ignore_label, labels.dtype), slots, segments)
     segments = tf.reshape(segments, [-1])
     flat = tf.reshape(embeddings, [batch * tf.shape(ids)[1], -1])  # (B*N, E)
     counts = tf.math.unsorted_segment_sum(tf.ones_like(segments, dtype), segments, slots + 1)[:slots]
@@ -224,14 +230,17 @@ def discriminative_loss(
     point_means = tf.gather(tf.concat([means, tf.zeros_like(means[:1])], 0), segments)
     pull = tf.square(tf.nn.relu(tf.reduce_sum(tf.abs(flat - point_means), axis=1) - delta_v))  # (B*N,)
     pull = tf.math.unsorted_segment_sum(pull, segments, slots + 1)[:slots] / tf.maximum(counts, 1)
-    m = tf.cast(num_instances, dtype)  # M_b >= 1
-    l_var = tf.reduce_sum(tf.reshape(pull, [batch, width]), axis=1) / m  # (B,)
+    valid = tf.range(width)[None, :] < num_instances[:, None]  # (B, K): the slots of the instances
+    if ignore_label is not None:  # the ignored points' id holds a slot but no point: not an instance
+        valid = tf.logical_and(valid, tf.reshape(counts > 0, [batch, width]))
+        num_instances = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    m = tf.cast(num_instances, dtype)  # M_b (>= 1 unless every point is ignored)
+    l_var = tf.reduce_sum(tf.reshape(pull, [batch, width]), axis=1) / tf.maximum(m, 1)  # (B,)
 
     # (4) push: mean over ordered pairs of distinct instances of the hinged L1 distance of means.
     means = tf.reshape(means, [batch, width, -1])  # (B, K, E)
     distances = tf.reduce_sum(tf.abs(means[:, :, None, :] - means[:, None, :, :]), axis=-1)  # (B, K, K)
     push = tf.square(tf.nn.relu(2.0 * delta_d - distances))
-    valid = tf.range(width)[None, :] < num_instances[:, None]  # (B, K)
     pairs = tf.logical_and(valid[:, :, None], valid[:, None, :])
     pairs = tf.logical_and(pairs, tf.logical_not(tf.eye(width, dtype=tf.bool))[None])
     push = tf.reduce_sum(push * tf.cast(pairs, dtype), axis=[1, 2])
@@ -284,6 +293,7 @@ def jsnet_loss(
     param_var=1.0,
     param_dist=1.0,
     max_instances=None,
+    ignore_label=None,
 ):
     """The JSNet loss: total = sem + disc_weight * disc.
 
@@ -295,6 +305,9 @@ def jsnet_loss(
       disc_weight: the weight of the discriminative loss.
       weights: optional per-point weights of the semantic loss (see `semantic_loss`).
       delta_v, delta_d, param_var, param_dist, max_instances: see `discriminative_loss`.
+      ignore_label: None (default), or the label of ignored points (ScanNet's -1) in
+        semantic_labels and instance_labels: the semantic loss is the mean over the other points
+        (0 when there are none), and the discriminative loss leaves them out.
 
     Returns:
       dict of float scalars: ``total``, ``sem``, and ``disc``, ``var``, ``dist`` each already
@@ -305,9 +318,15 @@ def jsnet_loss(
     logits = _shaped(op, "logits", _float_tensor(op, "logits", logits), 3, "(batch, points, classes)")
     embeddings = _shaped(op, "embeddings", _float_tensor(op, "embeddings", embeddings), 3, "(batch, points, embedding)")
     (logits, embeddings) = checks.after(_same_points(op, "logits", logits, "embeddings", embeddings), logits, embeddings)
+    if ignore_label is not None:
+        semantic_labels = _int_tensor(op, "semantic_labels", semantic_labels)
+        labelled = tf.not_equal(semantic_labels, tf.cast(ignore_label, semantic_labels.dtype))
+        weights = tf.cast(labelled, logits.dtype) * (1.0 if weights is None else tf.cast(weights, logits.dtype))
+        semantic_labels = tf.where(labelled, semantic_labels, tf.zeros_like(semantic_labels))
     sem = semantic_loss(logits, semantic_labels, weights)
     disc, var, dist = discriminative_loss(
-        embeddings, instance_labels, delta_v, delta_d, param_var, param_dist, max_instances=max_instances
+        embeddings, instance_labels, delta_v, delta_d, param_var, param_dist, max_instances=max_instances,
+        ignore_label=ignore_label,
     )
     disc, var, dist = (tf.cast(x, sem.dtype) * disc_weight for x in (disc, var, dist))
     return {"total": sem + disc, "sem": sem, "disc": disc, "var": var, "dist": dist}

@@ -71,13 +71,11 @@ from jsnet_tf.files import AtomicTarget
 
 __all__ = [
     "AP_MIN_POINTS", "AP_THRESHOLDS", "Evaluator", "IOU_THRESHOLD", "InstanceAP", "InstanceTable", "MetricsError",
-    "RoomOutputs", "S3DIS_CLASSES", "benchmark_gt_ids", "check_instance_table", "evaluate_filelist", "format_table",
+    "RoomOutputs", "benchmark_gt_ids", "check_instance_table", "evaluate_filelist", "format_table",
     "gt_path_for", "instance_table", "read_instance_list", "read_room_outputs", "write_benchmark_instances",
     "write_instance_list", "write_room_outputs",
 ]
 
-S3DIS_CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair",
-                 "sofa", "bookcase", "board", "clutter")
 IOU_THRESHOLD = 0.5
 # The ScanNet benchmark's IoU thresholds, computed as evaluate_semantic_instance.py computes them
 # (np.arange(0.5, 0.95, 0.05) and 0.25), so that the strict comparisons see the same float values.
@@ -190,13 +188,13 @@ class Evaluator:
     """
 
     def __init__(self, num_classes: int = 13, class_names: Sequence[str] | None = None,
-                 instance_classes: Sequence[int] | None = None, ap_min_points: int = AP_MIN_POINTS):
+                 instance_classes: Sequence[int] | None = None, ap_min_points: int = AP_MIN_POINTS,
+                 ignore_label: int | None = None):
         if int(num_classes) < 1:
             raise MetricsError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = int(num_classes)
         if class_names is None:
-            class_names = (S3DIS_CLASSES if self.num_classes == len(S3DIS_CLASSES)
-                           else [f"class_{c}" for c in range(self.num_classes)])
+            class_names = [f"class_{c}" for c in range(self.num_classes)]
         if len(class_names) != self.num_classes:
             raise MetricsError(f"class_names has {len(class_names)} names for "
                                f"{self.num_classes} classes")
@@ -212,15 +210,20 @@ class Evaluator:
         self.wcov_sum = np.zeros(c, np.float64)      # ... and of its WCov
         self.ap = InstanceAP(c, instance_classes, ap_min_points)
         self.ap_rooms = 0                             # rooms added with their instance table
+        # The classes with instances: the instance metrics are over them (default all).
+        self.instance_classes = list(self.ap.instance_classes)
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
 
     def add_room(self, sem_gt, ins_gt, sem_pred, ins_pred, where: str = "room",
                  instances: InstanceTable | None = None) -> Evaluator:
         """Adds one room: four arrays of per-point integer labels of the same length.
 
         sem_* are classes in 0..num_classes-1; ins_* arbitrary integer ids (-1 in ins_pred: no
-        instance). `instances`: the table of the predicted instances (ids, classes, confidences,
-        points; checked against ins_pred), for the instance AP. `where` names the room in error
-        messages.
+        instance). With an `ignore_label` (ScanNet's -1: unannotated points), points whose sem_gt is
+        it are left out of every metric but the AP (which counts them as the benchmark does), and
+        ins_gt -1 is no instance. `instances`: the table of the predicted instances (ids, classes,
+        confidences, points; checked against ins_pred), for the instance AP. `where` names the room
+        in error messages.
         """
         c = self.num_classes
         sem_gt = _labels("sem_gt", sem_gt, where)
@@ -228,12 +231,22 @@ class Evaluator:
         ins_gt = _labels("ins_gt", ins_gt, where, size)
         sem_pred = _labels("sem_pred", sem_pred, where, size)
         ins_pred = _labels("ins_pred", ins_pred, where, size)
-        _check_classes("sem_gt", sem_gt, c, where)
         _check_classes("sem_pred", sem_pred, c, where)
+        if instances is not None:
+            self.ap.add_item(np.where(sem_gt == self.ignore_label, -1, sem_gt), ins_gt, ins_pred, instances, where)
+            self.ap_rooms += 1
+        if self.ignore_label is not None:
+            kept = sem_gt != self.ignore_label
+            sem_gt, ins_gt, sem_pred, ins_pred = sem_gt[kept], ins_gt[kept], sem_pred[kept], ins_pred[kept]
+        _check_classes("sem_gt", sem_gt, c, where)
 
         self.confusion += np.bincount(sem_gt * c + sem_pred, minlength=c * c).reshape(c, c)
 
         gt_index, gt_class, gt_size = _instances(ins_gt, sem_gt, c)
+        if self.ignore_label is not None:  # ins_gt -1 is no instance: its points match nothing
+            none = np.flatnonzero(np.unique(ins_gt) == -1)
+            gt_class = gt_class.copy()
+            gt_class[none] = -1
         predicted = ins_pred != -1
         pred_index, pred_class, pred_size = _instances(ins_pred[predicted], sem_pred[predicted], c)
         g, p, common = _overlaps(gt_index[predicted], pred_index, gt_size.size, pred_size.size)
@@ -244,6 +257,15 @@ class Evaluator:
         np.maximum.at(best_for_gt, g, iou)
         best_for_pred = np.zeros(pred_size.size)
         np.maximum.at(best_for_pred, p, iou)
+
+        # Only instance classes count (e.g. not ScanNet's wall and floor).
+        counted = np.zeros(c, bool)
+        counted[self.instance_classes] = True
+        is_gt = gt_class >= 0
+        is_gt[is_gt] = counted[gt_class[is_gt]]
+        gt_class, gt_size, best_for_gt = gt_class[is_gt], gt_size[is_gt], best_for_gt[is_gt]
+        is_pred = counted[pred_class]
+        pred_class, best_for_pred = pred_class[is_pred], best_for_pred[is_pred]
 
         gt_count = np.bincount(gt_class, minlength=c)
         held = gt_count > 0
@@ -256,9 +278,6 @@ class Evaluator:
         self.gt_instances += gt_count
         self.pred_instances += np.bincount(pred_class, minlength=c)
         self.true_positives += np.bincount(pred_class[best_for_pred >= IOU_THRESHOLD], minlength=c)
-        if instances is not None:
-            self.ap.add_item(sem_gt, ins_gt, ins_pred, instances, where)
-            self.ap_rooms += 1
         self.num_rooms += 1
         return self
 
@@ -286,9 +305,12 @@ class Evaluator:
 
     def merge(self, other: Evaluator) -> Evaluator:
         """Adds the rooms of another evaluator (same classes) to this one."""
-        if other.num_classes != self.num_classes:
-            raise MetricsError(f"cannot merge an evaluator of {other.num_classes} classes into "
-                               f"one of {self.num_classes}")
+        if (other.num_classes, other.instance_classes, other.ignore_label) != (
+                self.num_classes, self.instance_classes, self.ignore_label):
+            raise MetricsError(f"cannot merge an evaluator of {other.num_classes} classes (instance classes "
+                               f"{other.instance_classes}, ignored label {other.ignore_label}) into one of "
+                               f"{self.num_classes} (instance classes {self.instance_classes}, ignored label "
+                               f"{self.ignore_label})")
         for name in ("confusion", "gt_instances", "pred_instances", "true_positives",
                      "cov_rooms", "cov_sum", "wcov_sum"):
             getattr(self, name)[...] += getattr(other, name)
@@ -327,6 +349,8 @@ class Evaluator:
             "per_class": {**{name: _nullable(values) for name, values in per_class.items()}, **ap["per_class"]},
             "instance_ap": {**self.ap.settings(), "rooms": self.ap_rooms} if with_ap else
                            {"rooms": self.ap_rooms, "note": "not computed: rooms without predicted instance tables"},
+            "instance_classes": list(self.instance_classes),
+            "ignore_label": self.ignore_label,
             "num_rooms": self.num_rooms,
             "num_points": total,
             "counts": {
@@ -347,7 +371,8 @@ class Evaluator:
         """The evaluator whose `result()` is `result` (e.g. read back from a metrics JSON)."""
         try:
             counts = result["counts"]
-            evaluator = cls(len(result["class_names"]), result["class_names"])
+            evaluator = cls(len(result["class_names"]), result["class_names"], result.get("instance_classes"),
+                            ignore_label=result.get("ignore_label"))
             c = evaluator.num_classes
             evaluator.confusion[...] = np.asarray(counts["confusion"], np.int64).reshape(c, c)
             for name in ("gt_instances", "pred_instances", "true_positives", "cov_rooms"):

@@ -1,13 +1,14 @@
 """The JSNet training loop: tf.distribute, the paper's schedules, checkpoints, exact resumption.
 
-One `Trainer` per (config, test area, workdir). S3DIS epochs follow `data.sampling`
-(`pipeline.training_dataset`: by default every stride-0.5 block of every training room with fresh
-points, as the original; deterministic for (seed, epoch)); ShapeNet part epochs are the `train`
-split, shuffled per (seed, epoch). Every step sets the BN decay and the dropout seed from the
-global step before the replicas run, so an epoch replays identically.
+One `Trainer` per (config, fold, workdir); the config's dataset (its task, jsnet_tf.tasks) gives the
+training and validation data (`Task.training_data`): S3DIS epochs follow `data.sampling` (by default
+every stride-0.5 block of every training room with fresh points, as the original), ShapeNet part
+epochs are the `train` split, ScanNet epochs the blocks of its train scenes; every epoch is
+deterministic for (seed, epoch). Every step sets the BN decay and the dropout seed from the global
+step before the replicas run, so an epoch replays identically.
 
 Model selection never looks at the test data unless told to in as many words: validation, the
-`best/` checkpoint and early stopping use the validation rooms carved from the training areas
+`best/` checkpoint and early stopping use the validation rooms carved from the training data
 (`data.validation_rooms`; ShapeNet: the `val` split), or are off when there are none (the
 original's way: it keeps the last epoch). `train.select_on_test_area = true` validates on the
 test area instead; the run records it (`run.json`), and evaluate.py / predict / export refuse its
@@ -27,9 +28,8 @@ import time
 import keras
 import tensorflow as tf
 
-from jsnet_tf import checkpoints, schedules
+from jsnet_tf import checkpoints, schedules, tasks
 from jsnet_tf import config as config_lib
-from jsnet_tf.data import pipeline, shapenet_pipeline
 from jsnet_tf.errors import UserError
 from jsnet_tf.files import write_text_atomic
 from jsnet_tf.losses import jsnet_loss
@@ -66,15 +66,18 @@ def _is_chief(strategy):
 
 
 class Trainer:
-    """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`, holding out `area`."""
+    """Trains JSNet on the prepared data of `cfg["data"]["data_dir"]`; `fold` is what the run holds
+    out (S3DIS: its test area; None for datasets with fixed splits)."""
 
-    def __init__(self, cfg, workdir, area=None, strategy=None):
+    def __init__(self, cfg, workdir, fold=None, strategy=None):
         # The run records absolute paths: evaluate and predict find its data from any folder.
-        self.cfg, self.area = copy.deepcopy(cfg), area
+        self.cfg, self.fold = copy.deepcopy(cfg), fold
         self.cfg["data"]["data_dir"] = os.path.abspath(cfg["data"]["data_dir"])
         self.workdir = pathlib.Path(workdir).absolute()
         self.train_cfg = cfg["train"]
-        self.selection = self._plan_data()
+        self.task = tasks.for_config(cfg)
+        self.data = self._plan_data()
+        self.selection = self.data.record
         self._check_workdir()
         self.strategy = strategy or make_strategy()
         # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only the
@@ -118,7 +121,7 @@ class Trainer:
         self._restore()
         # Every check has passed: only now is anything written.
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        checkpoints.write_run_files(self.workdir, self.cfg, area=self.area, extra=self.selection)
+        checkpoints.write_run_files(self.workdir, self.cfg, area=self.fold, extra=self.selection)
         self._step_fn = self._validation_fn = None
         # TensorBoard: one run per split (tensorboard/train, tensorboard/validation) writing the same
         # tags ("loss/total", "accuracy"), so TensorBoard overlays the two curves. Only the chief
@@ -149,7 +152,7 @@ class Trainer:
                     "use another --workdir"
                 )
         previous = checkpoints.run_record(self.workdir)
-        current = {"area": self.area, **self.selection} if self.area is not None else self.selection
+        current = {"area": self.fold, **self.selection} if self.fold is not None else self.selection
         if previous and previous != {k: v for k, v in current.items() if v is not None}:
             raise TrainingError(
                 f"workdir {self.workdir} holds a run with other data settings ({config_lib.differences(previous, current)}): "
@@ -157,74 +160,27 @@ class Trainer:
             )
 
     def _plan_data(self):
-        """Checks the data and the validation split before anything is written; returns what
-        run.json records about them."""
-        d, t = self.cfg["data"], self.train_cfg
-        validation = d["validation_rooms"]
-        wants_split = bool(validation) or d["dataset"] == "shapenet"
-        if t["select_on_test_area"] and (validation or d["dataset"] == "shapenet"):
-            raise TrainingError(
-                "train.select_on_test_area=true and a validation split (data.validation_rooms, or ShapeNet's val split) "
-                "exclude each other: choose one"
-            )
-        if t["early_stopping_patience"] > 0 and not (wants_split or t["select_on_test_area"]):
+        """Checks the config and the data (the task's `training_data`) before anything is written;
+        returns the plan (jsnet_tf.tasks.base.TrainingData)."""
+        t = self.train_cfg
+        try:
+            self.task.check_config(self.cfg)
+            data = self.task.training_data(self.cfg, self.fold)
+        except (config_lib.ConfigError, tasks.TaskError) as error:
+            raise TrainingError(str(error)) from None
+        if t["early_stopping_patience"] > 0 and data.validation_dataset is None:
             raise TrainingError(
                 "train.early_stopping_patience needs validation data: set data.validation_rooms (a fraction such as 0.1, "
-                "or room names) to carve it from the training areas; train.select_on_test_area=true would choose the "
+                "or room names) to carve it from the training data; train.select_on_test_area=true would choose the "
                 "stopping point on the test area, the data the results are reported on"
             )
-        m = self.cfg["model"]
-        expected = {"s3dis": (9, 13), "shapenet": (6, 50)}[d["dataset"]]
-        if (m["input_channels"], m["num_classes"]) != expected:
-            raise TrainingError(
-                f"data.dataset={d['dataset']!r} feeds {expected[0]} channels and {expected[1]} classes, the model has "
-                f"model.input_channels={m['input_channels']} and model.num_classes={m['num_classes']}"
-                + (": start from the shapenet_part config" if d["dataset"] == "shapenet" else "")
-            )
-        if d["dataset"] == "shapenet":
-            s3dis_only = [f"data.{k}" for k in ("sampling", "validation_rooms", "blocks_per_room")
-                          if d[k] != config_lib.DEFAULTS["data"][k]]
-            if s3dis_only:
-                raise TrainingError(f"{', '.join(s3dis_only)}: S3DIS settings; ShapeNet part trains on its train split "
-                                    "and validates on val")
-            if self.area is not None:
-                raise TrainingError("ShapeNet part has no areas: train on its train split, validate on val, test on test")
-            self.train_rooms = self.validation_rooms = None
-            self.epoch_blocks = shapenet_pipeline.num_shapes(d["data_dir"], "train")
-            shapenet_pipeline.num_shapes(d["data_dir"], "val")
-            return {"dataset": "shapenet", "sampling": "fixed (the prepared train split)", "epoch_blocks": self.epoch_blocks,
-                    "selection": "validation split (val)"}
-        if d["blocks_per_room"] and d["sampling"] != "random_corners":
-            raise TrainingError(
-                f"data.blocks_per_room={d['blocks_per_room']} applies to data.sampling=\"random_corners\" only "
-                f"(this config has {d['sampling']!r}, whose epoch is every stride-0.5 block)"
-            )
-        if self.area is None:
-            raise TrainingError("S3DIS training needs a test area to hold out (data.areas or --area)")
-        self.train_rooms, self.validation_rooms = pipeline.split_rooms(d["data_dir"], self.area, validation, t["seed"])
-        self.epoch_blocks = pipeline.epoch_blocks(
-            d["data_dir"], self.area, sampling=d["sampling"], num_points=d["num_points"], block_size=d["block_size"],
-            blocks_per_room=self._blocks_per_room(), rooms=self.train_rooms,
-        )
-        if self.validation_rooms:
-            selection = f"validation rooms ({len(self.validation_rooms)} of the training areas)"
-        elif t["select_on_test_area"]:
-            selection = f"test area {self.area} (train.select_on_test_area=true: leaks the reported data)"
-        else:
-            selection = "none (the last epoch is the model)"
-        return {"dataset": "s3dis", "sampling": d["sampling"], "epoch_blocks": self.epoch_blocks,
-                "training_rooms": len(self.train_rooms), "validation_rooms": list(self.validation_rooms),
-                "selection": selection, "selected_on_test_area": bool(t["select_on_test_area"])}
-
-    def _blocks_per_room(self):
-        d = self.cfg["data"]
-        return (d["blocks_per_room"] or None) if d["sampling"] == "random_corners" else None
+        return data
 
     @property
     def has_validation(self):
-        """Whether validation data exists: validation rooms, ShapeNet's val split, or (when
-        allowed in as many words) the test area."""
-        return self.cfg["data"]["dataset"] == "shapenet" or bool(self.validation_rooms) or self.train_cfg["select_on_test_area"]
+        """Whether validation data exists: validation rooms, a validation split, or (when allowed
+        in as many words) the test area."""
+        return self.data.validation_dataset is not None
 
     def _restore(self):
         """Resumes after the last complete epoch; a fresh run in a folder holding converted
@@ -248,13 +204,14 @@ class Trainer:
     def _make_step(self):
         replicas = self.strategy.num_replicas_in_sync
         model, optimizer = self.model, self.optimizer
-        disc_weight = self.train_cfg["disc_weight"]
+        disc_weight, ignore_label = self.train_cfg["disc_weight"], self.task.ignore_label
 
         def replica_step(batch):
             with tf.GradientTape() as tape:
                 out = model(batch["points"], training=True)
                 losses = jsnet_loss(
-                    out["semantic_logits"], out["embeddings"], batch["semantic"], batch["instance"], disc_weight=disc_weight
+                    out["semantic_logits"], out["embeddings"], batch["semantic"], batch["instance"], disc_weight=disc_weight,
+                    ignore_label=ignore_label,
                 )
                 scaled = losses["total"] / replicas  # the replicas' means add up to the global mean
             grads = tape.gradient(scaled, model.trainable_variables)
@@ -283,41 +240,19 @@ class Trainer:
 
     def dataset(self, epoch):
         """The training batches of one epoch (deterministic for (seed, epoch))."""
-        d = self.cfg["data"]
-        if d["dataset"] == "shapenet":
-            return shapenet_pipeline.dataset(
-                d["data_dir"], "train", self.global_batch, num_points=d["num_points"], shuffle=True,
-                seed=self.train_cfg["seed"], epoch=epoch, drop_remainder=True,
-            )
-        return pipeline.training_dataset(
-            d["data_dir"],
-            self.area,
-            self.global_batch,
-            num_points=d["num_points"],
-            seed=self.train_cfg["seed"],
-            epoch=epoch,
-            sampling=d["sampling"],
-            blocks_per_room=self._blocks_per_room(),
-            block_size=d["block_size"],
-            rooms=self.train_rooms,
-        )
+        return self.data.dataset(epoch, self.global_batch)
 
     def validation_dataset(self):
-        """The validation blocks: the validation rooms' stride-0.5 h5 blocks, ShapeNet's val
-        split, or the test area's blocks when train.select_on_test_area allows it."""
-        d = self.cfg["data"]
-        if d["dataset"] == "shapenet":
-            return shapenet_pipeline.dataset(d["data_dir"], "val", self.global_batch, num_points=d["num_points"])
-        if self.validation_rooms:
-            return pipeline.validation_dataset(d["data_dir"], self.validation_rooms, self.global_batch, num_points=d["num_points"])
-        if self.train_cfg["select_on_test_area"]:
-            return pipeline.fixed_dataset(d["data_dir"], self.area, self.global_batch, num_points=d["num_points"])
-        raise TrainingError("no validation data: set data.validation_rooms")
+        """The validation batches (the task's: validation rooms, a val split, or the test area's
+        blocks when train.select_on_test_area allows it)."""
+        if self.data.validation_dataset is None:
+            raise TrainingError("no validation data: set data.validation_rooms")
+        return self.data.validation_dataset(self.global_batch)
 
     def _make_validation_step(self):
-        """One validation batch -> (total loss, correct points, points), compiled once for any
-        batch size (eager calls of the network are many times slower)."""
-        model, disc_weight = self.model, self.train_cfg["disc_weight"]
+        """One validation batch -> (total loss, correct points, labelled points), compiled once for
+        any batch size (eager calls of the network are many times slower)."""
+        model, disc_weight, ignore_label = self.model, self.train_cfg["disc_weight"], self.task.ignore_label
         num_points, channels = self.cfg["data"]["num_points"], self.cfg["model"]["input_channels"]
 
         @tf.function(input_signature=[
@@ -327,9 +262,14 @@ class Trainer:
         ])
         def step(points, semantic, instance):
             out = model(points, training=False)
-            losses = jsnet_loss(out["semantic_logits"], out["embeddings"], semantic, instance, disc_weight=disc_weight)
+            losses = jsnet_loss(out["semantic_logits"], out["embeddings"], semantic, instance, disc_weight=disc_weight,
+                                ignore_label=ignore_label)
             predicted = tf.argmax(out["semantic_logits"], axis=-1, output_type=tf.int32)
-            return losses["total"], tf.reduce_sum(tf.cast(predicted == semantic, tf.int64)), tf.size(predicted)
+            if ignore_label is None:
+                return losses["total"], tf.reduce_sum(tf.cast(predicted == semantic, tf.int64)), tf.size(predicted)
+            labelled = semantic != ignore_label
+            right = tf.logical_and(labelled, predicted == semantic)
+            return losses["total"], tf.reduce_sum(tf.cast(right, tf.int64)), tf.reduce_sum(tf.cast(labelled, tf.int32))
 
         return step
 
@@ -355,17 +295,7 @@ class Trainer:
 
     def describe(self):
         """One line on the epoch, the validation and the model selection (printed at start)."""
-        s = self.selection
-        if s["dataset"] == "shapenet":
-            return f"ShapeNet part: {s['epoch_blocks']} training shapes per epoch; validation and best/: the val split"
-        what = {
-            "resample": "every stride-0.5 block of every training room, points drawn afresh (the original's; paper: RS)",
-            "fixed": "the prepared h5 blocks, the same points every epoch (paper: fixed sample)",
-            "random_corners": "random block corners, ceil(x) * ceil(y) per room (an upper bound)",
-        }[s["sampling"]]
-        steps = s["epoch_blocks"] // self.global_batch
-        return (f"sampling {s['sampling']}: {s['epoch_blocks']} blocks per epoch from {s['training_rooms']} rooms, "
-                f"{steps} steps at batch {self.global_batch} ({what}); model selection: {s['selection']}")
+        return self.data.describe(self.global_batch)
 
     def fit(self, epochs=None, stop_after_steps=None, verbose=1, validate=True):
         """Trains until `epochs` (default: the config's) are complete; returns the per-epoch mean
@@ -472,10 +402,10 @@ class Trainer:
         return int(self.epoch.numpy()) - json.loads(path.read_text())["epoch"] >= patience
 
     def _expected_steps(self):
-        """The progress bar's length: exact for resample, fixed and ShapeNet; for random corners
-        the last epoch's step count (blocks with too few points are dropped), unknown before."""
-        if self.selection["sampling"] != "random_corners":
-            return self.epoch_blocks // self.global_batch
+        """The progress bar's length: exact where the data says so; for random corners the last
+        epoch's step count (blocks with too few points are dropped), unknown before."""
+        if self.data.exact_steps:
+            return self.data.epoch_blocks // self.global_batch
         path = self.output_dir / "metrics.json"
         records = json.loads(path.read_text()) if path.exists() else []
         return records[-1].get("steps") if records else None

@@ -1,4 +1,5 @@
 import math
+import pathlib
 
 import pytest
 
@@ -60,7 +61,11 @@ def test_bad_overrides(override, pattern):
 
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert len(CONFIGS) == 15 and "ablations/09_rs" in config.names() and "s3dis_area5" in config.names()
+    assert len(CONFIGS) == 17 and "ablations/09_rs" in config.names() and "scannet" in config.names()
+    # They live at the top of the repository (configs/), the package's data through jsnet_tf/configs.
+    repository = pathlib.Path(__file__).resolve().parents[1]
+    assert (repository / "configs" / "scannet.toml").is_file()
+    assert config.CONFIG_DIR.resolve() == (repository / "configs").resolve()
     shipped = config.CONFIG_DIR / "shapenet_part.toml"
     for given in ("shapenet_part", "shapenet_part.toml", "configs/shapenet_part.toml"):
         assert config.find(given) == shipped
@@ -93,7 +98,7 @@ def test_the_default_sampling_is_the_originals_and_model_selection_leaks_nothing
 
 @pytest.mark.parametrize("override, message", [
     ("data.sampling=fixd", "data.sampling must be one of resample, fixed, random_corners, got 'fixd' (did you mean 'fixed'?)"),
-    ("data.dataset=scannet", "data.dataset must be one of s3dis, shapenet, got 'scannet'"),
+    ("data.dataset=matterport", "data.dataset must be one of s3dis, shapenet, scannet, got 'matterport'"),
     ("model.backbone=pointnet", "model.backbone must be one of pointconv, pointnet2, got 'pointnet'"),
     ("data.validation_rooms=true", "data.validation_rooms must be float like 0.0, got True"),
     ("data.validation_rooms=[1, 2]", "data.validation_rooms must be float like 0.0, got [1, 2]"),

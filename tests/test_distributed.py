@@ -28,7 +28,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from jsnet_tf import config, training
 cfg = config.load(None, json.loads(sys.argv[1]))
 devices = ["/cpu:0", "/cpu:1"][:int(sys.argv[4])]
-trainer = training.Trainer(cfg, sys.argv[2], area=2, strategy=tf.distribute.MirroredStrategy(devices))
+trainer = training.Trainer(cfg, sys.argv[2], fold=2, strategy=tf.distribute.MirroredStrategy(devices))
 assert trainer.strategy.num_replicas_in_sync == len(devices)
 step = trainer._make_step()
 losses = []

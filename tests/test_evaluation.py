@@ -308,7 +308,7 @@ def test_a_normally_trained_tiny_model_passes_the_check(tiny_s3dis, tmp_path, ea
     set give logits of about 1e4, far below PLAUSIBLE_OUTPUT_LIMIT: the check refuses untrained
     models, not young ones. Segmented: the test room's corner of 1.5 m x 1.5 m (7 blocks)."""
     cfg = config.load(None, tiny_overrides(tiny_s3dis) + ["eval.batch_size=16"])
-    trainer = training.Trainer(cfg, tmp_path / "run", area=2)
+    trainer = training.Trainer(cfg, tmp_path / "run", fold=2)
     trainer.fit(verbose=0, validate=False)
     room = s3dis.load_room(pipeline.area_files(tiny_s3dis, 2, "test", "rooms")[0])
     corner = (room.xyz[:, 0] < 1.5) & (room.xyz[:, 1] < 1.5)

@@ -295,7 +295,7 @@ def test_a_workdir_holding_a_run_of_another_config_is_refused_in_one_line(tmp_pa
 def test_unknown_table_or_row_is_one_line(tmp_path):
     result = _cli("table3", "--data_dir", str(tmp_path), "--workdir", str(tmp_path / "w"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr == "experiments: error: unknown table 'table3': choose one of table1, table2, table4, sixfold\n"
+    assert result.stderr == "experiments: error: unknown table 'table3': choose one of table1, table2, table4, sixfold, scannet\n"
     with pytest.raises(experiments.ExperimentError, match=r"^table4 has no row 11 \(its rows: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10\)$"):
         experiments.table_spec("table4", ["11"])
 
@@ -309,15 +309,18 @@ def test_help_explains_every_flag():
 
 
 def test_quick_mode_generates_and_prepares_a_synthetic_set_where_there_is_none(tmp_path):
+    from jsnet_tf import tasks
+
+    s3dis = tasks.get("s3dis")
     data_dir = tmp_path / "data"
-    assert experiments.missing_lists(data_dir, [1, 6])
-    experiments.ensure_data(data_dir, [1, 6], quick=True)
-    assert experiments.missing_lists(data_dir, range(1, 7)) == []
-    assert experiments.prepared_num_points(data_dir, 5) == experiments.QUICK_POINTS
+    assert s3dis.missing_data(data_dir, [1, 6])
+    experiments.ensure_data(s3dis, data_dir, [1, 6], quick=True)
+    assert s3dis.missing_data(data_dir, range(1, 7)) == []
+    assert s3dis.prepared_num_points(data_dir, 5) == experiments.QUICK_POINTS
     rooms = sorted(p.stem for p in (data_dir / "rooms").glob("*.npz"))
     assert len(rooms) == 12 and rooms[:2] == ["Area_1_lounge_1", "Area_1_office_1"]  # two rooms an area: ES can hold one out
-    with pytest.raises(experiments.ExperimentError, match="is not prepared for area"):
-        experiments.ensure_data(tmp_path / "elsewhere", [5], quick=False)
+    with pytest.raises(experiments.ExperimentError, match="is not prepared for area 5 .*run jsnet-prepare-s3dis"):
+        experiments.ensure_data(s3dis, tmp_path / "elsewhere", [5], quick=False)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from plyfile import PlyData, PlyElement
 
 from jsnet_tf import io as pio
+from jsnet_tf.data import s3dis
 from jsnet_tf.data.s3dis import CLASSES
 
 
@@ -455,7 +456,7 @@ def _min_distance(colors):
 
 
 def test_semantic_palette_is_distinct_and_readable():
-    palette = pio.SEMANTIC_PALETTE
+    palette = s3dis.PALETTE
     assert palette.shape == (len(CLASSES), 3) == (13, 3) and palette.dtype == np.uint8
     assert _min_distance(palette) > 60
     assert np.linalg.norm(palette.astype(float) - pio.NO_LABEL_COLOR, axis=1).min() > 60
@@ -465,8 +466,8 @@ def test_semantic_palette_is_distinct_and_readable():
 
 def test_semantic_colors():
     labels = np.array([[0, 12], [13, -1], [27, 5]])
-    colors = pio.semantic_colors(labels)
-    palette = pio.SEMANTIC_PALETTE
+    colors = pio.semantic_colors(labels, s3dis.PALETTE)
+    palette = s3dis.PALETTE
     assert colors.shape == (3, 2, 3) and colors.dtype == np.uint8
     expected = [[palette[0], palette[12]], [palette[0], pio.NO_LABEL_COLOR],
                 [palette[1], palette[5]]]
@@ -479,7 +480,7 @@ def test_semantic_colors():
 @pytest.mark.parametrize("values", [np.array([0.0, 1.0]), np.array([0, -2])])
 def test_label_colour_errors(values):
     with pytest.raises(pio.PointCloudError, match="labels"):
-        pio.semantic_colors(values)
+        pio.semantic_colors(values, s3dis.PALETTE)
     with pytest.raises(pio.PointCloudError, match="instance ids"):
         pio.instance_colors(values)
 

@@ -310,3 +310,62 @@ def test_bad_input_in_tf_function_with_unknown_shapes(name, fn, args, pattern):
 def test_bad_dtypes(args, pattern):
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         losses.discriminative_loss(*args)
+
+
+# --------------------------------------------------------------------------- ignored points (ScanNet)
+
+
+def _reference_with_ignored(logits, embeddings, semantic, instance, ignore=-1):
+    """The float64 NumPy loss of the points that are not ignored: cross entropy over the labelled
+    points, the discriminative loss over the points with an instance (a block without any: 0)."""
+    logits, semantic = np.asarray(logits, np.float64), np.asarray(semantic)
+    labelled = semantic != ignore
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    ce = -np.take_along_axis(log_p, np.where(labelled, semantic, 0)[..., None], axis=-1)[..., 0]
+    sem = ce[labelled].mean() if labelled.any() else 0.0
+    pulls, pushes = [], []
+    for e, l in zip(embeddings, instance):
+        kept = l != ignore
+        pull, push = ref.block_losses(e[kept], l[kept]) if kept.any() else (0.0, 0.0)
+        pulls.append(pull)
+        pushes.append(push)
+    return sem, float(np.mean(pulls)), float(np.mean(pushes))
+
+
+def test_ignored_points_leave_both_losses():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(3, 40, 5))
+    embeddings = rng.normal(size=(3, 40, 4))
+    semantic = rng.integers(0, 5, (3, 40))
+    instance = rng.integers(0, 4, (3, 40))
+    ignored = rng.random((3, 40)) < 0.3
+    semantic[ignored] = -1
+    instance[ignored | (rng.random((3, 40)) < 0.2)] = -1  # also points of classes without instances
+    semantic[2], instance[2] = -1, -1  # a block of only ignored points
+    result = losses.jsnet_loss(logits, embeddings, semantic, instance, ignore_label=-1)
+    sem, var, dist = _reference_with_ignored(logits, embeddings, semantic, instance)
+    np.testing.assert_allclose([float(result["sem"]), float(result["var"]), float(result["dist"])], [sem, var, dist],
+                               rtol=1e-10)
+    assert float(result["total"]) == pytest.approx(sem + var + dist, rel=1e-10)
+
+
+def test_a_block_of_only_ignored_points_gives_zero_loss_and_finite_gradients():
+    embeddings = tf.Variable(np.random.default_rng(1).normal(size=(1, 16, 5)).astype(np.float32))
+    logits = tf.Variable(np.random.default_rng(2).normal(size=(1, 16, 3)).astype(np.float32))
+    labels = -np.ones((1, 16), np.int32)
+    with tf.GradientTape() as tape:
+        result = losses.jsnet_loss(logits, embeddings, labels, labels, ignore_label=-1)
+    assert {k: float(v) for k, v in result.items()} == {"total": 0.0, "sem": 0.0, "disc": 0.0, "var": 0.0, "dist": 0.0}
+    for gradient in tape.gradient(result["total"], [logits, embeddings]):
+        assert np.isfinite(gradient.numpy()).all() and not gradient.numpy().any()
+
+
+def test_without_ignored_points_the_ignore_label_changes_nothing():
+    rng = np.random.default_rng(3)
+    logits, embeddings = rng.normal(size=(2, 30, 4)), rng.normal(size=(2, 30, 5))
+    semantic, instance = rng.integers(0, 4, (2, 30)), rng.integers(0, 3, (2, 30))
+    plain = losses.jsnet_loss(logits, embeddings, semantic, instance)
+    ignoring = losses.jsnet_loss(logits, embeddings, semantic, instance, ignore_label=-1)
+    for key in plain:
+        assert float(ignoring[key]) == pytest.approx(float(plain[key]), rel=1e-12)

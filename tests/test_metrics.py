@@ -178,16 +178,18 @@ def test_no_rooms_gives_undefined_means():
 def test_format_table():
     sem = [0, 0, 1, 1]
     ins = [0, 0, 1, 1]
+    from jsnet_tf.data import s3dis
+
     result = evaluate([(sem, ins, sem, ins)], num_classes=13)
-    table = metrics.format_table(result)
+    assert result["class_names"] == [f"class_{c}" for c in range(13)]  # no dataset guessed from the class count
+    table = metrics.format_table(result, s3dis.CLASSES)
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()}
     # the paper's six columns, then AP, AP50 and AP25 (not computed without instance tables)
     assert rows["ceiling"] == ["100.0"] * 6 + ["-"] * 3
     assert rows["floor"] == ["100.0"] * 6 + ["-"] * 3
     assert rows["clutter"] == ["-"] * 9
     assert rows["mean"] == ["100.0"] * 6 + ["-"] * 3
-    renamed = metrics.format_table(result, [f"c{i}" for i in range(13)])
-    assert "c12" in renamed and "clutter" not in renamed
+    assert "class_12" in metrics.format_table(result) and "clutter" not in metrics.format_table(result)
 
 
 # ----------------------------------------------------------------- against the original's port
@@ -469,10 +471,29 @@ def test_bad_arrays():
         Evaluator().add_room(good, [0, 0.5, 0, 0], good, good)
     with pytest.raises(MetricsError, match="sem_gt must hold integer labels"):
         Evaluator().add_room(good.astype(bool), good, good, good)
-    with pytest.raises(MetricsError, match="merge an evaluator of 4 classes into one of 13"):
+    with pytest.raises(MetricsError, match=r"merge an evaluator of 4 classes \(instance classes \[0, 1, 2, 3\], ignored label "
+                                           r"None\) into one of 13"):
         Evaluator().merge(Evaluator(4))
+    with pytest.raises(MetricsError, match="ignored label -1"):
+        Evaluator(4).merge(Evaluator(4, ignore_label=-1))
     with pytest.raises(MetricsError, match="not an evaluation result"):
         Evaluator.from_result({"class_names": ["a"]})
+
+
+def test_ignored_points_and_classes_without_instances_are_left_out():
+    """ScanNet: points of class -1 leave every metric, ins_gt -1 is no instance, and only the
+    instance classes (here 1 and 2; class 0 stands for a wall) have instance metrics."""
+    sem_gt = np.array([-1, -1, 0, 0, 1, 1, 1, 2, 2])
+    ins_gt = np.array([-1, -1, -1, -1, 5, 5, 5, 7, 7])
+    sem_pred = np.array([1, 2, 0, 0, 1, 1, 1, 2, 2])
+    ins_pred = np.array([3, 3, 0, 0, 1, 1, 1, 2, 2])
+    result = Evaluator(3, instance_classes=[1, 2], ignore_label=-1).add_room(sem_gt, ins_gt, sem_pred, ins_pred).result()
+    assert result["num_points"] == 7 and result["oAcc"] == 1.0 and result["mIoU"] == 1.0
+    assert result["per_class"]["cov"] == [None, 1.0, 1.0] and result["per_class"]["precision"] == [None, 1.0, 1.0]
+    assert result["mPrec"] == result["mRec"] == result["mCov"] == 1.0
+    # Without the ignored label the unannotated points count (and class -1 is refused).
+    with pytest.raises(MetricsError, match="sem_gt -1 at point 0 is outside the classes 0..2"):
+        Evaluator(3).add_room(sem_gt, ins_gt, sem_pred, ins_pred)
 
 
 def test_bad_file_lists(tmp_path):

@@ -12,22 +12,23 @@ import pytest
 
 from jsnet_tf import checkpoints, config, io, metrics
 from jsnet_tf.clustering import postprocess
-from jsnet_tf.data import s3dis
+from jsnet_tf.data import s3dis, shapenet
 from jsnet_tf.evaluation import RoomSegmenter, _chunks, _normalised
 from jsnet_tf.model import build_model
-from jsnet_tf.predict import (
+from jsnet_tf.prediction import (
     GREY,
     CloudSegmenter,
     PredictError,
-    instance_sizes,
     plan_tiles,
     write_labels_txt,
     write_outputs,
 )
+from jsnet_tf.tasks.s3dis import S3DISTask
 from tests.conftest import TINY_POINTS
 from tests.test_evaluation import OracleNet, oracle_room
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+S3DIS = S3DISTask()
 TINY_MODEL = [f"data.num_points={TINY_POINTS}", "model.npoints=[256, 64, 32, 16]", "data.areas=[2]", "eval.batch_size=4"]
 OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
 
@@ -140,7 +141,7 @@ def test_every_input_point_comes_back_labelled_in_its_own_coordinates(predicted,
         assert semantic.shape == instance.shape == score.shape == (len(xyz),)
         assert semantic.min() >= 0 and semantic.max() < 13 and instance.min() >= -1
         assert (score > 0).all() and (score <= 1 + 1e-6).all()
-        for kind, colours in (("semantic", io.semantic_colors(semantic)), ("instance", io.instance_colors(instance))):
+        for kind, colours in (("semantic", io.semantic_colors(semantic, s3dis.PALETTE)), ("instance", io.instance_colors(instance))):
             ply = io.read_point_cloud(out / f"{stem}_{kind}.ply")
             np.testing.assert_array_equal(ply.xyz, xyz)
             np.testing.assert_array_equal(ply.rgb, colours)
@@ -307,7 +308,7 @@ def test_the_labels_text_is_printf_formatted(tmp_path, rng):
 
 def test_a_failing_output_leaves_none_of_the_files_and_a_rewrite_no_stale_ones(tmp_path, monkeypatch, rng):
     from jsnet_tf import viz
-    from jsnet_tf.predict import CloudPrediction
+    from jsnet_tf.prediction import CloudPrediction
 
     xyz = rng.uniform(0, 2, (100, 3))
     no_instances = metrics.InstanceTable(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float64, np.int64)))
@@ -319,23 +320,23 @@ def test_a_failing_output_leaves_none_of_the_files_and_a_rewrite_no_stale_ones(t
 
     monkeypatch.setattr(viz, "render_segmentation_panel", broken)
     with pytest.raises(viz.VizError):
-        write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))
+        write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), s3dis.PALETTE)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    assert len(write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES))) == 6
-    written = write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), pictures=False)
+    assert len(write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), s3dis.PALETTE)) == 6
+    written = write_outputs(tmp_path, "cloud", xyz, prediction, list(s3dis.CLASSES), s3dis.PALETTE, pictures=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     assert len(written) == 5 and not (tmp_path / "cloud.png").exists()  # an old picture does not linger
 
 
 def test_min_instance_points_keeps_instances_of_exactly_that_size(tmp_path):
     cfg = config.load(None)
-    sizes, fraction, _ = instance_sizes(cfg, tmp_path, 5, min_instance_points=4)
+    sizes, fraction, _ = S3DIS.predict_instance_sizes(cfg, tmp_path, 5, min_instance_points=4)
     room_ids = np.array([0] * 4 + [1] * 3 + [2] * 5)
     kept = postprocess.finalize_instances(room_ids, np.zeros(12, np.int64), sizes, fraction)
     np.testing.assert_array_equal(kept, [0] * 4 + [-1] * 3 + [1] * 5)
     with pytest.raises(PredictError, match="not both"):
-        instance_sizes(cfg, tmp_path, 5, "sizes.txt", 4)
+        S3DIS.predict_instance_sizes(cfg, tmp_path, 5, "sizes.txt", 4)
 
 
 def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowhere(tmp_path, capsys):
@@ -343,7 +344,7 @@ def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowh
     run_dir, lists = tmp_path / "run", tmp_path / "data" / "lists"
     run_dir.mkdir()
     lists.mkdir(parents=True)
-    sizes, fraction, text = instance_sizes(cfg, run_dir, 3)
+    sizes, fraction, text = S3DIS.predict_instance_sizes(cfg, run_dir, 3)
     assert not sizes.any() and "NOT filtered" in text
     warning = capsys.readouterr().err.strip().splitlines()
     looked = f"neither {run_dir / 'mean_ins_size.txt'} nor {lists / 'mean_ins_size_woArea3.txt'} exists"
@@ -352,17 +353,17 @@ def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowh
     np.testing.assert_array_equal(postprocess.finalize_instances(room_ids, np.zeros(5, np.int64), sizes, fraction),
                                   [0] * 4 + [1])  # every instance kept, however small
     np.savetxt(lists / "mean_ins_size_woArea3.txt", np.full(13, 40.0))
-    assert instance_sizes(cfg, run_dir, 3)[0].tolist() == [40.0] * 13
+    assert S3DIS.predict_instance_sizes(cfg, run_dir, 3)[0].tolist() == [40.0] * 13
     np.savetxt(run_dir / "mean_ins_size.txt", np.arange(13.0))  # the run's own (a converted run) come first
-    sizes, fraction, text = instance_sizes(cfg, run_dir, 3)
+    sizes, fraction, text = S3DIS.predict_instance_sizes(cfg, run_dir, 3)
     assert sizes.tolist() == list(range(13)) and fraction == cfg["eval"]["size_fraction"] and str(run_dir) in text
     np.savetxt(tmp_path / "given.txt", np.full(13, 7.0))
-    assert instance_sizes(cfg, run_dir, 3, tmp_path / "given.txt")[0].tolist() == [7.0] * 13
+    assert S3DIS.predict_instance_sizes(cfg, run_dir, 3, tmp_path / "given.txt")[0].tolist() == [7.0] * 13
     with pytest.raises(PredictError, match="--mean_ins_size .*nope.txt: no such file"):
-        instance_sizes(cfg, run_dir, 3, tmp_path / "nope.txt")
+        S3DIS.predict_instance_sizes(cfg, run_dir, 3, tmp_path / "nope.txt")
     (run_dir / "mean_ins_size.txt").write_text("nan\n" * 13)
     with pytest.raises(s3dis.DataError, match="must be finite and non-negative"):
-        instance_sizes(cfg, run_dir, 3)
+        S3DIS.predict_instance_sizes(cfg, run_dir, 3)
     assert capsys.readouterr().err == ""  # the warning is for the case without sizes only
 
 
@@ -517,7 +518,7 @@ def shapes_predicted(shapenet_run, shapes, tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_shapenet_run_labels_every_point_of_a_shape_among_its_categorys_parts(shapes_predicted, shapes):
-    from jsnet_tf import part_metrics
+    from jsnet_tf.tasks import part_metrics
 
     out, result = shapes_predicted
     _, expected = shapes
@@ -539,7 +540,7 @@ def test_a_shapenet_run_labels_every_point_of_a_shape_among_its_categorys_parts(
                 assert float(z["shape_iou"]) == pytest.approx(reference, rel=1e-12)
                 assert float(z["shape_iou"]) == part_metrics.shape_part_ious(part_gt, part, "Mug").mean()
         assert set(np.unique(part)) <= set(MUG) and (score >= 0.5 - 1e-6).all() and (score <= 1 + 1e-6).all()
-        for kind, colours in (("parts", io.semantic_colors(part)), ("instances", io.instance_colors(instance))):
+        for kind, colours in (("parts", io.semantic_colors(part, shapenet.PALETTE)), ("instances", io.instance_colors(instance))):
             ply = io.read_point_cloud(out / f"{stem}_{kind}.ply")
             np.testing.assert_array_equal(ply.xyz, xyz)
             np.testing.assert_array_equal(ply.rgb, colours)
@@ -603,7 +604,7 @@ def test_flags_of_the_other_dataset_are_one_clear_line(run, shapenet_run, shapes
 
 
 def test_shape_files_are_read_with_their_normals_and_checked_line_by_line(tmp_path):
-    from jsnet_tf.predict import read_shape_input
+    from jsnet_tf.tasks.part_prediction import read_shape_input
 
     (tmp_path / "ok.txt").write_text("# a mug\n\n0 0 0 0 0 1 36\n1 2 3 0 1 0 37\n// done\n")
     shape = read_shape_input(tmp_path / "ok.txt", category="Mug")
@@ -637,7 +638,7 @@ def test_shape_files_are_read_with_their_normals_and_checked_line_by_line(tmp_pa
 
 
 def test_categories_are_matched_in_any_case():
-    from jsnet_tf.predict import shape_category
+    from jsnet_tf.tasks.part_prediction import shape_category
 
     assert shape_category("airPLANE") == "Airplane" and shape_category(None) is None
     with pytest.raises(PredictError, match="--category Plane: not a ShapeNet part category"):
@@ -646,8 +647,8 @@ def test_categories_are_matched_in_any_case():
 
 def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, rng):
     from jsnet_tf import viz
-    from jsnet_tf.part_evaluation import ShapePrediction
-    from jsnet_tf.predict import ShapeInput, write_shape_outputs
+    from jsnet_tf.tasks.part_evaluation import ShapePrediction
+    from jsnet_tf.tasks.part_prediction import ShapeInput, write_shape_outputs
 
     xyz = rng.uniform(-1, 1, (50, 3))
     shape = ShapeInput(xyz, np.tile([0.0, 0.0, 1.0], (50, 1)), np.full(50, 36, np.int32))

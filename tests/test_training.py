@@ -83,7 +83,7 @@ def validated(split, tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         reads = _Reads(monkeypatch)
         run = tmp_path_factory.mktemp("validated") / "run"
-        trainer = training.Trainer(_split_config(split, 0.5, epochs=3, early_stopping_patience=5), run, area=2)
+        trainer = training.Trainer(_split_config(split, 0.5, epochs=3, early_stopping_patience=5), run, fold=2)
         history = trainer.fit(verbose=0, validate=True)
     return trainer, history, run, reads
 
@@ -114,13 +114,13 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(validated):
 @pytest.mark.slow
 def test_resuming_after_an_interruption_reaches_the_same_weights(prepared, tmp_path):
     cfg = _config(prepared)
-    straight = training.Trainer(cfg, tmp_path / "straight", area=2)
+    straight = training.Trainer(cfg, tmp_path / "straight", fold=2)
     straight.fit(verbose=0)
     steps_per_epoch = int(straight.optimizer.iterations.numpy()) // 2
 
-    interrupted = training.Trainer(cfg, tmp_path / "interrupted", area=2)
+    interrupted = training.Trainer(cfg, tmp_path / "interrupted", fold=2)
     interrupted.fit(verbose=0, stop_after_steps=steps_per_epoch + 1)  # dies inside epoch 2
-    resumed = training.Trainer(cfg, tmp_path / "interrupted", area=2)  # a new process would do this
+    resumed = training.Trainer(cfg, tmp_path / "interrupted", fold=2)  # a new process would do this
     assert int(resumed.epoch.numpy()) == 1 and int(resumed.optimizer.iterations.numpy()) == steps_per_epoch
     resumed.fit(verbose=0)
 
@@ -131,13 +131,13 @@ def test_resuming_after_an_interruption_reaches_the_same_weights(prepared, tmp_p
 
 @pytest.mark.slow
 def test_early_stopping_after_patience_without_a_better_validation_loss(split, tmp_path, monkeypatch):
-    trainer = training.Trainer(_split_config(split, 0.5, epochs=6, early_stopping_patience=2), tmp_path / "run", area=2)
+    trainer = training.Trainer(_split_config(split, 0.5, epochs=6, early_stopping_patience=2), tmp_path / "run", fold=2)
     losses = iter([1.0, 0.5, 0.7, 0.6, 0.4, 0.3])  # best at epoch 2, no better at 3 and 4: stop
     monkeypatch.setattr(trainer, "validate", lambda: {"accuracy": 0.5, "loss": next(losses)})
     history = trainer.fit(verbose=0, validate=True)
     assert len(history) == 4 and int(trainer.epoch.numpy()) == 4
     assert json.loads((tmp_path / "run" / "best.json").read_text()) == {"epoch": 2, "loss": 0.5}
-    again = training.Trainer(trainer.cfg, tmp_path / "run", area=2)  # train.py run again on a stopped run
+    again = training.Trainer(trainer.cfg, tmp_path / "run", fold=2)  # train.py run again on a stopped run
     assert again.fit(verbose=0) == [] and int(again.epoch.numpy()) == 4
 
 
@@ -145,24 +145,24 @@ def test_workdir_of_another_architecture_is_refused(prepared, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "architecture.json").write_text(json.dumps({"model": {"num_classes": 50}, "num_points": 2048}))
     with pytest.raises(training.TrainingError, match="holds a run of another architecture"):
-        training.Trainer(_config(prepared), tmp_path / "run", area=2)
+        training.Trainer(_config(prepared), tmp_path / "run", fold=2)
 
 
 def test_unwritable_workdir_is_refused(prepared, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(training.TrainingError, match="is not writable"):
-        training.Trainer(_config(prepared), blocker / "run", area=2)
+        training.Trainer(_config(prepared), blocker / "run", fold=2)
 
 
 def test_area_without_data_fails_before_anything_is_written(prepared, tmp_path):
     with pytest.raises(DataError, match="area4|Area4|woArea4"):
-        training.Trainer(_config(prepared), tmp_path / "run", area=4)
+        training.Trainer(_config(prepared), tmp_path / "run", fold=4)
     assert not (tmp_path / "run").exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(prepared, tmp_path, monkeypatch):
-    trainer = training.Trainer(_config(prepared), tmp_path / "run", area=2)
+    trainer = training.Trainer(_config(prepared), tmp_path / "run", fold=2)
     real_make_step = trainer._make_step
 
     def poisoned_step():
@@ -274,7 +274,7 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(prepared, tmp_
         num_replicas_in_sync = 3
 
     with pytest.raises(training.TrainingError, match="batch_size 4 does not split evenly over 3 replicas"):
-        training.Trainer(_config(prepared), tmp_path / "run", area=2, strategy=ThreeReplicas())
+        training.Trainer(_config(prepared), tmp_path / "run", fold=2, strategy=ThreeReplicas())
 
 
 
@@ -297,7 +297,7 @@ def test_validation_rooms_choose_best_and_no_test_area_room_is_ever_read(validat
 
 def test_without_validation_rooms_there_is_no_validation_and_no_best(prepared, tmp_path, monkeypatch):
     reads = _Reads(monkeypatch)
-    trainer = training.Trainer(_config(prepared, epochs=1), tmp_path / "run", area=2)
+    trainer = training.Trainer(_config(prepared, epochs=1), tmp_path / "run", fold=2)
     history = trainer.fit(verbose=0, validate=True)
     assert "val_loss" not in history[0] and not (tmp_path / "run" / "best").exists()
     _check_train_curves(_scalars(tmp_path / "run" / "tensorboard" / "train"), [{"epoch": 1, **history[0]}])
@@ -309,13 +309,13 @@ def test_without_validation_rooms_there_is_no_validation_and_no_best(prepared, t
 
 def test_early_stopping_without_validation_data_is_refused_before_anything_is_written(prepared, tmp_path):
     with pytest.raises(training.TrainingError, match="early_stopping_patience needs validation data: set data.validation_rooms"):
-        training.Trainer(_config(prepared, early_stopping_patience=3), tmp_path / "run", area=2)
+        training.Trainer(_config(prepared, early_stopping_patience=3), tmp_path / "run", fold=2)
     assert not (tmp_path / "run").exists()
 
 
 def test_a_validation_split_that_empties_an_area_is_refused(prepared, tmp_path):
     with pytest.raises(DataError, match="keeping a room in every training area"):
-        training.Trainer(config.load(None, tiny_overrides(prepared) + ["data.validation_rooms=0.5"]), tmp_path / "run", area=2)
+        training.Trainer(config.load(None, tiny_overrides(prepared) + ["data.validation_rooms=0.5"]), tmp_path / "run", fold=2)
     assert not (tmp_path / "run").exists()
 
 
@@ -324,7 +324,7 @@ def test_selecting_on_the_test_area_needs_the_words_and_is_recorded(prepared, tm
     from jsnet_tf import checkpoints
 
     reads = _Reads(monkeypatch)
-    trainer = training.Trainer(_config(prepared, epochs=1, select_on_test_area="true"), tmp_path / "run", area=2)
+    trainer = training.Trainer(_config(prepared, epochs=1, select_on_test_area="true"), tmp_path / "run", fold=2)
     trainer.fit(verbose=0)
     assert "Area_2_office_1" in reads.rooms()  # validated on the test area, as asked
     record = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -336,11 +336,11 @@ def test_selecting_on_the_test_area_needs_the_words_and_is_recorded(prepared, tm
 
 
 def test_resuming_with_other_data_settings_is_refused_naming_the_keys(prepared, tmp_path):
-    training.Trainer(_config(prepared), tmp_path / "run", area=2)
+    training.Trainer(_config(prepared), tmp_path / "run", fold=2)
     before = (tmp_path / "run" / "run.json").read_text()
     other = config.load(None, tiny_overrides(prepared) + ['data.sampling="fixed"', "data.blocks_per_room=0"])
     with pytest.raises(training.TrainingError, match=r"other data settings \(.*sampling: 'random_corners' -> 'fixed'"):
-        training.Trainer(other, tmp_path / "run", area=2)
+        training.Trainer(other, tmp_path / "run", fold=2)
     assert (tmp_path / "run" / "run.json").read_text() == before
 
 
@@ -355,12 +355,12 @@ def test_a_shapenet_dataset_with_an_s3dis_model_is_refused_before_anything_is_wr
 @pytest.mark.slow
 def test_an_interruption_before_validation_is_caught_up_on_resume(split, tmp_path, monkeypatch):
     cfg = _split_config(split, 0.5, epochs=1)
-    trainer = training.Trainer(cfg, tmp_path / "run", area=2)
+    trainer = training.Trainer(cfg, tmp_path / "run", fold=2)
     monkeypatch.setattr(trainer, "validate", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):  # killed after the epoch's checkpoint, before its validation
         trainer.fit(verbose=0)
     assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").exists() and not (tmp_path / "run" / "best").exists()
-    resumed = training.Trainer(cfg, tmp_path / "run", area=2)
+    resumed = training.Trainer(cfg, tmp_path / "run", fold=2)
     assert resumed.fit(verbose=0) == []  # nothing left to train, but epoch 1 is validated
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert recorded == [{"epoch": 1, "val_accuracy": recorded[0]["val_accuracy"], "val_loss": recorded[0]["val_loss"]}]
@@ -381,7 +381,7 @@ def test_a_run_records_its_data_and_workdir_as_absolute_paths(prepared, tmp_path
     relative = os.path.relpath(prepared)
     assert relative.startswith("..")
     cfg = config.load(None, tiny_overrides(relative))
-    trainer = training.Trainer(cfg, "run", area=2)
+    trainer = training.Trainer(cfg, "run", fold=2)
     assert cfg["data"]["data_dir"] == relative  # the caller's config is left as it was
     recorded = config.load(tmp_path / "run" / "config.toml")["data"]["data_dir"]
     assert recorded == str(prepared) and os.path.isabs(recorded)

@@ -9,6 +9,7 @@ from sklearn.metrics import confusion_matrix
 
 from jsnet_tf import io as pio
 from jsnet_tf import viz
+from jsnet_tf.data import s3dis
 
 RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
 
@@ -38,14 +39,14 @@ def _no_temp_files(folder):
 def test_top_view_is_a_legible_png_with_the_point_colours(tmp_path, rng):
     xyz, labels = _room(rng)
     path = tmp_path / "room.png"
-    viz.render_top_view(path, xyz, pio.semantic_colors(labels), title="office", point_size=40)
+    viz.render_top_view(path, xyz, pio.semantic_colors(labels, s3dis.PALETTE), title="office", point_size=40)
     pixels = _pixels(path)
     assert max(pixels.shape[:2]) == 1000
     width, height = np.ptp(xyz[:, :2], axis=0)
     assert pixels.shape[0] == pytest.approx(1000 * height / width, abs=1)  # the room's aspect
     for label in (0, 6, 8):
-        assert _count(pixels, pio.SEMANTIC_PALETTE[label]) > 100
-    assert _count(pixels, pio.SEMANTIC_PALETTE[1]) == 0                # a class not in the room
+        assert _count(pixels, s3dis.PALETTE[label]) > 100
+    assert _count(pixels, s3dis.PALETTE[1]) == 0                # a class not in the room
     assert _no_temp_files(tmp_path)
 
 
@@ -174,7 +175,7 @@ def test_top_view_input_errors(tmp_path, xyz, colors, pattern):
 def test_failed_save_leaves_the_old_picture_and_no_temp_file(tmp_path, rng, monkeypatch):
     xyz, labels = _room(rng, per_class=5)
     path = tmp_path / "room.png"
-    viz.render_top_view(path, xyz, pio.semantic_colors(labels))
+    viz.render_top_view(path, xyz, pio.semantic_colors(labels, s3dis.PALETTE))
     before = path.read_bytes()
 
     def fail(self, fname, **kwargs):
@@ -184,7 +185,7 @@ def test_failed_save_leaves_the_old_picture_and_no_temp_file(tmp_path, rng, monk
 
     monkeypatch.setattr(Figure, "savefig", fail)
     with pytest.raises(OSError, match="disk full"):
-        viz.render_top_view(path, xyz, pio.semantic_colors(labels))
+        viz.render_top_view(path, xyz, pio.semantic_colors(labels, s3dis.PALETTE))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room.png"]
 
@@ -223,8 +224,8 @@ def test_legends_name_the_drawn_classes_in_the_palette_colours_below_their_panel
     truth[:10] = 2                                         # wall, but above z_max: not drawn
     truth[10:15] = -1                                      # no label
     predicted = np.where(truth == 8, 9, truth)             # the chairs predicted as sofas
-    panels = {"semantic ground truth": pio.semantic_colors(truth),
-              "semantic prediction": pio.semantic_colors(predicted),
+    panels = {"semantic ground truth": pio.semantic_colors(truth, s3dis.PALETTE),
+              "semantic prediction": pio.semantic_colors(predicted, s3dis.PALETTE),
               "instance prediction": pio.instance_colors(np.arange(len(xyz)) % 7)}
     legends = {"semantic ground truth": (truth, CLASSES), "semantic prediction": (predicted, CLASSES)}
     figures = _kept_figures(monkeypatch)
@@ -242,15 +243,15 @@ def test_legends_name_the_drawn_classes_in_the_palette_colours_below_their_panel
         assert box.y1 < panel.y0 and panel.x0 <= (box.x0 + box.x1) / 2 <= panel.x1   # below its panel
         names = [CLASSES[k] if k >= 0 else "no label" for k in labels]
         assert [text.get_text() for text in legend.get_texts()] == names
-        palette = [pio.SEMANTIC_PALETTE[k] if k >= 0 else pio.NO_LABEL_COLOR for k in labels]
+        palette = [s3dis.PALETTE[k] if k >= 0 else pio.NO_LABEL_COLOR for k in labels]
         swatches = [np.rint(np.array(h.get_facecolor()[:3]) * 255) for h in legend.legend_handles]
         np.testing.assert_array_equal(swatches, palette)
         region = pixels[_box_in_pixels(box, pixels)]
         for color in palette:                              # the swatches are drawn in the PNG
             assert _count(region, color) > 20, color
-    assert _count(pixels, pio.SEMANTIC_PALETTE[2]) == 0    # the wall is neither drawn nor listed
+    assert _count(pixels, s3dis.PALETTE[2]) == 0    # the wall is neither drawn nor listed
     truth_legend = pixels[_box_in_pixels(drawn[0].get_window_extent(), pixels)]
-    assert _count(truth_legend, pio.SEMANTIC_PALETTE[9]) == 0   # no sofa in the ground truth's legend
+    assert _count(truth_legend, s3dis.PALETTE[9]) == 0   # no sofa in the ground truth's legend
 
 
 def test_a_top_view_legend_fits_a_narrow_hall(tmp_path, rng, monkeypatch):
@@ -260,7 +261,7 @@ def test_a_top_view_legend_fits_a_narrow_hall(tmp_path, rng, monkeypatch):
     xyz = np.column_stack([rng.uniform(0, 1, labels.size), rng.uniform(0, 12, labels.size), np.zeros(labels.size)])
     names = [f"class number {k}" for k in range(13)]
     figures = _kept_figures(monkeypatch)
-    viz.render_top_view(tmp_path / "hall.png", xyz, pio.semantic_colors(labels), title="hall", legend=(labels, names))
+    viz.render_top_view(tmp_path / "hall.png", xyz, pio.semantic_colors(labels, s3dis.PALETTE), title="hall", legend=(labels, names))
     (legend,) = figures[0].findobj(Legend)
     assert [t.get_text() for t in legend.get_texts()] == names
     width, height = figures[0].bbox.width, figures[0].bbox.height

@@ -346,7 +346,8 @@ def training_dataset(out_dir: str | os.PathLike, area: int, batch_size: int,
                      shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, drop_remainder: bool = True,
                      num_parallel_calls: int | None = None,
                      cache_rooms: bool | RoomCache = True, check_files: bool = True,
-                     prefetch: bool = True) -> tf.data.Dataset:
+                     prefetch: bool = True, files: Sequence[str | os.PathLike] | None = None,
+                     count_labelled: bool = False) -> tf.data.Dataset:
     """One epoch of training blocks from every area but `area`, in `sampling` mode (see the
     module docstring): "resample" (stride-`stride` windows of `block_size`, points drawn
     afresh), "fixed" (the prepared h5 blocks; `block_size`, `stride` and `min_points` are those
@@ -354,6 +355,9 @@ def training_dataset(out_dir: str | os.PathLike, area: int, batch_size: int,
     `s3dis.random_block_count`; `blocks_per_room` is refused in the other modes).
 
     `rooms`: names of training-list rooms (e.g. "Area_1_office_1") to train on, default all.
+    `files`: room files to train on instead of an area's lists (datasets without areas, e.g.
+    ScanNet's train scenes; `area` and `rooms` are then unused). `count_labelled`: `min_points`
+    counts labelled points (semantic >= 0) only, as ScanNet's training does.
     Windows / corners with fewer than `min_points` points are dropped. Blocks are shuffled in a
     buffer of `shuffle_buffer` and batched. `num_parallel_calls` rooms are processed at once
     (default tf.data.AUTOTUNE); results are deterministic for (seed, epoch) regardless.
@@ -364,7 +368,8 @@ def training_dataset(out_dir: str | os.PathLike, area: int, batch_size: int,
     check_batch_args(batch_size, num_points)
     _check_sampling(sampling, block_size, stride, blocks_per_room)
     fixed = sampling == "fixed"
-    files = _training_files(out_dir, area, "blocks" if fixed else "rooms", rooms)
+    files = _given_files(files, fixed) if files is not None else \
+        _training_files(out_dir, area, "blocks" if fixed else "rooms", rooms)
     if check_files:
         for f in files:
             _check_block_file(f, num_points) if fixed else _check_room_file(f)
@@ -384,7 +389,8 @@ def training_dataset(out_dir: str | os.PathLike, area: int, batch_size: int,
                 blocks = s3dis.random_blocks(room, blocks_per_room, num_points, block_size,
                                              min_points, rng)
                 return blocks.data, blocks.semantic, blocks.instance
-            blocks = s3dis.test_blocks(room, num_points, block_size, stride, min_points, rng)
+            blocks = s3dis.test_blocks(room, num_points, block_size, stride, min_points, rng,
+                                       count_labelled)
         within = rng.permutation(len(blocks.data))
         return blocks.data[within], blocks.semantic[within], blocks.instance[within]
 
@@ -396,7 +402,8 @@ def training_dataset(out_dir: str | os.PathLike, area: int, batch_size: int,
 def epoch_blocks(out_dir: str | os.PathLike, area: int, sampling: str = "resample",
                  num_points: int = 4096, block_size: float = 1.0, stride: float = 0.5,
                  blocks_per_room: int | None = None, min_points: int = 100,
-                 rooms: Sequence[str] | None = None) -> int:
+                 rooms: Sequence[str] | None = None, files: Sequence[str | os.PathLike] | None = None,
+                 count_labelled: bool = False) -> int:
     """The number of blocks one `training_dataset` epoch with these arguments yields (before
     batching). Exact for "resample" (the windows holding >= `min_points` points, counted by
     `s3dis.window_point_counts` without sampling; loads every room once) and "fixed" (the
@@ -405,10 +412,11 @@ def epoch_blocks(out_dir: str | os.PathLike, area: int, sampling: str = "resampl
     has fewer than `min_points` points are dropped while the epoch is cut.
     """
     _check_sampling(sampling, block_size, stride, blocks_per_room)
-    if sampling == "fixed":
-        return sum(_check_block_file(f, num_points)
-                   for f in _training_files(out_dir, area, "blocks", rooms))
-    files = _training_files(out_dir, area, "rooms", rooms)
+    fixed = sampling == "fixed"
+    files = _given_files(files, fixed) if files is not None else \
+        _training_files(out_dir, area, "blocks" if fixed else "rooms", rooms)
+    if fixed:
+        return sum(_check_block_file(f, num_points) for f in files)
     if sampling == "random_corners" and blocks_per_room is not None:
         return blocks_per_room * len(files)
     total = 0
@@ -417,9 +425,43 @@ def epoch_blocks(out_dir: str | os.PathLike, area: int, sampling: str = "resampl
         if sampling == "random_corners":
             total += s3dis.random_block_count(room, block_size)
         else:
-            total += int((s3dis.window_point_counts(room, block_size, stride)[1]
+            total += int((s3dis.window_point_counts(room, block_size, stride, count_labelled)[1]
                           >= min_points).sum())
     return total
+
+
+def _given_files(files: Sequence[str | os.PathLike], fixed: bool) -> list[Path]:
+    """Explicit training files, each checked to exist (DataError naming it)."""
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise DataError("no training files")
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: {'block' if fixed else 'room'} file missing")
+    return paths
+
+
+def room_blocks_dataset(files: Sequence[str | os.PathLike], batch_size: int, num_points: int = 4096,
+                        block_size: float = 1.0, stride: float = 0.5, min_points: int = 100,
+                        seed: int = 0, count_labelled: bool = False,
+                        num_parallel_calls: int | None = None) -> tf.data.Dataset:
+    """The stride-`stride` blocks of the given room files, their points drawn with generators
+    seeded by (seed, room): the same batches every time, room after room in the given order,
+    blocks in the serpentine order, the last batch kept (validation on rooms without prepared
+    block files, e.g. ScanNet's validation scenes)."""
+    check_batch_args(batch_size, num_points)
+    paths = [str(p) for p in _given_files(files, fixed=False)]
+    for path in paths:
+        _check_room_file(Path(path))
+    crcs = [zlib.crc32(Path(p).stem.encode()) for p in paths]
+
+    def produce(i):
+        blocks = s3dis.test_blocks(s3dis.load_room(paths[i]), num_points, block_size, stride, min_points,
+                                   np.random.default_rng([int(seed), crcs[i]]), count_labelled)
+        return blocks.data, blocks.semantic, blocks.instance
+
+    ds = _per_file(paths, np.arange(len(paths)), produce, num_parallel_calls)
+    return _finish(ds, num_points, batch_size, False, False, 0, 0, True)
 
 
 def fixed_dataset(out_dir: str | os.PathLike, area: int, batch_size: int, split: str = "test",

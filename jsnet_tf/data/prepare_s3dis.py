@@ -75,7 +75,7 @@ def area_list_names(area: int) -> set[str]:
     """The names of the `lists/` files `s3dis.write_area_lists` writes for `area`."""
     names = {s3dis.list_path("", area, split, kind).name
              for split in s3dis.SPLITS for kind in ("rooms", "blocks")}
-    return names | {f"mean_ins_size_woArea{area}.txt"}
+    return names | {s3dis.mean_ins_size_path("", area).name}
 
 
 def existing_outputs(out: str | Path) -> list[Path]:

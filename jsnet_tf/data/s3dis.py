@@ -42,6 +42,17 @@ CLASS_TO_LABEL = {name: i for i, name in enumerate(CLASSES)}
 # Annotation class names outside CLASSES that the original folds into clutter.
 CLASS_ALIASES = {"stairs": "clutter"}
 NUM_CHANNELS = 9
+# One colour per class (pictures, coloured PLYs, legends), distinct from each other, from the grey
+# of unlabelled points (128, 128, 128) and from white.
+_CLASS_COLORS = {
+    "ceiling": (152, 223, 138), "floor": (140, 86, 75), "wall": (174, 199, 232),
+    "beam": (255, 187, 120), "column": (148, 103, 189), "window": (23, 190, 207),
+    "door": (214, 39, 40), "table": (44, 160, 44), "chair": (255, 127, 14),
+    "sofa": (227, 119, 194), "bookcase": (31, 119, 180), "board": (188, 189, 34),
+    "clutter": (57, 59, 121),
+}
+PALETTE = np.array([_CLASS_COLORS[name] for name in CLASSES], np.uint8)
+PALETTE.flags.writeable = False
 
 _ROOM_FILE_RE = re.compile(r"^Area_(\d+)_(.+)\.(npz|h5)$")
 # ASCII control characters other than tab / newline / carriage return: the v1.2 release has one
@@ -244,10 +255,11 @@ def block_channels(room: Room, chosen: np.ndarray, limit: np.ndarray, block_size
 
 
 def blocks_at(room: Room, origins: np.ndarray, num_points: int = 4096, block_size: float = 1.0,
-              min_points: int = 100, rng=None) -> Blocks:
-    """Cuts blocks with the given (x, y) corners; blocks with < min_points points are dropped.
+              min_points: int = 100, rng=None, count_labelled: bool = False) -> Blocks:
+    """Cuts blocks with the given (x, y) corners; blocks with < min_points points (with
+    `count_labelled`, labelled points: semantic >= 0, ScanNet's training rule) are dropped.
 
-    Channels: `block_channels` of the block's sampled points.
+    Channels: `block_channels` of the block's sampled points (all of them, labelled or not).
     """
     rng = _rng(rng)
     xyz = room.xyz.astype(np.float64)
@@ -257,7 +269,8 @@ def blocks_at(room: Room, origins: np.ndarray, num_points: int = 4096, block_siz
         inside = ((xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + block_size)
                   & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + block_size))
         members = np.flatnonzero(inside)
-        if len(members) < min_points:
+        counted = np.count_nonzero(room.semantic[members] >= 0) if count_labelled else len(members)
+        if counted < min_points:
             continue
         chosen = members[sample_indices(len(members), num_points, rng)]
         datas.append(block_channels(room, chosen, limit, block_size))
@@ -273,24 +286,28 @@ def blocks_at(room: Room, origins: np.ndarray, num_points: int = 4096, block_siz
 
 
 def test_blocks(room: Room, num_points: int = 4096, block_size: float = 1.0,
-                stride: float = 0.5, min_points: int = 100, rng=None) -> Blocks:
-    """The sliding-window blocks of a room (evaluation / the prepared HDF5 files)."""
+                stride: float = 0.5, min_points: int = 100, rng=None, count_labelled: bool = False) -> Blocks:
+    """The sliding-window blocks of a room (evaluation / the prepared HDF5 files / resampled
+    training blocks); `count_labelled`: see `blocks_at`."""
     limit = room.xyz.max(axis=0) if len(room) else np.zeros(3)
     return blocks_at(room, test_block_origins(limit, block_size, stride), num_points, block_size,
-                     min_points, rng)
+                     min_points, rng, count_labelled)
 
 
 test_blocks.__test__ = False  # not a pytest test, despite the name
 
 
 def window_point_counts(room: Room, block_size: float = 1.0,
-                        stride: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                        stride: float = 0.5, count_labelled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(origins (B, 2), counts (B,)): the sliding-window corners of `test_blocks` and how many
-    room points each window holds, by the same closed-interval test as `blocks_at` but without
-    cutting or sampling (points sorted by x, then by y within each column of windows)."""
+    room points (with `count_labelled`, labelled points) each window holds, by the same
+    closed-interval test as `blocks_at` but without cutting or sampling (points sorted by x, then
+    by y within each column of windows)."""
     limit = room.xyz.max(axis=0) if len(room) else np.zeros(3)
     origins = test_block_origins(limit, block_size, stride)
     xyz = room.xyz.astype(np.float64)
+    if count_labelled:
+        xyz = xyz[room.semantic >= 0]
     by_x = np.argsort(xyz[:, 0])
     xs, ys = xyz[by_x, 0], xyz[by_x, 1]
     counts = np.zeros(len(origins), np.int64)
@@ -467,6 +484,12 @@ def list_path(out_dir: str | os.PathLike, area: int, split: str, kind: str) -> P
     return Path(out_dir) / "lists" / name
 
 
+def mean_ins_size_path(out_dir: str | os.PathLike, area: int) -> Path:
+    """`lists/mean_ins_size_woArea{k}.txt`: the mean instance size of each class over the training
+    blocks of test area k (every other area), the sizes the evaluation's size filter uses."""
+    return Path(out_dir) / "lists" / f"mean_ins_size_woArea{area}.txt"
+
+
 def write_area_lists(out_dir: str | os.PathLike) -> dict[int, dict[str, Path]]:
     """Writes, under `out_dir/lists/`, for every area k that has block files in `out_dir/blocks`:
 
@@ -505,7 +528,7 @@ def write_area_lists(out_dir: str | os.PathLike) -> dict[int, dict[str, Path]]:
         for kind, (path, entries) in files.items():
             write_text_atomic(path, "".join(e + "\n" for e in entries))
             written[k][kind] = path
-        mean_path = lists_dir / f"mean_ins_size_woArea{k}.txt"
+        mean_path = mean_ins_size_path(out_dir, k)
         write_mean_ins_size(mean_path, mean_instance_size(sizes[s] for s in train))
         written[k]["mean_ins_size"] = mean_path
     return written

@@ -55,6 +55,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from jsnet_tf.data.s3dis import PALETTE as _BASE_PALETTE
 from jsnet_tf.data.s3dis import sample_indices, write_blocks_h5
 from jsnet_tf.errors import DataError
 from jsnet_tf.files import AtomicTarget, parse_numbers, write_text_atomic
@@ -103,6 +104,12 @@ CATEGORY_NAMES = tuple(CATEGORIES)          # index order of the `category` data
 CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORY_NAMES)}
 NUM_CATEGORIES = len(CATEGORIES)            # 16
 NUM_PARTS = 50
+# Part colours: the 13 class colours of the S3DIS pictures, in turn over the 50 global part ids; a
+# category's parts are at most 6 consecutive ids, so the parts of a shape get distinct colours.
+PALETTE = np.resize(_BASE_PALETTE, (NUM_PARTS, 3))
+PALETTE.flags.writeable = False
+# The name of each global part id: "<Category>/part<k>", k its index among the category's parts.
+PART_NAMES = tuple(f"{name}/part{i}" for name, category in CATEGORIES.items() for i in range(len(category.parts)))
 NUM_CHANNELS = 6                            # x y z nx ny nz
 PART_TO_CATEGORY = np.array([CATEGORY_INDEX[name] for name, c in CATEGORIES.items()
                              for _ in c.parts], np.int32)   # (50,)

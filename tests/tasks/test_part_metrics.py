@@ -1,4 +1,4 @@
-"""jsnet_tf.part_metrics: part IoU as PointNet++'s part_seg/evaluate.py computes it, against a plain
+"""jsnet_tf.tasks.part_metrics: part IoU as PointNet++'s part_seg/evaluate.py computes it, against a plain
 loop over random shapes of every category, and hand-computed shapes."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from jsnet_tf.data.shapenet import CATEGORIES, CATEGORY_NAMES, NUM_PARTS
 from jsnet_tf.metrics import MetricsError
-from jsnet_tf.part_metrics import (
+from jsnet_tf.tasks.part_metrics import (
     PAPER_INSTANCE_MIOU,
     PartEvaluator,
     category_index,

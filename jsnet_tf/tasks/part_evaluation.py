@@ -24,8 +24,8 @@ point takes the outputs of its first row.
   pictures/       for the first `pictures` shapes: a coloured PLY per panel and one PNG of
                   Figure 5's four panels (part prediction / ground truth, instance prediction /
                   ground truth), seen along -z (x right, y up: the release's up axis)
-Part colours are `io.semantic_colors` of the global part id: a category's parts are at most 6
-consecutive ids, so they get distinct colours of the 13-colour palette.
+Part colours are `shapenet.PALETTE` of the global part id: a category's parts are at most 6
+consecutive ids, so they get distinct colours of its 13 colours.
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jsnet_tf import metrics, part_metrics
+from jsnet_tf import metrics
 from jsnet_tf.clustering import postprocess
 from jsnet_tf.data import shapenet
 from jsnet_tf.errors import DataError
 from jsnet_tf.evaluation import BatchedInference, EvaluationError, _chunks
 from jsnet_tf.files import AtomicTarget, write_text_atomic
+from jsnet_tf.tasks import part_metrics
 
 __all__ = ["ShapePrediction", "ShapeSegmenter", "evaluate_shapenet", "format_results", "render_shape", "shape_panels"]
 
@@ -175,9 +176,9 @@ def shape_panels(part_pred, instance_pred, part_gt=None, instance_gt=None):
     where given). The part panels keep their part ids for their legends; instance panels hold None."""
     from jsnet_tf import io
 
-    panels = {"part prediction": ("part_pred", io.semantic_colors(part_pred), part_pred)}
+    panels = {"part prediction": ("part_pred", io.semantic_colors(part_pred, shapenet.PALETTE), part_pred)}
     if part_gt is not None:
-        panels["part ground truth"] = ("part_gt", io.semantic_colors(part_gt), part_gt)
+        panels["part ground truth"] = ("part_gt", io.semantic_colors(part_gt, shapenet.PALETTE), part_gt)
     panels["instance prediction"] = ("ins_pred", io.instance_colors(instance_pred), None)
     if instance_gt is not None:
         panels["instance ground truth"] = ("ins_gt", io.instance_colors(instance_gt), None)
@@ -324,8 +325,6 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
     """
     from tqdm import tqdm
 
-    from jsnet_tf import export, metrics
-
     started = time.time()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if isinstance(pictures, bool) or not isinstance(pictures, int) or pictures < 0:
@@ -334,7 +333,7 @@ def evaluate_shapenet(model, cfg, data_dir, out_dir, split="test", batch_size=8,
     sizes = [shapenet.read_shapenet_h5_size(path)[0] for path in files]  # DataError for a missing file
     num_points = cfg["data"]["num_points"]
     segmenter = ShapeSegmenter(model, num_points, bandwidth, batch_size)
-    part_names = export.class_names(cfg)
+    part_names = list(shapenet.PART_NAMES)
     part_evaluator = part_metrics.PartEvaluator()
     instance_evaluator = metrics.Evaluator(shapenet.NUM_PARTS, part_names)
     settings = {"outputs": 2, "num_points": num_points, "bandwidth": float(bandwidth), "seed": int(seed),

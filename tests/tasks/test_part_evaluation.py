@@ -1,4 +1,4 @@
-"""jsnet_tf.part_evaluation: a network that reads the ground truth from its input must score part
+"""jsnet_tf.tasks.part_evaluation: a network that reads the ground truth from its input must score part
 mIoU 1.0 and perfect part instances once predictions are restricted to each shape's category; the
 outputs, resumption, pictures; a network with NaN outputs is refused with nothing written."""
 
@@ -14,7 +14,7 @@ from jsnet_tf.data import shapenet
 from jsnet_tf.errors import DataError
 from jsnet_tf.evaluation import EvaluationError
 from jsnet_tf.files import write_text_atomic
-from jsnet_tf.part_evaluation import ShapeSegmenter, evaluate_shapenet
+from jsnet_tf.tasks.part_evaluation import ShapeSegmenter, evaluate_shapenet
 
 NUM_POINTS = 512  # big enough for some part instances of the 100 points the AP counts
 DECOY_PART = 22  # a Knife part: not in the tiny set, so only restriction to the category removes it
@@ -164,7 +164,7 @@ def test_the_first_shapes_get_figure_5s_panels(evaluated, prepared):
     data, part, instance, _ = arrays[0]
     ply = io.read_point_cloud(pictures / "shapenet_test_0_1_Mug_part_gt.ply")
     np.testing.assert_allclose(ply.xyz, data[1, :, :3])
-    np.testing.assert_array_equal(ply.rgb, io.semantic_colors(part[1]))
+    np.testing.assert_array_equal(ply.rgb, io.semantic_colors(part[1], shapenet.PALETTE))
     np.testing.assert_array_equal(ply.extra["part"], part[1])
     ply = io.read_point_cloud(pictures / "shapenet_test_0_0_Airplane_ins_gt.ply")
     np.testing.assert_array_equal(ply.rgb, io.instance_colors(instance[0]))
@@ -247,7 +247,7 @@ def test_models_that_do_not_fit_shapenet_are_refused():
 def test_a_mean_shift_centre_without_points_leaves_no_gap_in_the_instance_numbers(rng, monkeypatch):
     """sklearn's MeanShift can return a centre that is no point's nearest (seen on a trained-for-
     one-step network): the instances are renumbered 0..K-1 over the centres that hold points."""
-    from jsnet_tf import part_evaluation
+    from jsnet_tf.tasks import part_evaluation
 
     points, part, _ = encoded_shape("Mug", rng)
     labels = np.where(np.arange(NUM_POINTS) < 40, 0, 2)  # centre 1 of 3 holds no point

@@ -1,0 +1,340 @@
+"""Labelling users' point clouds with a trained room model (S3DIS, ScanNet), flag-free: tiling,
+the whole-cloud segmenter and the outputs. The program is `jsnet_tf.predict`; the task of the run
+(`jsnet_tf.tasks`) builds the pieces and gives its class names and colours.
+
+Each cloud is shifted so that its minimum corner is the origin, cut into the 1 m blocks of the
+test protocol, run through the network, clustered and merged into instances
+(jsnet_tf.evaluation.RoomSegmenter). Per input `<stem>` the outputs are, in the input's original
+coordinates, one row per point:
+  <stem>_semantic.ply  coloured by class, with `semantic`, `instance` and `score` properties
+  <stem>_instance.ply  coloured by instance (-1, no instance: grey), same properties
+  <stem>_labels.txt    `x y z semantic instance score` a line
+  <stem>_instances.txt the instances, `id class confidence points` a line (jsnet_tf.metrics: the class
+                       is the most frequent class of the instance's points, the confidence the mean
+                       over its points of the probability of that class)
+  <stem>_labels.npz    xyz, semantic, instance, score, offset (the minimum corner), classes, and the
+                       instance list as instance_ids, instance_classes, instance_confidences,
+                       instance_points
+  <stem>.png           top views coloured by class and by instance
+A cloud's outputs appear together at the end or not at all (`publish_outputs`). Clouds without
+colour get mid-grey (128/255) for every point and lose accuracy: the networks were trained with
+colour. Clouds of more than `max_points_per_pass` points are cut into x-y tiles whose edges lie on
+block edges, processed one after another; instances do not merge across tiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from jsnet_tf.errors import UserError
+
+GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
+DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
+OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
+
+
+class PredictError(UserError, ValueError):
+    """Bad input or set-up for prediction; the message names the file or flag."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiling
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tile:
+    """A square of the cloud: its corner and side in shifted coordinates, and its points."""
+
+    origin: np.ndarray  # (2,) float64, x and y of the corner, multiples of the side
+    side: float  # a multiple of the tile unit
+    indices: np.ndarray  # (n,) int64, ascending
+
+
+def tile_unit(block_size, stride):
+    """The smallest multiple of the block stride that is at least a block: tiles whose edges are
+    multiples of it hold the blocks of the whole cloud's grid unchanged."""
+    return stride * np.ceil(block_size / stride - 1e-9)
+
+
+def plan_tiles(xy, max_points, unit):
+    """Cuts points (x, y >= 0, shifted coordinates) into square tiles of at most `max_points`.
+
+    The tile side is a multiple of `unit`, as large as a bisection finds for which no tile holds
+    more than `max_points` points; a single `unit` square may still hold more (then it is one
+    tile). `max_points` 0, or at least the number of points, means one tile. Every point lies in
+    exactly one tile; empty tiles are left out.
+    """
+    xy = np.asarray(xy, np.float64)
+    cells = np.floor(xy / unit).astype(np.int64)
+    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
+    if max_points > 0 and len(xy) > max_points:
+        occupied, counts = np.unique(cells, axis=0, return_counts=True)
+        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
+        while fits < side:
+            middle = (fits + side + 1) // 2
+            if _largest_tile(occupied, counts, middle) <= max_points:
+                fits = middle
+            else:
+                side = middle - 1
+        side = fits
+    keys = cells // side
+    span = int(keys[:, 1].max(initial=0)) + 1
+    flat = keys[:, 0] * span + keys[:, 1]
+    order = np.argsort(flat, kind="stable")
+    starts = np.flatnonzero(np.diff(flat[order], prepend=-1))
+    tiles = []
+    for indices in np.split(order, starts[1:]):
+        key = keys[indices[0]]
+        tiles.append(Tile(origin=key * side * unit, side=side * unit, indices=indices))
+    return tiles
+
+
+def _largest_tile(cells, counts, side):
+    tiles = cells // side
+    _, inverse = np.unique(tiles, axis=0, return_inverse=True)
+    return int(np.bincount(inverse.reshape(-1), weights=counts).max())
+
+
+# ------------------------------------------------------------------------------------------------
+# Segmentation of a whole cloud
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CloudPrediction:
+    """Per-point labels of a cloud, in the order of its points."""
+
+    semantic: np.ndarray  # (N,) int32 class
+    instance: np.ndarray  # (N,) int32, -1 = no instance; unique across tiles
+    score: np.ndarray  # (N,) float32, mean probability of the class over the blocks holding the point
+    offset: np.ndarray  # (3,) float64, the cloud's minimum corner (subtracted before the network)
+    num_tiles: int
+    instances: object  # jsnet_tf.metrics.InstanceTable: class, confidence and points of each instance
+
+
+class CloudSegmenter:
+    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large.
+
+    Args:
+      segmenter: a `jsnet_tf.evaluation.RoomSegmenter` labelling every point (eval.label_all_points).
+      max_points_per_pass: tile clouds with more points; 0 never tiles.
+    """
+
+    def __init__(self, segmenter, max_points_per_pass=DEFAULT_MAX_POINTS_PER_PASS):
+        if not segmenter.cfg["label_all_points"]:
+            raise PredictError("prediction labels every point: eval.label_all_points must be true")
+        if max_points_per_pass < 0:
+            raise PredictError(f"--max_points_per_pass must be >= 0, got {max_points_per_pass}")
+        self.segmenter = segmenter
+        self.max_points_per_pass = int(max_points_per_pass)
+        self.unit = tile_unit(segmenter.block_size, float(segmenter.cfg["stride"]))
+
+    def plan(self, xyz):
+        """(offset, tiles) of a cloud: its minimum corner and its tiles in shifted coordinates."""
+        offset = xyz.min(axis=0)
+        return offset, plan_tiles(xyz[:, :2] - offset[:2], self.max_points_per_pass, self.unit)
+
+    def count_blocks(self, xyz, plan=None):
+        """How many network blocks `segment` runs (for a progress bar)."""
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        return sum(self.segmenter.count_blocks(self._tile_room(xyz, None, offset, t, "")) for t in tiles)
+
+    def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
+        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8.
+
+        A tile with no block of `eval.min_block_points` points takes the class and score of the
+        nearest labelled point and no instance; a cloud with no such block at all is an error.
+        """
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        from jsnet_tf import metrics
+
+        semantic = np.full(len(xyz), -1, np.int32)
+        instance = np.full(len(xyz), -1, np.int32)
+        score = np.zeros(len(xyz), np.float32)
+        tables = []
+        next_instance = 0
+        for tile in tiles:
+            room = self._tile_room(xyz, rgb, offset, tile, name)
+            if not self.segmenter.block_members(room):
+                continue  # filled from the nearest labelled point below
+            result = self.segmenter.segment(room, seed=seed, progress=progress)
+            ids = result.instance_pred
+            semantic[tile.indices] = result.semantic_pred
+            instance[tile.indices] = np.where(ids >= 0, ids + next_instance, -1)
+            score[tile.indices] = result.score
+            tables.append(result.instances._replace(ids=result.instance_ids + next_instance))
+            next_instance += int(ids.max(initial=-1)) + 1
+        instances = metrics.InstanceTable(*(np.concatenate([t[k] for t in tables] + [np.zeros(0, dtype)])
+                                            for k, dtype in enumerate((np.int64, np.int64, np.float64, np.int64))))
+        unlabelled = semantic < 0
+        if unlabelled.all():
+            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
+            raise PredictError(
+                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                "are the coordinates in metres?"
+            )
+        if unlabelled.any():
+            from scipy.spatial import cKDTree
+
+            labelled = np.flatnonzero(~unlabelled)
+            nearest = labelled[cKDTree(xyz[labelled]).query(xyz[unlabelled])[1]]
+            semantic[unlabelled] = semantic[nearest]
+            score[unlabelled] = score[nearest]
+        return CloudPrediction(semantic, instance, score, offset, len(tiles), instances)
+
+    def _tile_room(self, xyz, rgb, offset, tile, name):
+        from jsnet_tf.data import s3dis
+
+        local = xyz[tile.indices] - offset
+        local[:, :2] -= tile.origin
+        count = len(tile.indices)
+        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb[tile.indices]
+        return s3dis.Room(
+            name=name, xyz=local.astype(np.float32), rgb=colour,
+            semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+
+
+def output_paths(out_dir, stem, suffixes=OUTPUT_SUFFIXES):
+    """The final output files of one input."""
+    return [pathlib.Path(out_dir) / f"{stem}{suffix}" for suffix in suffixes]
+
+
+def publish_outputs(out_dir, stem, suffixes, write):
+    """Calls `write({suffix: path})` with paths in a hidden staging folder of `out_dir`, then
+    renames the files it wrote into place (the npz last) and removes older outputs of `stem` that
+    were not rewritten; on any error none of the new files is left behind (an output it replaced
+    is gone). Returns the paths written."""
+    out_dir = pathlib.Path(out_dir)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    moved = []
+    try:
+        staged = {suffix: staging / f"{stem}{suffix}" for suffix in suffixes}
+        write(staged)
+        for path in sorted(staged.values(), key=lambda p: p.suffix == ".npz"):  # the npz last
+            if path.exists():
+                os.replace(path, out_dir / path.name)
+                moved.append(out_dir / path.name)
+        for path in output_paths(out_dir, stem, suffixes):
+            if path not in moved:
+                path.unlink(missing_ok=True)
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True):
+    """Writes one cloud's outputs (OUTPUT_SUFFIXES) all together or not at all (`publish_outputs`);
+    `class_names` and `palette` ((C, 3) colours) are the dataset's."""
+    from jsnet_tf import io, metrics
+
+    def write(staged):
+        labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
+        semantic_rgb = io.semantic_colors(prediction.semantic, palette)
+        instance_rgb = io.instance_colors(prediction.instance)
+        io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
+        io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
+        if txt:
+            write_labels_txt(staged["_labels.txt"], xyz, prediction.semantic, prediction.instance, prediction.score)
+        table = prediction.instances
+        metrics.write_instance_list(staged["_instances.txt"], table)
+        with open(staged["_labels.npz"], "wb") as f:
+            np.savez(
+                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
+                offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
+                instance_classes=table.classes, instance_confidences=table.confidences, instance_points=table.points,
+            )
+        if pictures:
+            _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
+                           prediction.semantic, class_names)
+
+    return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
+
+
+def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
+                     header="x y z semantic instance score"):
+    """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `# <header>` line;
+    formatted with vectorised digit arithmetic, a million rows at a time."""
+    from jsnet_tf.metrics import format_lines
+
+    with open(path, "wb") as f:
+        f.write(f"# {header}\n".encode())
+        for start in range(0, len(xyz), rows_per_write):
+            rows = slice(start, start + rows_per_write)
+            columns = [xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+            f.write(format_lines(columns, "fffddf"))
+
+
+def _write_picture(path, local_xyz, semantic_rgb, instance_rgb, stem, semantic, class_names):
+    from jsnet_tf import viz
+
+    z = local_xyz[:, 2]
+    viz.render_segmentation_panel(
+        path, local_xyz, {"semantic": semantic_rgb, "instance": instance_rgb},
+        title=f"{stem}: top view below 85% of the height, metres from the minimum corner",
+        z_max=float(z.min() + 0.85 * (z.max() - z.min())), legends={"semantic": (semantic, class_names)},
+    )
+
+
+def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, options):
+    """Reads, segments and writes one input (options: jsnet_tf.tasks.base.PredictOptions); returns a
+    one-line summary."""
+    from jsnet_tf import io
+
+    started = time.time()
+    outputs = output_paths(out_dir, path.stem)
+    existing = [p for p in outputs if p.exists()]
+    if existing and not options.overwrite:
+        raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
+    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max)
+    notes = [f"{len(cloud)} points"]
+    if cloud.num_dropped:
+        notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
+    rgb = cloud.rgb if options.color else None
+    if rgb is None:
+        why = "colours ignored (--nocolor)" if cloud.rgb is not None else "no colours"
+        print(
+            f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
+            "the network was trained with colour", file=sys.stderr, flush=True,
+        )
+    plan = cloud_segmenter.plan(cloud.xyz)
+    offset, tiles = plan
+    extent = cloud.xyz.max(axis=0) - offset
+    notes.append("extent " + " x ".join(f"{e:.2f}" for e in extent) + " m")
+    notes.append("minimum corner (" + ", ".join(f"{o:.3f}" for o in offset) + ") moved to the origin")
+    if len(tiles) > 1:
+        notes.append(f"{len(tiles)} tiles (more than --max_points_per_pass={cloud_segmenter.max_points_per_pass} points)")
+    print(f"{path}: " + "; ".join(notes), flush=True)
+    bar = None
+    if options.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cloud_segmenter.count_blocks(cloud.xyz, plan), unit="block", desc=path.stem)
+    try:
+        prediction = cloud_segmenter.segment(cloud.xyz, rgb, path.stem, seed, bar.update if bar else None, plan)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, palette, options.txt, options.pictures)
+    classes = len(np.unique(prediction.semantic))
+    instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
+    return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "
+            f"({time.time() - started:.1f} s)")
