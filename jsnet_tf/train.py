@@ -83,7 +83,8 @@ def main(argv):
 
     for fold in folds:
         run_dir = task.run_dir(FLAGS.workdir, fold)
-        print(f"training {task.title}, {task.fold_description(fold)} -> {run_dir}", flush=True)
+        held_out = f", {task.fold_description(fold)} held out" if task.has_folds else f" ({task.fold_description(fold)})"
+        print(f"training on {task.title}{held_out} -> {run_dir}", flush=True)
         training.Trainer(cfg, run_dir, fold).fit(verbose=int(FLAGS.verbose), validate=FLAGS.validate)
 
 

@@ -593,12 +593,15 @@ def test_flags_of_the_other_dataset_are_one_clear_line(run, shapenet_run, shapes
     folder, _ = shapes
     result = _predict("--workdir", run, "--category", "Mug", folder / "mug.txt", "--out", tmp_path / "a")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "predict: error: --category is for ShapeNet part runs; this run is of S3DIS"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"predict: error: --category is for ShapeNet part runs; {run / 'area2'} is a S3DIS run"
+    )
     result = _predict("--workdir", shapenet_run, "--min_instance_points", "5", "--nocolor", folder / "mug.txt",
                       "--out", tmp_path / "b")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"predict: error: --min_instance_points, --color: for S3DIS runs only; {shapenet_run} is a ShapeNet part run"
+        f"predict: error: --min_instance_points, --color are for S3DIS and ScanNet v2 runs; {shapenet_run} is a ShapeNet part "
+        "run"
     )
     assert not any((tmp_path / "a").iterdir()) and not any((tmp_path / "b").iterdir())
 

@@ -114,7 +114,7 @@ class Task:
         """(N, 3) uint8 colours of per-point classes (-1 and unknown: grey)."""
         from jsnet_tf import io
 
-        return io.label_colors(labels, self.palette())
+        return io.semantic_colors(labels, self.palette())
 
     # -------------------------------------------------------------------------- config
 
@@ -226,10 +226,18 @@ class Predictor:
 
 
 def refuse_foreign_predict_flags(task: Task, given: Sequence[str], run_dir) -> None:
-    """One line naming the predict flags given that are for other datasets."""
+    """One line naming the predict flags given that are for other datasets, and whose they are."""
     from jsnet_tf import tasks
 
-    foreign = sorted({name for other in tasks.names() for name in tasks.get(other).predict_flags} - set(task.predict_flags))
-    used = [f"--{name}" for name in given if name in foreign]
+    owners: dict[str, list[str]] = {}
+    for other in tasks.names():
+        for name in tasks.get(other).predict_flags:
+            owners.setdefault(name, []).append(tasks.get(other).title)
+    used = [name for name in given if name in owners and name not in task.predict_flags]
     if used:
-        raise TaskError(f"{', '.join(used)}: not for {task.title} runs; {run_dir} is a {task.title} run")
+        groups: dict[tuple, list[str]] = {}
+        for name in used:
+            groups.setdefault(tuple(owners[name]), []).append(f"--{name}")
+        whose = "; ".join(f"{', '.join(flags)} {'is' if len(flags) == 1 else 'are'} for {' and '.join(titles)} runs"
+                          for titles, flags in groups.items())
+        raise TaskError(f"{whose}; {run_dir} is a {task.title} run")
