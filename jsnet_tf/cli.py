@@ -34,11 +34,14 @@ HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 
 def define_shared(*names):
     """Defines the named SHARED_FLAGS that are not defined yet (two programs in one process define
-    them once)."""
+    them once), as key flags of the calling program, so that its `--helpshort` lists them."""
+    caller = sys._getframe(1).f_globals["__name__"]
+    caller = sys.argv[0] if caller == "__main__" else caller  # absl's name for the module run as a script
     for name in names:
         definer, default, text = SHARED_FLAGS[name]
         if name not in flags.FLAGS:
             definer(name, default, text)
+        flags.FLAGS.register_key_flag_for_module(caller, flags.FLAGS[name])
 
 
 def config_overrides(sets=(), values=None):

@@ -153,8 +153,9 @@ def _check_mean_ins_size(path, cfg):
     is that of the rooms' test protocol)."""
     task = tasks.for_config(cfg)
     if not getattr(task, "takes_mean_instance_sizes", False):
+        takers = [tasks.get(name).title for name in tasks.names() if getattr(tasks.get(name), "takes_mean_instance_sizes", False)]
         raise ConversionError(
-            f"--mean_ins_size {path}: mean instance sizes are for models of rooms (S3DIS, ScanNet); the config describes "
+            f"--mean_ins_size {path}: mean instance sizes are for {' and '.join(takers)} models; the config describes "
             f"a {task.title} model"
         )
     return task.load_mean_instance_sizes(path)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jsnet_tf import checkpoints, config, convert
+from jsnet_tf import checkpoints, config, convert, tasks
 from jsnet_tf.data import s3dis
 from jsnet_tf.model import build_model
 from tests import tf1_jsnet
@@ -407,12 +407,12 @@ def test_a_bad_sizes_file_is_refused_in_one_line_and_nothing_is_written(original
 def test_sizes_for_a_model_of_other_classes_are_refused(original, tmp_path):
     shapenet_cfg = config.load(None, [*OVERRIDES, 'data.dataset="shapenet"', "model.num_classes=50"])
     path = _original_sizes_file(tmp_path / "mean_ins_size.txt")
-    message = r"^--mean_ins_size .*: mean instance sizes are for S3DIS models of 13 classes; the config describes"
-    with pytest.raises(convert.ConversionError, match=message + " a shapenet model of 50$"):
+    message = r"^--mean_ins_size .*: mean instance sizes are for S3DIS and ScanNet v2 models; the config describes"
+    with pytest.raises(convert.ConversionError, match=message + " a ShapeNet part model$"):
         convert.run(original[1], tmp_path / "run", shapenet_cfg, mean_ins_size=path)
     missing = tmp_path / "nope.txt"
     with pytest.raises(s3dis.DataError, match=f"^{missing}: no such file"):
-        convert.load_mean_ins_size(missing)
+        tasks.get("s3dis").load_mean_instance_sizes(missing)
     assert not (tmp_path / "run").exists()
 
 

@@ -600,7 +600,7 @@ def test_flags_of_the_other_dataset_are_one_clear_line(run, shapenet_run, shapes
                       "--out", tmp_path / "b")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"predict: error: --min_instance_points, --color are for S3DIS and ScanNet v2 runs; {shapenet_run} is a ShapeNet part "
+        f"predict: error: --color, --min_instance_points are for S3DIS and ScanNet v2 runs; {shapenet_run} is a ShapeNet part "
         "run"
     )
     assert not any((tmp_path / "a").iterdir()) and not any((tmp_path / "b").iterdir())
