@@ -146,7 +146,29 @@ def test_self_test_names_each_wrong_op_device_and_direction():
     failed = {(t.op, part) for t in lines for part, s in (("forward", t.forward), ("gradient", t.gradient)) if s not in ("ok", "-")}
     assert failed == {("knn_point", "forward"), ("group_point", "gradient")}
     group_point, knn_point = doctor.self_test_problems(lines)
-    assert group_point.startswith("self-test: the compiled group_point on CPU:0 (gradient) differs from the float64 reference: "
-                                  "gradient differs at ")
-    assert knn_point.startswith("self-test: the compiled knn_point on CPU:0 (forward) differs from the float64 reference: "
-                                "output 0 differs at ")
+    assert group_point.startswith("self-test: compiled group_point on CPU:0, gradient: gradient differs at ")
+    assert knn_point.startswith("self-test: compiled knn_point on CPU:0, forward: output 0 differs at ")
+    assert knn_point.endswith("(checked against the float64 brute force; please report it with this output)")
+
+
+def test_self_test_skips_an_op_an_implementation_lacks():
+    library.load()
+    partial = wrong_kernels()
+    del partial.knn_point
+    lines = doctor.self_test([CPU], {"fused": (partial, lambda device: None)}, repeats=1)
+    assert [(t.op, t.forward) for t in lines if t.op == "knn_point"] == [("knn_point", "skipped: no fused version")]
+
+
+def test_compiled_ops_that_run_elsewhere_than_asked_fail():
+    """Compiled ops asked for a GPU they have no kernels for run on the CPU (soft placement): a
+    failure of the self-test, not a pass. On a machine without a GPU, any GPU is such a GPU."""
+    import tensorflow as tf
+
+    from jsnet_tf.ops import custom
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    library.load()
+    lines = doctor.self_test(["/device:GPU:0"], {"compiled": (custom, lambda device: None)}, repeats=1)
+    assert {t.forward for t in lines} == {"FAILED: ran on CPU:0 instead (TensorFlow has no kernel of it for GPU:0)"}
+    assert len(doctor.self_test_problems(lines)) == len(lines)
