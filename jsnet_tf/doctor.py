@@ -322,40 +322,50 @@ def format_self_test(lines, repeats):
 
 def examine(run_self_test=True, repeats=3):
     """Everything jsnet-doctor checks: (Findings, SelfTestLines)."""
-    import tensorflow as tf
-
-    from jsnet_tf.ops import custom, reference
-
     findings = Findings()
     findings.add("jsnet-tf", f"{package_version()} ({pathlib.Path(__file__).resolve().parent})")
     findings.add("Python", f"{platform.python_version()} ({sys.executable})")
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        findings.add("TensorFlow", f"does not import: {error}",
+                     f"TensorFlow does not import ({error}): `make install` installs it (tensorflow-cpu, or the CUDA build "
+                     "where nvidia-smi works), or `pip install 'tensorflow-cpu==2.21.*'`")
+        findings.add("GPUs", "not checked: needs TensorFlow")
+        cpu_row(findings)
+        findings.add("Op library", "not checked: needs TensorFlow")
+        clustering_row(findings)
+        findings.add("GPU self-check", "not checked: needs TensorFlow")
+        findings.add("Self-test", "not run: needs TensorFlow")
+        return findings, []
     cuda_build = tensorflow_row(findings)
     gpus = gpu_rows(findings, cuda_build)
     cpu_row(findings)
     compiled_ok, cuda_kernels = op_library_row(findings, cuda_build, gpus)
     clustering_row(findings)
     self_check_row(findings, cuda_kernels and bool(gpus))
-    lines = []
-    if run_self_test:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")[:1] + tf.config.list_logical_devices("GPU")]
-
-        def compiled_skip(device):
-            if not compiled_ok:
-                return "the op library is unusable"
-            if "GPU" in device and not cuda_kernels:
-                return "the op library has no CUDA kernels"
-            return None
-
-        implementations = {"compiled": (custom, compiled_skip), "pure-TF": (reference, lambda device: None)}
-        lines = self_test(devices, implementations, repeats)
-        ran = [t for t in lines if not t.forward.startswith("skipped")]
-        passed = sum(not (t.forward.startswith("FAILED") or t.gradient.startswith("FAILED")) for t in ran)
-        skipped = [f"{t.implementation} {t.op} on {t.device} {t.forward}" for t in lines if t.forward.startswith("skipped")]
-        summary = (f"{passed} of {len(ran)} op runs passed on {', '.join(_short(d) for d in devices)}"
-                   + "".join(f"; {s}" for s in skipped) + " (table below)")
-        findings.add("Self-test", summary, *self_test_problems(lines))
-    else:
+    if not run_self_test:
         findings.add("Self-test", "not run (--noself_test)")
+        return findings, []
+    from jsnet_tf.ops import custom, reference
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:1] + tf.config.list_logical_devices("GPU")]
+
+    def compiled_skip(device):
+        if not compiled_ok:
+            return "the op library is unusable"
+        if "GPU" in device and not cuda_kernels:
+            return "the op library has no CUDA kernels"
+        return None
+
+    implementations = {"compiled": (custom, compiled_skip), "pure-TF": (reference, lambda device: None)}
+    lines = self_test(devices, implementations, repeats)
+    ran = [t for t in lines if not t.forward.startswith("skipped")]
+    passed = sum(not (t.forward.startswith("FAILED") or t.gradient.startswith("FAILED")) for t in ran)
+    skipped = [f"{t.implementation} {t.op} on {t.device} {t.forward}" for t in lines if t.forward.startswith("skipped")]
+    summary = (f"{passed} of {len(ran)} op runs passed on {', '.join(_short(d) for d in devices)}"
+               + "".join(f"; {s}" for s in skipped) + " (table below)")
+    findings.add("Self-test", summary, *self_test_problems(lines))
     return findings, lines
 
 

@@ -172,3 +172,17 @@ def test_compiled_ops_that_run_elsewhere_than_asked_fail():
     lines = doctor.self_test(["/device:GPU:0"], {"compiled": (custom, lambda device: None)}, repeats=1)
     assert {t.forward for t in lines} == {"FAILED: ran on CPU:0 instead (TensorFlow has no kernel of it for GPU:0)"}
     assert len(doctor.self_test_problems(lines)) == len(lines)
+
+
+def test_without_tensorflow_every_row_is_still_filled(tmp_path):
+    """A machine where TensorFlow does not import: one problem saying how to install it."""
+    code = "import sys; sys.modules['tensorflow'] = None; from jsnet_tf import doctor; doctor.cli()"
+    result = subprocess.run([sys.executable, "-c", code, "--noself_test"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 1
+    rows = _rows(result.stdout)
+    assert list(rows) == list(ROWS) and all(rows.values())
+    assert rows["TensorFlow"].startswith("does not import: ")
+    [problem] = _problems(result.stdout)
+    assert problem.startswith("problem: TensorFlow does not import (") and "`make install`" in problem
