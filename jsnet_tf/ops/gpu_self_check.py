@@ -96,11 +96,11 @@ class GpuSelfCheck:
     def falls_back(self):
         """True when the ops called now must use the pure-TF implementation: they are about to run
         on a device whose compiled ops differ from the CPU kernels (checked here on first use)."""
-        if not enabled():
-            return False
         if self._devices is None:
             self._devices = list(self._list_devices())
-        device = target_device(self._devices) if self._devices else None
+        if not self._devices or not enabled():
+            return False
+        device = target_device(self._devices)
         return device is not None and bool(self.failures(device))
 
     @tf.autograph.experimental.do_not_convert  # runs as Python while a tf.function traces
