@@ -73,6 +73,7 @@ def tensorflow_wheel():
 
 
 def package_version():
+    """jsnet-tf's installed version (the Makefile installs it, editable)."""
     try:
         return importlib.metadata.version("jsnet-tf")
     except importlib.metadata.PackageNotFoundError:
@@ -111,11 +112,11 @@ def gpu_rows(findings, cuda_build):
         details = tf.config.experimental.get_device_details(device)
         capability = details.get("compute_capability")
         gpus.append((_short(device.name), details.get("device_name", "GPU"), "%d%d" % capability if capability else None))
-    driver = nvidia_smi_gpus()
     if gpus:
         value = f"{len(gpus)}: " + ", ".join(f"{n} {d}" + (f" (sm_{c})" if c else "") for n, d, c in gpus)
         findings.add("GPUs", value)
         return gpus
+    driver = nvidia_smi_gpus()
     problem = None
     if driver is None:
         value = "none (no NVIDIA driver: nvidia-smi absent or failing)"
@@ -185,6 +186,15 @@ def _cuda_kernels_missing(lib_path, cuda_build, nvcc):
     return f"{lib_path} has no CUDA kernels, so the point ops run on the CPU beside the GPUs: {first} `{REBUILD_CUDA}`"
 
 
+def cuda_kernels_run_on(capability, archs):
+    """Whether kernels compiled for the SM versions `archs` ('80', '90', ...) run on a GPU of compute
+    capability `capability`: a binary for X.Y runs on X.Z for Z >= Y, and the PTX of the newest
+    arch (tf_ops/build.py embeds it) compiles for any newer GPU when loaded."""
+    major, minor = divmod(int(capability), 10)
+    binary = any(divmod(int(arch), 10)[0] == major and divmod(int(arch), 10)[1] <= minor for arch in archs)
+    return binary or max(map(int, archs)) <= int(capability)
+
+
 def op_library_row(findings, cuda_build, gpus):
     """The op library's state; returns whether its compiled ops can run (and on GPUs too)."""
     from jsnet_tf import native_build
@@ -206,14 +216,15 @@ def op_library_row(findings, cuda_build, gpus):
     if info.get("cuda"):
         cuda_text = f"CUDA kernels: yes, sm {', '.join(archs)}"
     else:
-        cuda_text = "CUDA kernels: no (" + ("no nvcc at build time" if cuda_build else "this TensorFlow is a CPU-only build") + ")"
+        why = "built without them: no nvcc then, or --cuda=off" if cuda_build else "this TensorFlow is a CPU-only build"
+        cuda_text = f"CUDA kernels: no ({why})"
     value = (f"ok, {library.LIB_PATH}: built for TensorFlow {info.get('tf_version')} from the current sources; "
              f"{cuda_text}; {nvcc_text}")
     problems = []
     if gpus and not info.get("cuda"):
         problems.append(_cuda_kernels_missing(library.LIB_PATH, cuda_build, nvcc))
     for name, device_name, capability in gpus:
-        if info.get("cuda") and capability and archs and capability not in archs and int(capability) < max(map(int, archs)):
+        if info.get("cuda") and capability and archs and not cuda_kernels_run_on(capability, archs):
             problems.append(f"{name} {device_name} (sm_{capability}) is not among the architectures of the CUDA kernels "
                             f"(sm {', '.join(archs)}): rebuild with `JSNET_CUDA_ARCHS={capability} python tf_ops/build.py --force`")
     findings.add("Op library", value, *problems)
@@ -241,13 +252,14 @@ def clustering_row(findings):
 def self_check_row(findings, cuda_gpus):
     from jsnet_tf.ops import gpu_self_check
 
+    off = f"{gpu_self_check.ENV_VAR}=0 turns it off"
     if not gpu_self_check.enabled():
         state = f"off ({gpu_self_check.ENV_VAR}={os.environ[gpu_self_check.ENV_VAR]})"
     elif cuda_gpus:
-        state = "on: the compiled ops compare each GPU with the CPU kernels the first time they run there"
+        state = f"on: the compiled ops compare each GPU with the CPU kernels the first time they run there ({off})"
     else:
-        state = "on, idle here: no GPU runs the compiled ops"
-    findings.add("GPU self-check", f"{state} ({gpu_self_check.ENV_VAR}=0 turns it off)")
+        state = f"on, idle here: no GPU runs the compiled ops ({off})"
+    findings.add("GPU self-check", state)
 
 
 def self_test(devices, implementations, repeats, placed=("compiled",), seed=0):

@@ -107,14 +107,22 @@ def test_a_gpu_older_than_the_compiled_architectures_is_a_problem(monkeypatch):
     library.load()
     info = {**library.read_build_info(), "cuda": True, "cuda_archs": "80,90"}
     monkeypatch.setattr(library, "read_build_info", lambda: info)
-    gpus = [("GPU:0", "Tesla T4", "75"), ("GPU:1", "NVIDIA A100", "80"), ("GPU:2", "a newer GPU", "100")]
+    gpus = [("GPU:0", "Tesla T4", "75"), ("GPU:1", "NVIDIA A10", "86"), ("GPU:2", "a newer GPU", "100")]
     findings = doctor.Findings()
     assert doctor.op_library_row(findings, cuda_build=True, gpus=gpus) == (True, True)
     assert "CUDA kernels: yes, sm 80, 90" in findings.rows[0][1]
-    assert findings.problems == [  # sm_100 runs the sm_90 PTX
+    assert findings.problems == [  # sm_86 runs the sm_80 binary, sm_100 the sm_90 PTX
         "GPU:0 Tesla T4 (sm_75) is not among the architectures of the CUDA kernels (sm 80, 90): "
         "rebuild with `JSNET_CUDA_ARCHS=75 python tf_ops/build.py --force`"
     ]
+
+
+@pytest.mark.parametrize("capability,archs,runs", [
+    ("80", ["80", "90"], True), ("86", ["80", "90"], True), ("89", ["86"], True), ("75", ["80", "90"], False),
+    ("86", ["89", "90"], False), ("120", ["75", "90"], True), ("90", ["75", "80", "86", "89", "90"], True),
+])
+def test_cuda_architecture_compatibility(capability, archs, runs):
+    assert doctor.cuda_kernels_run_on(capability, archs) == runs
 
 
 @pytest.mark.parametrize("cuda_build,needs", [(False, "this TensorFlow is a CPU-only build"), (True, "check the driver")])
