@@ -186,6 +186,13 @@ def _cuda_kernels_missing(lib_path, cuda_build, nvcc):
     return f"{lib_path} has no CUDA kernels, so the point ops run on the CPU beside the GPUs: {first} `{REBUILD_CUDA}`"
 
 
+def _sources(library):
+    """'from the current sources', or that an installed package has none to compare with."""
+    if library.source_digest() is None:
+        return f"(its sources, {library.SOURCE_DIR}, are not here to compare with: an installed package)"
+    return "from the current sources"
+
+
 def cuda_kernels_run_on(capability, archs):
     """Whether kernels compiled for the SM versions `archs` ('80', '90', ...) run on a GPU of compute
     capability `capability`: a binary for X.Y runs on X.Z for Z >= Y, and the PTX of the newest
@@ -218,7 +225,7 @@ def op_library_row(findings, cuda_build, gpus):
     else:
         why = "built without them: no nvcc then, or --cuda=off" if cuda_build else "this TensorFlow is a CPU-only build"
         cuda_text = f"CUDA kernels: no ({why})"
-    value = (f"ok, {library.LIB_PATH}: built for TensorFlow {info.get('tf_version')} from the current sources; "
+    value = (f"ok, {library.LIB_PATH}: built for TensorFlow {info.get('tf_version')} {_sources(library)}; "
              f"{cuda_text}; {nvcc_text}")
     problems = []
     if gpus and not info.get("cuda"):
@@ -245,7 +252,7 @@ def clustering_row(findings):
         return
     info = library.read_build_info()
     isa = ISA_NAMES.get(library.load().vector_isa(), "portable C++")
-    findings.add("Clustering", f"ok, {library.LIB_PATH}: built from the current sources with pybind11 {info.get('pybind11')}, "
+    findings.add("Clustering", f"ok, {library.LIB_PATH}: built {_sources(library)} with pybind11 {info.get('pybind11')}, "
                                f"{info.get('compiler')}; mean-shift scans: {isa}")
 
 

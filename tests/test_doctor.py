@@ -194,3 +194,12 @@ def test_without_tensorflow_every_row_is_still_filled(tmp_path):
     assert rows["TensorFlow"].startswith("does not import: ")
     [problem] = _problems(result.stdout)
     assert problem.startswith("problem: TensorFlow does not import (") and "`make install`" in problem
+
+
+def test_an_installed_package_without_sources_says_it_cannot_compare(monkeypatch, tmp_path):
+    library.load()
+    monkeypatch.setattr(library, "SOURCE_DIR", tmp_path)
+    findings = doctor.Findings()
+    doctor.op_library_row(findings, cuda_build=False, gpus=[])
+    assert f"(its sources, {tmp_path}, are not here to compare with: an installed package)" in findings.rows[0][1]
+    assert findings.problems == []
