@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-$(TF_NAME)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install build test demo demo-shapenet demo-scannet bench gpu-harness clean
+.PHONY: install build test doctor demo demo-shapenet demo-scannet bench gpu-harness clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ build: install
 test: build
 	$(BIN)/ruff check .
 	$(PY) -m pytest
+
+# What jsnet-tf finds on this machine (TensorFlow build, GPUs, CPU kernels, native libraries) and a
+# self-test of every op on every device; exits 1 with one line per problem.
+doctor: build
+	$(BIN)/jsnet-doctor
 
 # The built-in demo: synthetic S3DIS -> prepared blocks -> a short training run with area 5 held
 # out (the original's resampled blocks; semantic accuracy on one validation room of the training

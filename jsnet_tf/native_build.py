@@ -1,9 +1,14 @@
 """Build records shared by the native parts (the TF op library, the clustering extension): a
-digest of the sources a binary was built from, and reading the JSON record kept beside it."""
+digest of the sources a binary was built from, reading the JSON record kept beside it, and where
+the CUDA compiler is (the op library's build uses it; jsnet-doctor reports it)."""
 
 import hashlib
 import json
+import os
 import pathlib
+import shutil
+
+CUDA_HOME = pathlib.Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 
 
 def source_digest(source_dir, names):
@@ -24,3 +29,9 @@ def read_build_info(path):
         return json.loads(pathlib.Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def find_nvcc():
+    """The nvcc that builds the CUDA kernels (PATH, then $CUDA_HOME/bin), or None."""
+    installed = CUDA_HOME / "bin" / "nvcc"
+    return shutil.which("nvcc") or (str(installed) if installed.exists() else None)

@@ -16,7 +16,7 @@ OWN_FLAG = {
     "jsnet-train": "--workdir", "jsnet-evaluate": "--which", "jsnet-predict": "--category", "jsnet-export": "--out",
     "jsnet-convert": "--mean_ins_size", "jsnet-experiments": "--dry_run", "jsnet-prepare-s3dis": "--num_points",
     "jsnet-prepare-shapenet": "--raw", "jsnet-synthetic": "--rooms_per_area", "jsnet-synthetic-parts": "--points_per_shape",
-    "jsnet-prepare-scannet": "--split_dir", "jsnet-synthetic-scannet": "--scenes",
+    "jsnet-prepare-scannet": "--split_dir", "jsnet-synthetic-scannet": "--scenes", "jsnet-doctor": "--repeats",
 }
 
 

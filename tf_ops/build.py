@@ -16,7 +16,6 @@ import concurrent.futures
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,9 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from jsnet_tf.native_build import CUDA_HOME, find_nvcc  # noqa: E402
 from jsnet_tf.ops import library  # noqa: E402
 
-CUDA_HOME = pathlib.Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 DEFAULT_ARCHS = "75,80,86,89,90"
 
 
@@ -52,10 +51,6 @@ def parse_args(argv):
     )
     parser.add_argument("--verbose", action="store_true", help="print every compiler command")
     return parser.parse_args(argv)
-
-
-def find_nvcc():
-    return shutil.which("nvcc") or (str(CUDA_HOME / "bin" / "nvcc") if (CUDA_HOME / "bin" / "nvcc").exists() else None)
 
 
 def cuda_wanted(mode):

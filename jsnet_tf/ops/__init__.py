@@ -11,6 +11,9 @@ the innermost ``use_implementation(...)`` block, else ``set_implementation(...)`
 ``JSNET_OPS`` environment variable (``custom`` or ``reference``), else ``custom`` when the
 library is built and current and ``reference`` otherwise.
 
+The first time the compiled ops are about to run on a GPU, they check themselves there against
+the CPU kernels (``gpu_self_check``); a GPU that fails gets one warning and the pure-TF ops.
+
 Shapes: xyz (B, N, 3), new_xyz (B, M, 3), points (B, N, C); all float32, indices int32.
 """
 
@@ -18,7 +21,7 @@ import contextlib
 import contextvars
 import os
 
-from jsnet_tf.ops import checks, custom, library, reference
+from jsnet_tf.ops import checks, custom, gpu_self_check, library, reference
 from jsnet_tf.ops.library import OpLibraryError
 
 __all__ = [
@@ -78,6 +81,8 @@ def _impl():
     name = implementation()
     if name == "custom":
         library.load()  # raises OpLibraryError saying how to build it
+        if gpu_self_check.PROCESS.falls_back():
+            name = "reference"
     return _MODULES[name]
 
 

@@ -4,6 +4,10 @@
 `lib/build_info.json` (TensorFlow version, digest of the sources, CUDA or not). Loading refuses a
 library built for another TensorFlow or from other sources, with a message saying how to rebuild,
 instead of failing later with an undefined symbol or a segfault.
+
+The environment variable JSNET_OPS_LIB_DIR names another folder for the library and its record
+(both the build and the loading use it): a second build beside the package's, e.g. one with CUDA
+kernels, or an empty folder to see how a machine without the library behaves.
 """
 
 import os
@@ -15,7 +19,7 @@ from jsnet_tf import native_build
 from jsnet_tf.errors import UserError
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
-LIB_DIR = PACKAGE_DIR / "lib"
+LIB_DIR = pathlib.Path(os.environ.get("JSNET_OPS_LIB_DIR") or PACKAGE_DIR / "lib").resolve()
 LIB_PATH = LIB_DIR / "libjsnet_ops.so"
 INFO_PATH = LIB_DIR / "build_info.json"
 SOURCE_DIR = PACKAGE_DIR.parents[1] / "tf_ops" / "src"

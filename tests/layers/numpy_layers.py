@@ -2,12 +2,12 @@
 
 Written from the reference page (/work/shared/reference/jsnet.md, "Network") and the layers'
 docstrings; they read only a layer's weights, never its code paths. Neighbourhoods come from the
-brute force in tests/ops/numpy_reference.py.
+brute force in jsnet_tf/ops/numpy_reference.py.
 """
 
 import numpy as np
 
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 EPSILON = 1e-3  # the original batch norm's
 DISTANCE_FLOOR = 1e-10  # squared distances below this count as this (3-NN interpolation)

@@ -26,6 +26,7 @@ from jsnet_tf.layers import (
     interpolation_weights,
 )
 from jsnet_tf.layers.base import PointOpLayer
+from jsnet_tf.ops.numpy_reference import grid_points
 from tests.layers.layer_test_case import (
     CHECKS,
     Counts,
@@ -34,7 +35,6 @@ from tests.layers.layer_test_case import (
     conv_counts,
     stack_counts,
 )
-from tests.ops.numpy_reference import grid_points
 
 BATCH, POINTS, COARSE, MIDDLE, K = 2, 32, 8, 16, 6
 

@@ -9,8 +9,8 @@ import pytest
 
 from jsnet_tf import ops
 from jsnet_tf.layers import DepthwiseDecoding, interpolation_weights
+from jsnet_tf.ops import numpy_reference as ref
 from tests.layers.numpy_layers import batch_norm, conv_block, conv_stack, randomise_weights, upsample
-from tests.ops import numpy_reference as ref
 
 BATCH, FINE, COARSE, K = 2, 32, 8, 6
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jsnet_tf.layers import FeaturePropagation, interpolate, interpolation_weights
+from jsnet_tf.ops import numpy_reference as ref
 from tests.layers import numpy_layers
 from tests.layers.numpy_layers import conv_stack, randomise_weights, upsample
-from tests.ops import numpy_reference as ref
 
 
 def _levels(rng, batch=2, fine=40, coarse=10):

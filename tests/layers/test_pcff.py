@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from jsnet_tf.layers import PCFF, interpolation_weights
+from jsnet_tf.ops import numpy_reference as ref
 from tests.layers.numpy_layers import conv_block, randomise_weights, upsample
-from tests.ops import numpy_reference as ref
 
 BATCH, N0, N1, N2 = 2, 32, 16, 8
 C0, C1 = 4, 3  # F2 has C0 + C1 channels, added to concat(F0, up(F1)) channel by channel

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jsnet_tf.layers import SetAbstraction
+from jsnet_tf.ops import numpy_reference as ref
 from tests.layers.numpy_layers import conv_stack, randomise_weights
-from tests.ops import numpy_reference as ref
 
 NPOINT, NSAMPLE = 12, 8
 RADIUS = float(np.sqrt(300.5) / 64)  # its square lies halfway between grid distances

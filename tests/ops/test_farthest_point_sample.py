@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 SIZES = [(1, 1, 1), (1, 5, 5), (2, 37, 10), (3, 130, 130), (2, 1000, 257), (1, 2049, 64)]
 

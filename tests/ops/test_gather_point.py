@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 SIZES = [(1, 1, 1), (2, 7, 3), (3, 130, 257), (2, 4096, 1024)]
 

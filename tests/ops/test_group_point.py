@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 # (batch, N, C, M, nsample)
 SIZES = [(1, 1, 1, 1, 1), (2, 37, 5, 7, 3), (3, 130, 64, 33, 17), (2, 1024, 9, 256, 32)]

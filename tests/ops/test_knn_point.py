@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 # (batch, N, M, k): N=1, k = N, sizes off every block size, the S3DIS encoder/decoder calls.
 SIZES = [(1, 1, 1, 1), (2, 5, 3, 5), (3, 37, 11, 7), (2, 130, 130, 100), (2, 1024, 256, 32), (1, 1024, 1024, 16)]

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 # (batch, N, M, nsample): N=1, N not a multiple of any block size, nsample > points in ball,
 # M = N, S3DIS layer 1 (4096 -> 1024, K=32).

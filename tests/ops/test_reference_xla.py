@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 
 # (batch, M source points, C, N target points)
 SIZES = [(1, 1, 1, 1), (2, 3, 5, 7), (3, 37, 64, 130), (2, 256, 128, 1024)]

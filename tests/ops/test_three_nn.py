@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jsnet_tf import ops
-from tests.ops import numpy_reference as ref
+from jsnet_tf.ops import numpy_reference as ref
 from tests.ops.test_farthest_point_sample import _clustered, _degenerate
 
 # (batch, N queries, M candidates): fewer than 3 candidates, N=1, the S3DIS upsampling steps.

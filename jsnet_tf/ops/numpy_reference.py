@@ -1,4 +1,5 @@
-"""Float64 NumPy brute force of the point ops: the independent reference of the op tests.
+"""Float64 NumPy brute force of the point ops: the independent reference of the op tests and of
+`jsnet-doctor`'s self-test (so it ships with the package).
 
 Plain loops and sorts over every candidate, written from the documented semantics, sharing no
 code with either implementation under test.

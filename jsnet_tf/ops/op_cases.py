@@ -1,0 +1,196 @@
+"""One small checked case per point op: what the GPU self-check (`gpu_self_check`: a GPU's kernels
+against the CPU kernels) and `jsnet-doctor`'s self-test (every op on every device against the
+float64 brute force of `numpy_reference`) run.
+
+A case names the op (a function of an implementation module: `custom`, `reference`, or a fused op
+added later), draws a small input (milliseconds to run), gives the float64 answer and, for a
+differentiable op, which argument the gradient is taken w.r.t. and its float64 gradient. Adding an
+op to both checks is adding one entry to CASES.
+
+Coordinates lie on a 1/64 grid, so float32 distances are exact and ties are frequent: indices and
+distances must match the reference exactly; sums of float32 products (interpolation, gradients)
+within the case's tolerance.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from jsnet_tf.ops import numpy_reference as ref
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCase:
+    """An op, a small input of it and its float64 answer (see the module docstring)."""
+
+    name: str  # the op's function name in an implementation module
+    draw: Callable[[np.random.Generator], tuple]  # the op's arguments: NumPy arrays and Python numbers
+    reference: Callable[..., tuple]  # arguments -> float64 outputs, in the op's output order
+    grad_arg: int | None = None  # position of the argument the op is differentiable w.r.t.
+    reference_grad: Callable[..., np.ndarray] | None = None  # (upstream, *arguments) -> float64 gradient
+    rtol: float = 1e-5  # float outputs and gradients; integer outputs must be equal
+    atol: float = 1e-6
+
+
+@dataclasses.dataclass
+class Trial:
+    """One drawn input of a case: its arguments and the upstream gradient of the first output."""
+
+    case: OpCase
+    args: tuple
+    upstream: np.ndarray | None
+
+
+@dataclasses.dataclass
+class Result:
+    """What an implementation gave for a trial on a device, and how long it took."""
+
+    outputs: list  # NumPy arrays
+    grad: np.ndarray | None
+    device: str  # where the first output was computed (TensorFlow may place an op elsewhere)
+    forward_seconds: float
+    grad_seconds: float | None
+
+
+def _interpolate_grad(upstream, points, idx, weight):
+    return sum(ref.scatter_add(upstream * weight[:, :, s : s + 1], idx[:, :, s], points.shape[1]) for s in range(3))
+
+
+def _normal(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _indices(rng, high, shape):
+    return rng.integers(0, high, shape).astype(np.int32)
+
+
+def _weights(rng, shape):
+    weight = rng.random(shape).astype(np.float32) + np.float32(0.1)
+    return weight / weight.sum(-1, keepdims=True)
+
+
+BATCH, POINTS, QUERIES, CHANNELS = 2, 64, 16, 4
+
+CASES = (
+    OpCase(
+        "farthest_point_sample",
+        draw=lambda rng: (QUERIES, ref.grid_points(rng, (BATCH, POINTS, 3))),
+        reference=lambda npoint, xyz: (ref.farthest_point_sample(npoint, xyz),),
+    ),
+    OpCase(
+        "gather_point",
+        draw=lambda rng: (_normal(rng, (BATCH, POINTS, 3)), _indices(rng, POINTS, (BATCH, QUERIES))),
+        reference=lambda xyz, idx: (ref.gather_point(xyz, idx),),
+        grad_arg=0,
+        reference_grad=lambda upstream, xyz, idx: ref.scatter_add(upstream, idx, xyz.shape[1]),
+    ),
+    OpCase(
+        "query_ball_point",
+        draw=lambda rng: (
+            ref.grid_radius(rng, max_sq_cells=200), 8,
+            ref.grid_points(rng, (BATCH, POINTS, 3)), ref.grid_points(rng, (BATCH, QUERIES, 3)),
+        ),
+        reference=ref.query_ball_point,
+    ),
+    OpCase(
+        "group_point",
+        draw=lambda rng: (_normal(rng, (BATCH, POINTS, CHANNELS)), _indices(rng, POINTS, (BATCH, QUERIES, 8))),
+        reference=lambda points, idx: (ref.group_point(points, idx),),
+        grad_arg=0,
+        reference_grad=lambda upstream, points, idx: ref.scatter_add(upstream, idx, points.shape[1]),
+    ),
+    OpCase(
+        "knn_point",
+        draw=lambda rng: (8, ref.grid_points(rng, (BATCH, POINTS, 3)), ref.grid_points(rng, (BATCH, QUERIES, 3))),
+        reference=lambda k, xyz, new_xyz: ref.k_nearest(k, xyz, new_xyz),
+    ),
+    OpCase(
+        "three_nn",
+        draw=lambda rng: (ref.grid_points(rng, (BATCH, POINTS, 3)), ref.grid_points(rng, (BATCH, QUERIES, 3))),
+        reference=lambda xyz1, xyz2: ref.k_nearest(3, xyz2, xyz1),
+    ),
+    OpCase(
+        "three_interpolate",
+        draw=lambda rng: (
+            _normal(rng, (BATCH, QUERIES, CHANNELS)), _indices(rng, QUERIES, (BATCH, POINTS, 3)), _weights(rng, (BATCH, POINTS, 3)),
+        ),
+        reference=lambda points, idx, weight: (ref.three_interpolate(points, idx, weight),),
+        grad_arg=0,
+        reference_grad=_interpolate_grad,
+    ),
+)
+
+
+def draw(case, rng):
+    """A fresh input of `case`, with an upstream gradient for its first output when it has one."""
+    args = case.draw(rng)
+    upstream = None
+    if case.grad_arg is not None:
+        shape = case.reference(*args)[0].shape
+        upstream = rng.standard_normal(shape).astype(np.float32)
+    return Trial(case, args, upstream)
+
+
+def expected(trial):
+    """The float64 outputs and gradient of a trial."""
+    case = trial.case
+    outputs = [np.asarray(o) for o in case.reference(*trial.args)]
+    grad = None if trial.upstream is None else case.reference_grad(trial.upstream, *trial.args)
+    return outputs, grad
+
+
+def run(trial, implementation, device, gradient=True):
+    """Runs the trial's op of `implementation` (a module of op functions) on `device`: its outputs
+    and, unless `gradient` is False, the gradient of sum(first output * upstream). Call it eagerly
+    with no tape paused (not while a tf.function traces: `gpu_self_check` runs it in a thread)."""
+    case = trial.case
+    with tf.device(device):
+        args = [tf.constant(a) if isinstance(a, np.ndarray) else a for a in trial.args]
+        want_grad = gradient and case.grad_arg is not None
+        started = time.perf_counter()
+        with tf.GradientTape() as tape:
+            if want_grad:
+                tape.watch(args[case.grad_arg])
+            out = getattr(implementation, case.name)(*args)
+        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+        arrays = [o.numpy() for o in outputs]
+        forward_seconds = time.perf_counter() - started
+        grad, grad_seconds = None, None
+        if want_grad:
+            started = time.perf_counter()
+            grad = tape.gradient(outputs[0], args[case.grad_arg], output_gradients=tf.constant(trial.upstream))
+            grad = None if grad is None else grad.numpy()
+            grad_seconds = time.perf_counter() - started
+    return Result(arrays, grad, outputs[0].device, forward_seconds, grad_seconds)
+
+
+def _mismatch(what, got, want, case):
+    """Why `got` is not `want` (a short phrase), or None."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return f"{what} has shape {got.shape}, expected {want.shape}"
+    if np.issubdtype(got.dtype, np.integer):
+        wrong = got != want
+    else:
+        wrong = ~np.isclose(got.astype(np.float64), want, rtol=case.rtol, atol=case.atol)  # inf == inf
+    if not wrong.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(wrong)[0])
+    example = f"{float(got[first]):.7g} vs {float(want[first]):.7g}"
+    return f"{what} differs at {int(wrong.sum())} of {wrong.size} values (first at {first}: {example})"
+
+
+def differences(case, result, outputs, grad):
+    """Short phrases saying where `result` differs from the `outputs` and `grad` it should have given
+    (float64 answers, or another device's Result fields); empty when it agrees."""
+    found = []
+    if len(result.outputs) != len(outputs):
+        return [f"{len(result.outputs)} outputs, expected {len(outputs)}"]
+    for i, (got, want) in enumerate(zip(result.outputs, outputs)):
+        found.append(_mismatch(f"output {i}", got, want, case))
+    if grad is not None:
+        found.append("no gradient" if result.grad is None else _mismatch("gradient", result.grad, grad, case))
+    return [f for f in found if f]
