@@ -11,6 +11,21 @@ from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
 from jsnet_tf.layers.feature_propagation import interpolate
 
 
+@tf.custom_gradient
+def weighted_neighbour_sum(values, weights):
+    """sum over the neighbour axis of values * weights: (B, N, K, C) twice -> (B, N, C).
+
+    The gradients broadcast the incoming (B, N, 1, C) gradient inside the two products instead of
+    materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
+    """
+
+    def gradient(upstream):
+        upstream = upstream[:, :, None, :]
+        return upstream * weights, upstream * values
+
+    return tf.reduce_sum(values * weights, axis=2), gradient
+
+
 @keras.saving.register_keras_serializable(package="jsnet_tf")
 class SumPool(keras.layers.Layer):
     """Sum over the neighbour axis + bias + scalar-moment batch norm + ReLU (the original's
@@ -80,7 +95,7 @@ class DepthwiseDecoding(PointOpLayer):
         # the first conv's weights split over the pooled and the skip features.
         kernel, bias = self.channel_weights.affine(training)
         sums = [
-            tf.reduce_sum(part * dense(hidden, kernel[:, channels], bias[channels]), axis=2)
+            weighted_neighbour_sum(part, dense(hidden, kernel[:, channels], bias[channels]))
             for part, channels in ((grouped_xyz, slice(None, 3)), (grouped_features, slice(3, None)))
         ]
         pooled = self.sumpool.finish(tf.concat(sums, axis=-1), training)

@@ -4,7 +4,7 @@ batch norms folded in inference) equals the plain composition in float64, for ev
 and the whole network: outputs, gradients of a fixed linear functional of the outputs with respect
 to the inputs and every weight, and the moving statistics that training-mode batch norms leave.
 
-Float64 throughout: the layers in keras floatx float64 and exact float64 stand-ins for the three
+Float64 throughout: the layers under keras' float64 dtype policy and exact float64 stand-ins for the three
 point ops that move values (gather_point, group_point: selections; three_interpolate: the weighted
 sum); the neighbour searches, which give indices only, stay the library's. Equal to 1e-9 relative,
 far below float32's 1e-7, so a rewrite that is not exact in real arithmetic cannot pass.
@@ -44,15 +44,16 @@ def _three_interpolate(points, idx, weight):
 
 @pytest.fixture
 def float64(monkeypatch):
-    """keras floatx float64 and float64 stand-ins for the value-moving point ops."""
+    """Layers in float64 (keras dtype policy) and float64 stand-ins for the value-moving point ops."""
     monkeypatch.setattr(ops, "gather_point", _gather)
     monkeypatch.setattr(ops, "group_point", _gather)
     monkeypatch.setattr(ops, "three_interpolate", _three_interpolate)
-    keras.config.set_floatx("float64")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
     try:
         yield
     finally:
-        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy(previous)
 
 
 def _both(layer, inputs, training, rng):
@@ -88,6 +89,7 @@ def _assert_same(results):
 
 def _check(layer, inputs, training, rng):
     layer(*tf.nest.map_structure(tf.convert_to_tensor, list(inputs)))
+    assert all(weight.dtype == "float64" for weight in layer.weights)
     randomise_weights(layer, rng)
     _assert_same(_both(layer, inputs, training, rng))
 
