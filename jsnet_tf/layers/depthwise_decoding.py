@@ -19,9 +19,13 @@ def weighted_neighbour_sum(values, weights):
     materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
     """
 
+    scope = tf.get_current_name_scope()
+
     def gradient(upstream):
-        upstream = upstream[:, :, None, :]
-        return upstream * weights, upstream * values
+        # Under the layer's scope, like the gradients autodiff makes (profiles group ops by it).
+        with tf.name_scope(f"gradient_tape/{scope}/weighted_neighbour_sum/" if scope else "weighted_neighbour_sum"):
+            upstream = upstream[:, :, None, :]
+            return upstream * weights, upstream * values
 
     return tf.reduce_sum(values * weights, axis=2), gradient
 
