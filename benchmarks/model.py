@@ -7,8 +7,22 @@ the FLOP rate against the CPU's fp32 peak, where the time goes, and bfloat16 inf
     .venv/bin/python benchmarks/model.py --batch=4 --points=2048 --noxla
     .venv/bin/python benchmarks/model.py --bf16 --run_dir=outputs/demo/train/area5   # + bfloat16 vs float32
     .venv/bin/python benchmarks/model.py --bf16 --notrain --noinfer --noprofile --nocheck   # bfloat16 only
+    .venv/bin/python benchmarks/model.py --notrain --noinfer --nocheck --nopaired --noxla --noprofile  # fast vs plain only
+    .venv/bin/python benchmarks/model.py --memory --noarith --notrain --noinfer --noprofile --nocheck --nopaired --noxla
 
 (build the kernels first with `.venv/bin/python tf_ops/build.py`; without them only the twins run.)
+
+The layers' two arithmetics (jsnet_tf.layers.arithmetic; --arithmetic picks the one of every
+measurement below but these two):
+
+  * fast vs plain (--arith, default on): one process builds one seeded, BN-calibrated model and,
+    around it, a training step and an inference function per arithmetic (traced under it), and
+    alternates them (fast, plain; then plain, fast; ...) for --repeats pairs: the median and range
+    of the per-pair ratios plain / fast, each arithmetic's GFLOP and GFLOP/s, and the largest
+    |fast - plain| of the inference outputs;
+  * peak memory of training (--memory, default off: it needs several GiB): one process per
+    arithmetic, one after the other, runs two training steps at --memory_batch (24, the paper's)
+    and reports its RSS peak, the RSS growth over the built model and TF's CPU allocator peak.
 
 What is measured, for the S3DIS network (`JSNet()`: 13 classes, 9 input channels, 5-dim
 embeddings) on blocks of --points points (N >= 1024 for the default layer table), all on /CPU:0:
