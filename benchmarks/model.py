@@ -7,8 +7,22 @@ the FLOP rate against the CPU's fp32 peak, where the time goes, and bfloat16 inf
     .venv/bin/python benchmarks/model.py --batch=4 --points=2048 --noxla
     .venv/bin/python benchmarks/model.py --bf16 --run_dir=outputs/demo/train/area5   # + bfloat16 vs float32
     .venv/bin/python benchmarks/model.py --bf16 --notrain --noinfer --noprofile --nocheck   # bfloat16 only
+    .venv/bin/python benchmarks/model.py --notrain --noinfer --nocheck --nopaired --noxla --noprofile  # fast vs plain only
+    .venv/bin/python benchmarks/model.py --memory --noarith --notrain --noinfer --noprofile --nocheck --nopaired --noxla
 
 (build the kernels first with `.venv/bin/python tf_ops/build.py`; without them only the twins run.)
+
+The layers' two arithmetics (jsnet_tf.layers.arithmetic; --arithmetic picks the one of every
+measurement below but these two):
+
+  * fast vs plain (--arith, default on): one process builds one seeded, BN-calibrated model and,
+    around it, a training step and an inference function per arithmetic (traced under it), and
+    alternates them (fast, plain; then plain, fast; ...) for --repeats pairs: the median and range
+    of the per-pair ratios plain / fast, each arithmetic's GFLOP and GFLOP/s, and the largest
+    |fast - plain| of the inference outputs;
+  * peak memory of training (--memory, default off: it needs several GiB): one process per
+    arithmetic, one after the other, runs two training steps at --memory_batch (24, the paper's)
+    and reports its RSS peak, the RSS growth over the built model and TF's CPU allocator peak.
 
 What is measured, for the S3DIS network (`JSNet()`: 13 classes, 9 input channels, 5-dim
 embeddings) on blocks of --points points (N >= 1024 for the default layer table), all on /CPU:0:
@@ -149,6 +163,17 @@ def define_flags():
     flags.DEFINE_bool(
         "paired", True, "also time custom and twin training steps alternately in one process (the side-by-side ratio)"
     )
+    flags.DEFINE_enum(
+        "arithmetic", "fast", list(ARITHMETICS),
+        "the layers' arithmetic (jsnet_tf.layers.arithmetic) of the train, infer, pair, check and profile measurements",
+    )
+    flags.DEFINE_bool(
+        "arith", True, "also time the fast and the plain arithmetic alternately in one process (training step and inference)"
+    )
+    flags.DEFINE_bool(
+        "memory", False, "also measure the peak memory of training steps at --memory_batch, fast and plain (lots of RAM)"
+    )
+    flags.DEFINE_integer("memory_batch", 24, "batch of the --memory measurement (the paper trains at 24)")
     flags.DEFINE_bool("check", True, "compare custom and twin outputs and gradients (same weights) before timing")
     flags.DEFINE_integer("check_batch", 2, "batch of the custom vs twin comparison")
     flags.DEFINE_float(
@@ -182,6 +207,7 @@ NUM_INSTANCES = 20  # instance ids are drawn from [0, NUM_INSTANCES)
 TARGET = 2.0  # custom training step at least this many times faster than the twin
 IMPLS = {"custom": ("custom", False), "twin": ("reference", False), "twin+XLA": ("reference", True)}
 MIB = 1024.0 * 1024.0
+ARITHMETICS = ("fast", "plain")  # jsnet_tf.layers.arithmetic: the rewritten layers, the original composition
 CALIBRATION_BATCH = 2  # blocks of the batch-norm calibration pass (inference and check)
 
 
@@ -550,6 +576,102 @@ def child_pair(tf, keras, ops, result, batch, points):
     )
 
 
+def child_arith(tf, keras, ops, result, batch, points):
+    """The rewritten ("fast") and the plain arithmetic side by side in one process, alternating: the
+    training step and the inference at `batch`, each a function traced under its arithmetic around one
+    seeded, BN-calibrated model (the compiled point ops where built). Also their agreement on the
+    inference outputs (same weights)."""
+    from jsnet_tf.layers.arithmetic import use_arithmetic
+
+    impl_name = ops.implementation()  # the compiled kernels where built
+    loss_fn, result["loss"] = load_loss()
+    cloud, semantic, instance = (tf.constant(x) for x in make_inputs(batch, points, FLAGS.seed))
+    model = build_model(tf, keras, ops, impl_name, FLAGS.seed, points, calibrate=True)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+
+    def step(points_, semantic_, instance_):
+        with tf.GradientTape() as tape:
+            out = model(points_, training=True)
+            loss = loss_fn(out["semantic_logits"], out["embeddings"], semantic_, instance_, False)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    functions = {
+        (kind, name): tf.function(fn)
+        for name in ARITHMETICS
+        for kind, fn in (("train", step), ("infer", lambda p: model(p, training=False)))
+    }
+
+    def call(kind, name):
+        with ops.use_implementation(impl_name), use_arithmetic(name):
+            if kind == "train":
+                return float(functions[kind, name](cloud, semantic, instance))
+            return functions[kind, name](cloud)
+
+    outputs = {name: {k: v.numpy() for k, v in call("infer", name).items()} for name in ARITHMETICS}
+    result["infer_max_abs_diff"] = {
+        k: float(np.max(np.abs(outputs["fast"][k] - outputs["plain"][k]))) for k in outputs["fast"]
+    }
+    result["infer_max_abs"] = {k: float(np.max(np.abs(v))) for k, v in outputs["plain"].items()}
+    result["impl"] = impl_name
+    for kind in ("train", "infer"):
+        for name in ARITHMETICS:
+            for _ in range(1 + FLAGS.warmup):
+                call(kind, name)
+        samples = {name: [] for name in ARITHMETICS}
+        for rep in range(FLAGS.repeats):
+            for name in (ARITHMETICS if rep % 2 == 0 else ARITHMETICS[::-1]):
+                count, start = 0, time.perf_counter()
+                while True:  # inference: calls back to back for >= --min_time s; training: one step
+                    out = call(kind, name)
+                    if kind == "infer":
+                        out["semantic_logits"].numpy()
+                    count += 1
+                    elapsed = time.perf_counter() - start
+                    if kind == "train" or elapsed >= FLAGS.min_time:
+                        break
+                samples[name].append(elapsed / count)
+        ratios = [p / f for p, f in zip(samples["plain"], samples["fast"])]
+        result[kind] = {
+            "samples_s": samples, "s": {name: statistics.median(v) for name, v in samples.items()},
+            "ratios": ratios, "ratio": statistics.median(ratios),
+        }
+        log(
+            f"  arithmetic {kind}: fast " + ", ".join(f"{v:.3f}" for v in samples["fast"]) + " s; plain "
+            + ", ".join(f"{v:.3f}" for v in samples["plain"]) + " s; plain/fast " + ", ".join(f"{r:.2f}" for r in ratios)
+        )
+    with ops.use_implementation(impl_name):
+        for name in ARITHMETICS:
+            with use_arithmetic(name):
+                result.setdefault("flops", {})[name] = {
+                    "train": sum(graph_flops(tf, functions["train", name].get_concrete_function(cloud, semantic, instance).graph).values()),
+                    "infer": sum(graph_flops(tf, functions["infer", name].get_concrete_function(cloud).graph).values()),
+                }
+
+
+def child_memory(tf, keras, ops, name, result, batch, points):
+    """Peak memory of training steps at `batch` under arithmetic `name`, alone in this process: the RSS
+    peak, its growth over the built model and optimizer, and TF's CPU allocator peak."""
+    from jsnet_tf.layers.arithmetic import use_arithmetic
+
+    impl = "custom" if ops.implementation() == "custom" else "twin"
+    loss_fn, result["loss"] = load_loss()
+    inputs = tuple(tf.constant(x) for x in make_inputs(batch, points, FLAGS.seed))
+    with use_arithmetic(name):
+        call, _, _ = make_train_step(tf, keras, ops, impl, loss_fn, inputs)
+        result["rss_build_mib"] = max_rss_mib()
+        tf_memory(tf, reset=True)
+        start = time.perf_counter()
+        for _ in range(2):  # the first call traces; the second is a plain step
+            call()
+        result["two_steps_s"] = time.perf_counter() - start
+    result.update(rss_peak_mib=max_rss_mib(), tf_peak_mib=tf_memory(tf), impl=impl)
+    result["rss_over_build_mib"] = result["rss_peak_mib"] - result["rss_build_mib"]
+    log(f"  memory {name} batch {batch}: RSS peak {result['rss_peak_mib']:.0f} MiB, over build {result['rss_over_build_mib']:.0f} MiB")
+
+
 def child_infer(tf, keras, ops, impl, result, batch, points):
     impl_name, xla = IMPLS[impl]
     model = build_model(tf, keras, ops, impl_name, FLAGS.seed, points, calibrate=True)
@@ -773,7 +895,9 @@ def run_child():
         result["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
         result["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
         from jsnet_tf import ops
+        from jsnet_tf.layers import arithmetic
 
+        arithmetic.set_arithmetic(FLAGS.arithmetic)  # of every measurement but arith and memory
         with tf.device("/CPU:0"):  # the CPU kernels, also where a GPU is visible
             if kind == "train":
                 child_train(tf, keras, ops, impl, result, FLAGS.batch, FLAGS.points)
@@ -781,6 +905,10 @@ def run_child():
                 child_infer(tf, keras, ops, impl, result, FLAGS.batch, FLAGS.points)
             elif kind == "pair":
                 child_pair(tf, keras, ops, result, FLAGS.batch, FLAGS.points)
+            elif kind == "arith":
+                child_arith(tf, keras, ops, result, FLAGS.batch, FLAGS.points)
+            elif kind == "memory":
+                child_memory(tf, keras, ops, impl, result, FLAGS.memory_batch, FLAGS.points)
             elif kind == "check":
                 child_check(tf, keras, ops, result, FLAGS.check_batch, FLAGS.points)
             elif kind == "profile":
@@ -1083,12 +1211,51 @@ def report_bf16(out, runs, onednn, batch, points):
         )
 
 
+def report_arithmetic(out, arith, memory, batch, peak):
+    """The fast vs plain arithmetic table (alternating in one process) and the peak memory of training."""
+    if ok(arith):
+        out.write(
+            f"\nfast vs plain arithmetic (jsnet_tf.layers.arithmetic), alternating in one process, batch {batch}, "
+            f"{arith['impl']} point ops; inference outputs max |fast - plain| "
+            + ", ".join(f"{k} {v:.2g} (of {arith['infer_max_abs'][k]:.3g})" for k, v in arith["infer_max_abs_diff"].items())
+            + ":\n"
+        )
+        body = []
+        for kind, label in (("train", "training step"), ("infer", f"inference batch {batch}")):
+            r = arith[kind]
+            for name in ARITHMETICS:
+                seconds = r["s"][name]
+                body.append([
+                    label, name, fmt(seconds, 3), f"{min(r['samples_s'][name]):.3f}-{max(r['samples_s'][name]):.3f}",
+                    *rate(arith["flops"][name][kind], seconds, peak),
+                    f"{r['ratio']:.2f}x ({min(r['ratios']):.2f}-{max(r['ratios']):.2f})" if name == "fast" else "-",
+                ])
+        print_table(["call", "arithmetic", "s (median)", "min-max s", "GFLOP", "GFLOP/s", "of peak", "plain / fast per pair"],
+                    body, out, left=(0, 1))
+    elif arith is not None:
+        out.write(f"\nfast vs plain arithmetic FAILED: {arith['error']}\n")
+    if memory:
+        out.write(f"\npeak memory of training steps at batch {FLAGS.memory_batch} x {FLAGS.points} (one process each):\n")
+        body = [
+            [name, fmt_mib(r["rss_peak_mib"]), fmt_mib(r["rss_over_build_mib"]), fmt_mib(r.get("tf_peak_mib"))]
+            if ok(r) else [name, "error", "-", "-"]
+            for name, r in memory.items()
+        ]
+        print_table(["arithmetic", "RSS peak MiB", "RSS over build MiB", "TF alloc peak MiB"], body, out)
+        if all(ok(r) for r in memory.values()) and len(memory) == 2:
+            out.write(
+                f"fast / plain: RSS peak {memory['fast']['rss_peak_mib'] / memory['plain']['rss_peak_mib']:.0%}, "
+                f"over build {memory['fast']['rss_over_build_mib'] / memory['plain']['rss_over_build_mib']:.0%}\n"
+            )
+
+
 def child_args(batch, repeats, warmup, min_time, profile_calls, trained):
     """The flags of a measurement subprocess; `trained`: (run folder, data folder, area) or None."""
     args = [
         f"--batch={batch}", f"--points={FLAGS.points}", f"--repeats={repeats}", f"--warmup={warmup}",
         f"--min_time={min_time}", f"--check_batch={FLAGS.check_batch}", f"--compile_limit={FLAGS.compile_limit}",
         f"--threads={FLAGS.threads}", f"--seed={FLAGS.seed}", f"--profile_calls={profile_calls}",
+        f"--arithmetic={FLAGS.arithmetic}", f"--memory_batch={FLAGS.memory_batch}",
     ]
     if trained:
         args += [f"--run_dir={trained[0]}", f"--data_dir={trained[1]}", f"--area={trained[2]}", f"--bf16_blocks={FLAGS.bf16_blocks}"]
@@ -1176,11 +1343,21 @@ def main(argv):
     else:
         peak, peak_how = machine_peak(FLAGS.threads, FLAGS.fma_units)
 
-    results = {"check": None, "train": {}, "pair": None, "infer": {}, "profile": None, "bf16": {}, "onednn": {}}
+    results = {
+        "check": None, "train": {}, "pair": None, "infer": {}, "profile": None, "bf16": {}, "onednn": {}, "arith": None,
+        "memory": {},
+    }
     with tempfile.TemporaryDirectory(prefix="jsnet_model_bench_") as workdir:
         if FLAGS.check and have_custom:
             log(f"check: custom vs twin, same weights, batch {FLAGS.check_batch}  ({time.perf_counter() - started:.0f} s)")
             results["check"] = spawn("check", args, workdir)
+        if FLAGS.arith:
+            log(f"fast and plain arithmetic alternately in one process  ({time.perf_counter() - started:.0f} s)")
+            results["arith"] = spawn("arith", args, workdir)
+        if FLAGS.memory:
+            for name in ARITHMETICS:  # one process each, one after the other: their RSS peaks are theirs alone
+                log(f"memory: training steps at batch {FLAGS.memory_batch}, {name} arithmetic  ({time.perf_counter() - started:.0f} s)")
+                results["memory"][name] = spawn(f"memory:{name}", args, workdir)
         for kind, wanted in (("train", FLAGS.train), ("infer", FLAGS.infer)):
             if not wanted:
                 continue
@@ -1198,7 +1375,8 @@ def main(argv):
         if FLAGS.bf16:
             results["bf16"], results["onednn"] = run_bf16([*args, f"--point_ops={impls[0]}"], workdir, started)
 
-    everything = [results["check"], *results["train"].values(), results["pair"], *results["infer"].values(), results["profile"],
+    everything = [results["check"], results["arith"], *results["memory"].values(), *results["train"].values(), results["pair"],
+                  *results["infer"].values(), results["profile"],
                   *(r for v, r in results["bf16"].items() if v != "keras")]  # the Keras policy is expected to fail
     loss_names = sorted({r["loss"] for r in everything if r and r.get("loss")})
     threads = next((r["intra_op_threads"] for r in everything if r and "intra_op_threads" in r), FLAGS.threads)
@@ -1234,6 +1412,7 @@ def main(argv):
         else:
             out.write(f"custom vs twin check FAILED: {check['error']}\n")
 
+    report_arithmetic(out, results["arith"], results["memory"], batch, peak)
     train = results["train"]
 
     def step_of(impl):
@@ -1367,6 +1546,9 @@ def main(argv):
             "profile": results["profile"],
             "bf16": results["bf16"],
             "onednn": results["onednn"],
+            "arithmetic": FLAGS.arithmetic,
+            "arith": results["arith"],
+            "memory": results["memory"],
         }
         common.write_report(FLAGS.json, report)
 

@@ -77,12 +77,12 @@ class PointBatchNorm(keras.layers.Layer):
         if replica is not None and replica.num_replicas_in_sync > 1:
             mean, variance = self._synchronised_moments(inputs, replica)
             outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
-        elif self.scalar_moments:
-            mean, variance = tf.nn.moments(inputs, list(range(len(inputs.shape))))
+        elif self.scalar_moments or inputs.dtype != tf.float32:  # the fused kernel takes float32 only
+            mean, variance = tf.nn.moments(inputs, self._moment_axes(inputs))
             outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
         else:
             outputs, mean, variance = self._fused_training(inputs)
-        keep = 1.0 - self._current_decay()
+        keep = 1.0 - tf.cast(self._current_decay(), self.moving_mean.dtype)
         self.moving_mean.assign(self.moving_mean - keep * (self.moving_mean - mean))
         self.moving_variance.assign(self.moving_variance - keep * (self.moving_variance - variance))
         return outputs

@@ -11,6 +11,7 @@ ones followed by batch norm (it matters in eval mode).
 import keras
 import tensorflow as tf
 
+from jsnet_tf.layers import arithmetic
 from jsnet_tf.layers.batch_norm import PointBatchNorm
 
 ACTIVATIONS = {"relu": tf.nn.relu, "sigmoid": tf.sigmoid, None: None}
@@ -50,13 +51,47 @@ class ConvBlock(keras.layers.Layer):
         x = inputs
         if self.rows > 1:  # (..., rows, Cin) -> (..., rows * Cin), row-major like the kernel
             x = tf.reshape(x, tf.concat([tf.shape(x)[:-2], [self.rows * x.shape[-1]]], 0))
-        kernel = tf.reshape(self.kernel, (-1, self.units))
-        outputs = tf.matmul(tf.reshape(x, (-1, kernel.shape[0])), kernel) + self.bias
-        outputs = tf.reshape(outputs, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
-        if self.bn is not None:
+        shape = tf.concat([tf.shape(x)[:-1], [self.units]], 0)
+        kernel, bias = self.affine(training)
+        flat = tf.reshape(x, (-1, kernel.shape[0]))
+        if not arithmetic.fast():
+            outputs = tf.reshape(tf.matmul(flat, kernel) + bias, shape)
+            return self.finish(outputs, training)
+        # On the flat (points, channels) matrix, so that grappler fuses MatMul + BiasAdd (+ ReLU
+        # when the batch norm is folded) into one oneDNN call.
+        return tf.reshape(self.finish(tf.nn.bias_add(tf.matmul(flat, kernel), bias), training), shape)
+
+    def folds_batch_norm(self, training):
+        """Whether `affine` holds the batch norm (inference with the fast arithmetic)."""
+        return self.bn is not None and not training and arithmetic.fast()
+
+    def affine(self, training):
+        """(kernel (rows * Cin, units), bias (units,)) of the convolution; in inference with the fast
+        arithmetic the batch norm folded in: (x W + b - mean) * s + beta = x (W s) + (b - mean) s + beta
+        with s = gamma / sqrt(variance + epsilon)."""
+        kernel, bias = tf.reshape(self.kernel, (-1, self.units)), self.bias
+        if self.folds_batch_norm(training):
+            bn = self.bn
+            scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+            kernel, bias = kernel * scale, (bias - bn.moving_mean) * scale + bn.beta
+        return kernel, bias
+
+    def finish(self, outputs, training):
+        """Batch norm (unless `affine` folded it) and activation of the convolution's outputs."""
+        if self.bn is not None and not self.folds_batch_norm(training):
             outputs = self.bn(outputs, training=training)
         activation = ACTIVATIONS[self.activation]
         return activation(outputs) if activation is not None else outputs
+
+    def call_parts(self, parts, training, scale=None):
+        """This block on concat(parts, axis=-1) * scale without forming either (split weights):
+        W [a, b] s + bias = s (W_a a + W_b b) + bias. `scale` (..., 1) is a per-point factor."""
+        kernel, bias = self.affine(training)
+        kernels = tf.split(kernel, [part.shape[-1] for part in parts], axis=0)
+        outputs = tf.add_n([dense(part, k) for part, k in zip(parts, kernels)])
+        if scale is not None:
+            outputs = outputs * scale
+        return self.finish(outputs + bias, training)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[: len(input_shape) - 1 - (self.rows > 1)], self.units)
@@ -70,6 +105,14 @@ class ConvBlock(keras.layers.Layer):
             "batch_norm": self.batch_norm,
             "activation": self.activation,
         }
+
+
+def dense(x, kernel, bias=None):
+    """x (..., Cin) @ kernel (Cin, Cout) (+ bias) -> (..., Cout) as one 2-D matmul."""
+    outputs = tf.matmul(tf.reshape(x, (-1, kernel.shape[0])), kernel)
+    if bias is not None:
+        outputs = tf.nn.bias_add(outputs, bias)
+    return tf.reshape(outputs, tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], 0))
 
 
 def conv_stack(widths, prefix, **kwargs):

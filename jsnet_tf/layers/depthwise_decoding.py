@@ -4,10 +4,30 @@ import keras
 import tensorflow as tf
 
 from jsnet_tf import ops
+from jsnet_tf.layers import arithmetic
 from jsnet_tf.layers.base import PointOpLayer
 from jsnet_tf.layers.batch_norm import PointBatchNorm
-from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
+from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack, dense
 from jsnet_tf.layers.feature_propagation import interpolate
+
+
+@tf.custom_gradient
+def weighted_neighbour_sum(values, weights):
+    """sum over the neighbour axis of values * weights: (B, N, K, C) twice -> (B, N, C).
+
+    The gradients broadcast the incoming (B, N, 1, C) gradient inside the two products instead of
+    materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
+    """
+
+    scope = tf.get_current_name_scope()
+
+    def gradient(upstream):
+        # Under the layer's scope, like the gradients autodiff makes (profiles group ops by it).
+        with tf.name_scope(f"gradient_tape/{scope}/weighted_neighbour_sum/" if scope else "weighted_neighbour_sum"):
+            upstream = upstream[:, :, None, :]
+            return upstream * weights, upstream * values
+
+    return tf.reduce_sum(values * weights, axis=2), gradient
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
@@ -24,7 +44,16 @@ class SumPool(keras.layers.Layer):
         self.bn.build((*input_shape[:2], input_shape[-1]))
 
     def call(self, inputs, training=False):
-        return tf.nn.relu(self.bn(tf.reduce_sum(inputs, axis=2) + self.bias, training=training))
+        return self.finish(tf.reduce_sum(inputs, axis=2), training)
+
+    def finish(self, sums, training):
+        """Bias, batch norm and ReLU of the neighbour sums (B, N, C); in inference with the fast
+        arithmetic as one scale and shift: (x + b - mean) s + beta, s = gamma / sqrt(variance + eps)."""
+        if training or not arithmetic.fast():
+            return tf.nn.relu(self.bn(sums + self.bias, training=training))
+        bn = self.bn
+        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        return tf.nn.relu(sums * scale + ((self.bias - bn.moving_mean) * scale + bn.beta))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:2], input_shape[-1])
@@ -59,10 +88,23 @@ class DepthwiseDecoding(PointOpLayer):
     def call(self, xyz, coarse, skip, weights, neighbours, training=False):
         interpolated = interpolate(coarse, weights)
         grouped_xyz = ops.group_point(xyz, neighbours) - xyz[:, :, None, :]
-        grouped = tf.concat([grouped_xyz, ops.group_point(interpolated, neighbours)], axis=-1)
-        channel_weights = self.channel_weights(self.hidden(grouped_xyz, training=training), training=training)
-        pooled = self.sumpool(grouped * channel_weights, training=training)
-        return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
+        grouped_features = ops.group_point(interpolated, neighbours)
+        hidden = self.hidden(grouped_xyz, training=training)
+        if not arithmetic.fast():
+            grouped = tf.concat([grouped_xyz, grouped_features], axis=-1)
+            channel_weights = self.channel_weights(hidden, training=training)
+            pooled = self.sumpool(grouped * channel_weights, training=training)
+            return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
+        # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation),
+        # the first conv's weights split over the pooled and the skip features.
+        kernel, bias = self.channel_weights.affine(training)
+        sums = [
+            weighted_neighbour_sum(part, dense(hidden, kernel[:, channels], bias[channels]))
+            for part, channels in ((grouped_xyz, slice(None, 3)), (grouped_features, slice(3, None)))
+        ]
+        pooled = self.sumpool.finish(tf.concat(sums, axis=-1), training)
+        x = self.convs[0].call_parts([pooled, skip], training)
+        return apply_stack(self.convs[1:], x, training)
 
     def get_config(self):
         return {**super().get_config(), "mlp": self.mlp}

@@ -4,8 +4,9 @@ import keras
 import tensorflow as tf
 
 from jsnet_tf import ops
+from jsnet_tf.layers import arithmetic
 from jsnet_tf.layers.base import PointOpLayer
-from jsnet_tf.layers.conv import apply_stack, build_stack, conv_stack
+from jsnet_tf.layers.conv import apply_stack, build_stack, conv_stack, dense
 
 
 def interpolation_weights(xyz1, xyz2):
@@ -41,8 +42,15 @@ class FeaturePropagation(PointOpLayer):
         build_stack(self.convs, (None, None, coarse_shape[-1] + skip_shape[-1]))
 
     def call(self, coarse, skip, weights, training=False):
-        x = tf.concat([interpolate(coarse, weights), skip], axis=-1)
-        return apply_stack(self.convs, x, training)
+        if not arithmetic.fast():
+            x = tf.concat([interpolate(coarse, weights), skip], axis=-1)
+            return apply_stack(self.convs, x, training)
+        # W [up(a), b] = up(W_a a) + W_b b: the coarse part mapped at the M coarse points.
+        first = self.convs[0]
+        kernel, bias = first.affine(training)
+        split = coarse.shape[-1]
+        x = interpolate(dense(coarse, kernel[:split]), weights) + dense(skip, kernel[split:]) + bias
+        return apply_stack(self.convs[1:], first.finish(x, training), training)
 
     def get_config(self):
         return {**super().get_config(), "mlp": self.mlp}

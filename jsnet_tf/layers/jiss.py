@@ -3,12 +3,31 @@
 import keras
 import tensorflow as tf
 
-from jsnet_tf.layers.conv import ConvBlock
+from jsnet_tf.layers import arithmetic
+from jsnet_tf.layers.conv import ConvBlock, dense
 
 
 def _channel_attention(x):
     """x * sigmoid(mean over channels): one scalar weight per point."""
     return x * tf.sigmoid(tf.reduce_mean(x, axis=-1, keepdims=True))
+
+
+def _fused_attention(x, y):
+    """_channel_attention(concat([x, x + y])) kept unformed as (x, y, the per-point scale): the
+    channel mean of the concatenation is (2 sum x + sum y) / 2C. y may broadcast over the points."""
+    total = 2.0 * tf.reduce_sum(x, axis=-1, keepdims=True) + tf.reduce_sum(y, axis=-1, keepdims=True)
+    return x, y, tf.sigmoid(total / (2.0 * x.shape[-1]))
+
+
+def _conv(block, features, training):
+    """block(features), where features is a tensor or an unformed attention (x, y, s):
+    W (s [x, x + y]) + b = s (x (W_a + W_b) + y W_b) + b."""
+    if not isinstance(features, tuple):
+        return block(features, training=training)
+    x, y, scale = features
+    kernel, bias = block.affine(training)
+    top, bottom = tf.split(kernel, 2, axis=0)
+    return block.finish((dense(x, top + bottom) + dense(y, bottom)) * scale + bias, training)
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
@@ -77,6 +96,8 @@ class JISS(keras.layers.Layer):
         return uniform >= self.dropout
 
     def call(self, semantic, instance, training=False):
+        if arithmetic.fast():
+            return self._call_fast(semantic, instance, training)
         if self.instance_fusion:
             fused = instance + self.sem_cache(semantic, training=training)
             instance = _channel_attention(tf.concat([instance, fused], axis=-1))
@@ -85,6 +106,19 @@ class JISS(keras.layers.Layer):
             semantic = _channel_attention(tf.concat([semantic, semantic + cache], axis=-1))
         embeddings = self.ins_fc5(self._dropout(self.ins_fc2(instance, training=training), training, 1), training=training)
         logits = self.sem_fc5(self._dropout(self.sem_fc2(semantic, training=training), training, 2), training=training)
+        return logits, embeddings
+
+    def _call_fast(self, semantic, instance, training):
+        """`call` without the (B, N, 256) concatenations and attention products (split weights)."""
+        if self.instance_fusion:
+            instance = _fused_attention(instance, self.sem_cache(semantic, training=training))
+        if self.semantic_fusion:
+            cache = tf.reduce_mean(_conv(self.ins_cache, instance, training), axis=1, keepdims=True)
+            semantic = _fused_attention(semantic, cache)
+        embeddings = _conv(self.ins_fc2, instance, training)
+        logits = _conv(self.sem_fc2, semantic, training)
+        embeddings = self.ins_fc5(self._dropout(embeddings, training, 1), training=training)
+        logits = self.sem_fc5(self._dropout(logits, training, 2), training=training)
         return logits, embeddings
 
     def get_config(self):

@@ -3,8 +3,9 @@
 import keras
 import tensorflow as tf
 
+from jsnet_tf.layers import arithmetic
 from jsnet_tf.layers.base import PointOpLayer
-from jsnet_tf.layers.conv import ConvBlock
+from jsnet_tf.layers.conv import ConvBlock, dense
 from jsnet_tf.layers.feature_propagation import interpolate
 
 
@@ -30,10 +31,18 @@ class PCFF(PointOpLayer):
         self.fc1.build((None, None, channels))
 
     def call(self, f0, f1, f2, weights_1, weights_2, training=False):
-        x = f0
-        if self.fuse:
+        if not self.fuse:
+            return self.fc1(f0, training=training)
+        if not arithmetic.fast():
             x = tf.concat([f0, interpolate(f1, weights_1)], axis=-1) + interpolate(f2, weights_2)
-        return self.fc1(x, training=training)
+            return self.fc1(x, training=training)
+        # W (concat(f0, up(f1)) + up(f2)) = W_0 f0 + up(W_1 f1) + up(W f2): f1 and f2 are mapped at
+        # their own (coarser) points and only 128 channels are interpolated.
+        kernel, bias = self.fc1.affine(training)
+        split = f0.shape[-1]
+        x = dense(f0, kernel[:split]) + interpolate(dense(f1, kernel[split:]), weights_1)
+        x = x + interpolate(dense(f2, kernel), weights_2) + bias
+        return self.fc1.finish(x, training)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "fuse": self.fuse}

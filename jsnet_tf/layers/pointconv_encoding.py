@@ -6,8 +6,10 @@ import keras
 import tensorflow as tf
 
 from jsnet_tf import ops
+from jsnet_tf.layers import arithmetic
 from jsnet_tf.layers.base import PointOpLayer
 from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
+from jsnet_tf.layers.grouping import grouped_conv, relative_xyz
 
 DENSITY_SLOTS = 128
 PI = 3.1415926  # the original's constant
@@ -26,7 +28,7 @@ def kernel_density(xyz, radius, sigma, slots=DENSITY_SLOTS):
     quadratic = tf.reduce_sum(tf.square(offsets / std), axis=-1)
     log_normaliser = math.log(std) * 3 + 3 * math.log(2 * PI) / 2
     pdf = tf.exp(-0.5 * quadratic - log_normaliser)  # (B, N, slots)
-    count = tf.cast(count, tf.float32)[..., None]
+    count = tf.cast(count, pdf.dtype)[..., None]
     total = tf.reduce_sum(pdf, axis=-1, keepdims=True) - pdf[..., :1] * (slots - count)
     return total / count
 
@@ -68,16 +70,19 @@ class PointConvEncoding(PointOpLayer):
         else:
             new_xyz = ops.gather_point(xyz, ops.farthest_point_sample(self.npoint, xyz))
         _, idx = ops.knn_point(self.k, xyz, new_xyz)
-        grouped_xyz = ops.group_point(xyz, idx) - new_xyz[:, :, None, :]
-        grouped = tf.concat([grouped_xyz, ops.group_point(features, idx)], axis=-1)
+        grouped_xyz = relative_xyz(xyz, new_xyz, idx)
 
         inverse_density = ops.group_point(1.0 / kernel_density(xyz, self.radius, self.sigma), idx)
         density_scale = inverse_density / tf.reduce_max(inverse_density, axis=2, keepdims=True)
 
-        grouped = apply_stack(self.convs, grouped, training)  # (B, M, K, C)
+        grouped = grouped_conv(self.convs[0], xyz, features, new_xyz, idx, training, grouped_xyz)
+        grouped = apply_stack(self.convs[1:], grouped, training)  # (B, M, K, C)
         weights = apply_stack(self.weight_net, grouped_xyz, training)  # (B, M, K, 32)
         density_scale = apply_stack(self.density_net, density_scale, training)  # (B, M, K, 1)
-        x = tf.matmul(grouped * density_scale, weights, transpose_a=True)  # (B, M, C, 32)
+        if arithmetic.fast():  # (g d)^T w = g^T (d w): scales 32 channels instead of C
+            x = tf.matmul(grouped, weights * density_scale, transpose_a=True)
+        else:
+            x = tf.matmul(grouped * density_scale, weights, transpose_a=True)  # (B, M, C, 32)
         return new_xyz, self.after_conv(x, training=training)
 
     def get_config(self):

@@ -6,6 +6,7 @@ import tensorflow as tf
 from jsnet_tf import ops
 from jsnet_tf.layers.base import PointOpLayer
 from jsnet_tf.layers.conv import apply_stack, build_stack, conv_stack
+from jsnet_tf.layers.grouping import grouped_conv
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
@@ -27,9 +28,8 @@ class SetAbstraction(PointOpLayer):
     def call(self, xyz, features, training=False):
         new_xyz = ops.gather_point(xyz, ops.farthest_point_sample(self.npoint, xyz))
         idx, _ = ops.query_ball_point(self.radius, self.nsample, xyz, new_xyz)
-        grouped_xyz = ops.group_point(xyz, idx) - new_xyz[:, :, None, :]
-        x = tf.concat([grouped_xyz, ops.group_point(features, idx)], axis=-1)
-        x = apply_stack(self.convs, x, training)
+        x = grouped_conv(self.convs[0], xyz, features, new_xyz, idx, training)
+        x = apply_stack(self.convs[1:], x, training)
         return new_xyz, tf.reduce_max(x, axis=2)
 
     def get_config(self):

@@ -1,0 +1,59 @@
+"""Which arithmetic the layers trace: the rewritten one without the big intermediates, or the plain
+composition of the original graph.
+
+  * ``fast`` (the default): the same functions, exact in real arithmetic, in fewer and smaller
+    tensors (rounding differs at float32's last bits):
+      - the first 1x1 convolution of a grouped MLP runs on the points before the gather:
+        W [x_j - c, f_j] + b = (W_x x_j + W_f f_j) - (W_x c - b);
+      - a convolution of a concatenation runs as split weights, W [a, b] = W_a a + W_b b, and a
+        split part that is interpolated is mapped before the interpolation (3-NN interpolation is
+        linear), a per-point attention scale after the map (W (s x) = s (W x));
+      - PointConv scales the weight net's output by the density instead of the grouped features;
+      - in inference (training=False) every batch norm is folded into the convolution (or the
+        sum pool's bias) before it.
+    Training-mode batch norms see the same values as in the plain arithmetic; the variables are
+    the same.
+  * ``plain``: the original graph's composition, op for op (concatenations, grouped features,
+    batch norms as separate ops); the reference of the fast one in tests and benchmarks.
+
+Chosen when a layer is called (for a ``tf.function``, when it is traced): the innermost
+``use_arithmetic(...)`` block, else ``set_arithmetic(...)``, else ``fast``.
+"""
+
+import contextlib
+import contextvars
+
+ARITHMETICS = ("fast", "plain")
+_scoped = contextvars.ContextVar("jsnet_arithmetic", default=None)
+_default = "fast"
+
+
+def _checked(name, source):
+    if name not in ARITHMETICS:
+        raise ValueError(f"{source}: unknown arithmetic {name!r}; choose one of {', '.join(ARITHMETICS)}")
+    return name
+
+
+def arithmetic():
+    """The name of the arithmetic the next layer call traces."""
+    return _scoped.get() or _default
+
+
+def fast():
+    return arithmetic() == "fast"
+
+
+def set_arithmetic(name):
+    """Selects the arithmetic process-wide; None goes back to the default (fast)."""
+    global _default
+    _default = "fast" if name is None else _checked(name, "set_arithmetic")
+
+
+@contextlib.contextmanager
+def use_arithmetic(name):
+    """Uses `name` for the layers called (or traced) inside the block."""
+    token = _scoped.set(_checked(name, "use_arithmetic"))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
