@@ -17,26 +17,40 @@ composition of the original graph.
     batch norms as separate ops); the reference of the fast one in tests and benchmarks.
 
 Chosen when a layer is called (for a ``tf.function``, when it is traced): the innermost
-``use_arithmetic(...)`` block, else ``set_arithmetic(...)``, else ``fast``.
+``use_arithmetic(...)`` block, else ``set_arithmetic(...)``, else the environment variable
+``JSNET_ARITHMETIC`` (how a user switches any program: ``JSNET_ARITHMETIC=plain jsnet-evaluate ...``),
+else ``fast``.
 """
 
 import contextlib
 import contextvars
+import os
+
+from jsnet_tf.errors import UserError
 
 ARITHMETICS = ("fast", "plain")
+ENVIRONMENT_VARIABLE = "JSNET_ARITHMETIC"
 _scoped = contextvars.ContextVar("jsnet_arithmetic", default=None)
-_default = "fast"
+_default = None
+
+
+class UnknownArithmeticError(UserError, ValueError):
+    """An unknown arithmetic name."""
 
 
 def _checked(name, source):
     if name not in ARITHMETICS:
-        raise ValueError(f"{source}: unknown arithmetic {name!r}; choose one of {', '.join(ARITHMETICS)}")
+        raise UnknownArithmeticError(f"{source}: unknown arithmetic {name!r}; choose one of {', '.join(ARITHMETICS)}")
     return name
 
 
 def arithmetic():
     """The name of the arithmetic the next layer call traces."""
-    return _scoped.get() or _default
+    chosen = _scoped.get() or _default
+    if chosen is None:
+        given = os.environ.get(ENVIRONMENT_VARIABLE)
+        chosen = "fast" if not given else _checked(given, ENVIRONMENT_VARIABLE)
+    return chosen
 
 
 def fast():
@@ -44,9 +58,9 @@ def fast():
 
 
 def set_arithmetic(name):
-    """Selects the arithmetic process-wide; None goes back to the default (fast)."""
+    """Selects the arithmetic process-wide; None goes back to the default ($JSNET_ARITHMETIC, else fast)."""
     global _default
-    _default = "fast" if name is None else _checked(name, "set_arithmetic")
+    _default = None if name is None else _checked(name, "set_arithmetic")
 
 
 @contextlib.contextmanager

@@ -28,8 +28,8 @@ from jsnet_tf.layers import (
 )
 from jsnet_tf.layers.arithmetic import ARITHMETICS, arithmetic, use_arithmetic
 from jsnet_tf.model import DECODER, ENCODER, JSNet
+from jsnet_tf.ops import numpy_reference as ref
 from tests.layers.numpy_layers import randomise_weights
-from tests.ops import numpy_reference as ref
 
 TOLERANCE = 1e-9
 
@@ -177,3 +177,13 @@ def test_the_default_is_fast_and_blocks_nest():
     with pytest.raises(ValueError, match="unknown arithmetic 'exact'"):
         with use_arithmetic("exact"):
             pass
+
+
+def test_the_environment_variable_switches_programs_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv("JSNET_ARITHMETIC", "plain")
+    assert arithmetic() == "plain"
+    with use_arithmetic("fast"):
+        assert arithmetic() == "fast"
+    monkeypatch.setenv("JSNET_ARITHMETIC", "exact")
+    with pytest.raises(ValueError, match="^JSNET_ARITHMETIC: unknown arithmetic 'exact'; choose one of fast, plain$"):
+        arithmetic()
