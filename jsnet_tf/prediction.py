@@ -122,7 +122,20 @@ class CloudPrediction:
 
 
 class CloudSegmenter:
-    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large.
+    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large, with the labels of
+    a single pass.
+
+    A single pass cuts the cloud (shifted to its minimum corner) into the test blocks and merges
+    their clusters into instances in the blocks' serpentine order. Tiled, each tile runs every
+    block that holds one of its points (tiles overlap by up to a block and a stride: those blocks
+    run twice), taking the blocks' channels relative to the whole cloud's extent and each block's
+    points in the order of a seed of the block (RoomSegmenter.block_outputs), so a point gets the
+    class probabilities of a single pass; each block's clusters are kept, as grid cells, by the
+    tile of its first point, and all are merged into the cloud's instances in the single pass's
+    order at the end. A tiled run therefore gives the single pass's labels and instances, while
+    the network and mean-shift work on one tile at a time. Network outputs can differ in their
+    last bits with the batches a block shares (TensorFlow's kernels), which may move a label where
+    two classes tie to that precision.
 
     Args:
       segmenter: a `jsnet_tf.evaluation.RoomSegmenter` labelling every point (eval.label_all_points).
@@ -136,7 +149,8 @@ class CloudSegmenter:
             raise PredictError(f"--max_points_per_pass must be >= 0, got {max_points_per_pass}")
         self.segmenter = segmenter
         self.max_points_per_pass = int(max_points_per_pass)
-        self.unit = tile_unit(segmenter.block_size, float(segmenter.cfg["stride"]))
+        self.stride = float(segmenter.cfg["stride"])
+        self.unit = tile_unit(segmenter.block_size, self.stride)
 
     def plan(self, xyz):
         """(offset, tiles) of a cloud: its minimum corner and its tiles in shifted coordinates."""
@@ -146,62 +160,92 @@ class CloudSegmenter:
     def count_blocks(self, xyz, plan=None):
         """How many network blocks `segment` runs (for a progress bar)."""
         offset, tiles = self.plan(xyz) if plan is None else plan
-        return sum(self.segmenter.count_blocks(self._tile_room(xyz, None, offset, t, "")) for t in tiles)
+        room = self._cloud_room(xyz, None, offset, "")
+        tile_of = _tile_of(len(xyz), tiles)
+        grid = self.segmenter.grid_shape(room.xyz.max(axis=0))
+        num_points = self.segmenter.num_points
+        return sum(-(-len(m) // num_points) for k, tile in enumerate(tiles)
+                   for _, _, m in self._tile_blocks(room, tile_of, grid, tile, k)[2])
 
     def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
-        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8.
+        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8 or None.
 
-        A tile with no block of `eval.min_block_points` points takes the class and score of the
+        Points in no block of `eval.min_block_points` points take the class and score of the
         nearest labelled point and no instance; a cloud with no such block at all is an error.
         """
-        offset, tiles = self.plan(xyz) if plan is None else plan
-        from jsnet_tf import metrics
+        from jsnet_tf import evaluation
+        from jsnet_tf.data import s3dis
 
-        semantic = np.full(len(xyz), -1, np.int32)
-        instance = np.full(len(xyz), -1, np.int32)
-        score = np.zeros(len(xyz), np.float32)
-        tables = []
-        next_instance = 0
-        for tile in tiles:
-            room = self._tile_room(xyz, rgb, offset, tile, name)
-            if not self.segmenter.block_members(room):
-                continue  # filled from the nearest labelled point below
-            result = self.segmenter.segment(room, seed=seed, progress=progress)
-            ids = result.instance_pred
-            semantic[tile.indices] = result.semantic_pred
-            instance[tile.indices] = np.where(ids >= 0, ids + next_instance, -1)
-            score[tile.indices] = result.score
-            tables.append(result.instances._replace(ids=result.instance_ids + next_instance))
-            next_instance += int(ids.max(initial=-1)) + 1
-        instances = metrics.InstanceTable(*(np.concatenate([t[k] for t in tables] + [np.zeros(0, dtype)])
-                                            for k, dtype in enumerate((np.int64, np.int64, np.float64, np.int64))))
-        unlabelled = semantic < 0
-        if unlabelled.all():
-            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        segmenter = self.segmenter
+        room = self._cloud_room(xyz, rgb, offset, name)
+        limit = s3dis.room_limit(room)
+        grid = segmenter.grid_shape(room.xyz.max(axis=0))
+        normalised = evaluation._normalised(room, limit)
+        tile_of = _tile_of(len(xyz), tiles)
+        mean_p = np.zeros((len(room), segmenter.model.num_classes), np.float32)  # sums until divided
+        visits = np.zeros(len(room), np.int32)
+        rows_per_point = np.zeros(len(room), np.float64)
+        merger = segmenter._merger()
+        kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
+        for k, tile in enumerate(tiles):
+            near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
+            for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(part, blocks, seed, limit, progress):
+                points = near[members]  # ascending: the block's first point is points[0]
+                mine = tile_of[points] == k
+                mean_p[points[mine]] += block_p[mine]
+                visits[points[mine]] += 1
+                rows_per_point[points[mine]] += segmenter.num_points / len(points)
+                if mine[0]:
+                    kept.append(((i, j if i % 2 == 0 else -j), merger.cells(normalised[points]), labels, classes))
+        if not kept:
+            size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
             raise PredictError(
                 f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
                 "are the coordinates in metres?"
             )
-        if unlabelled.any():
-            from scipy.spatial import cKDTree
+        kept.sort(key=lambda block: block[0])
+        for _, cells, labels, classes in kept:
+            merger.merge_cells(cells, labels, classes)
+        del kept
+        result = segmenter._finish_every_point(room, normalised, merger, mean_p, visits, rows_per_point)
+        return CloudPrediction(result.semantic_pred, result.instance_pred, result.score, offset, len(tiles),
+                               result.instances)
 
-            labelled = np.flatnonzero(~unlabelled)
-            nearest = labelled[cKDTree(xyz[labelled]).query(xyz[unlabelled])[1]]
-            semantic[unlabelled] = semantic[nearest]
-            score[unlabelled] = score[nearest]
-        return CloudPrediction(semantic, instance, score, offset, len(tiles), instances)
-
-    def _tile_room(self, xyz, rgb, offset, tile, name):
+    def _tile_blocks(self, room, tile_of, grid, tile, k):
+        """(indices of the cloud's points near tile k, those points as a room, the blocks ((i, j,
+        members), members indices into those points) that hold one of the tile's points, in
+        serpentine order)."""
+        size, stride = self.segmenter.block_size, self.stride
+        reach = int(np.ceil(size / stride - 1e-9)) + 1
+        low = np.rint(tile.origin / stride).astype(np.int64) - reach
+        high = np.rint((tile.origin + tile.side) / stride).astype(np.int64) + 2
+        xy = room.xyz[:, :2].astype(np.float64)
+        inside = ((xy >= low * stride) & (xy <= (high - 1) * stride + size)).all(axis=1)
+        near = np.flatnonzero(inside)
         from jsnet_tf.data import s3dis
 
-        local = xyz[tile.indices] - offset
-        local[:, :2] -= tile.origin
-        count = len(tile.indices)
-        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb[tile.indices]
-        return s3dis.Room(
-            name=name, xyz=local.astype(np.float32), rgb=colour,
-            semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32),
-        )
+        part = s3dis.Room(room.name, room.xyz[near], room.rgb[near], room.semantic[near], room.instance[near])
+        blocks = self.segmenter.blocks(part, grid, (low[0], high[0]), (low[1], high[1]))
+        return near, part, [(i, j, m) for i, j, m in blocks if (tile_of[near[m]] == k).any()]
+
+    @staticmethod
+    def _cloud_room(xyz, rgb, offset, name):
+        """The cloud as one room: float32 coordinates from its minimum corner, grey without colour."""
+        from jsnet_tf.data import s3dis
+
+        count = len(xyz)
+        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
+        return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
+                          semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32))
+
+
+def _tile_of(count, tiles):
+    """The tile of each point (int32)."""
+    tile_of = np.empty(count, np.int32)
+    for k, tile in enumerate(tiles):
+        tile_of[tile.indices] = k
+    return tile_of
 
 
 # ------------------------------------------------------------------------------------------------

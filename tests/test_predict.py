@@ -246,7 +246,14 @@ def _oracle_cloud(rng):
     return room, room.xyz.astype(np.float64) + [100.0, -20.0, 3.0]
 
 
-def test_tiled_clouds_label_every_point_and_keep_instances_apart(rng):
+def _same_up_to_renumbering(a, b):
+    """Whether two instance labelings group the points alike (-1 = none in both)."""
+    assert np.array_equal(a < 0, b < 0)
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_tiled_clouds_get_the_labels_and_instances_of_a_single_pass(rng):
     room, xyz = _oracle_cloud(rng)
     cfg = config.load(None)["eval"]
     segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg)
@@ -257,14 +264,34 @@ def test_tiled_clouds_label_every_point_and_keep_instances_apart(rng):
     steps = []
     prediction = cloud.segment(xyz, room.rgb, "oracle", progress=steps.append)
     assert sum(steps) == cloud.count_blocks(xyz) and prediction.num_tiles == len(tiles)
+    single = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, room.rgb, "oracle")
+    assert single.num_tiles == 1
     np.testing.assert_array_equal(prediction.semantic, room.semantic)  # the oracle reads the class from colour
+    np.testing.assert_array_equal(prediction.semantic, single.semantic)
+    np.testing.assert_array_equal(prediction.score, single.score)
+    assert _same_up_to_renumbering(prediction.instance, single.instance)
+    for column in range(4):
+        np.testing.assert_array_equal(prediction.instances[column], single.instances[column])
     tile_of = np.empty(len(xyz), np.int64)
     for k, tile in enumerate(tiles):
         tile_of[tile.indices] = k
     ids = prediction.instance
-    assert ids.min() >= -1 and (ids >= 0).mean() > 0.9
-    for instance in np.unique(ids):  # an id never spans two tiles
-        assert len(np.unique(tile_of[ids == instance])) == 1
+    assert (ids >= 0).mean() > 0.9
+    assert any(len(np.unique(tile_of[ids == i])) > 1 for i in np.unique(ids[ids >= 0]))  # merged across tiles
+
+
+def test_a_tiled_network_run_gives_the_labels_of_a_single_pass(rng):
+    cfg = config.load(None, TINY_MODEL)
+    segmenter = RoomSegmenter(_tiny_model(cfg), TINY_POINTS, np.full(13, 20.0), cfg["eval"])
+    xyz = np.concatenate([_scene(rng, 3000, offset=(512_340.0 + 3 * k, 4_100_200.0, 10.0)) for k in range(3)])
+    rgb = rng.integers(0, 256, (len(xyz), 3)).astype(np.uint8)
+    tiled = CloudSegmenter(segmenter, max_points_per_pass=3500)
+    assert len(tiled.plan(xyz)[1]) >= 3
+    a = tiled.segment(xyz, rgb, "cloud", seed=3)
+    b = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, rgb, "cloud", seed=3)
+    np.testing.assert_array_equal(a.semantic, b.semantic)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
+    assert _same_up_to_renumbering(a.instance, b.instance) and (a.instance >= 0).any()
 
 
 def test_a_cloud_within_one_pass_gets_the_same_labels_with_tiling_disabled(rng):
@@ -373,13 +400,14 @@ def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowh
 
 
 def _members_by_scan(room, block_size, stride, min_points):
-    """Every corner of the block grid tested against every point (the former block search)."""
+    """Every corner of the block grid tested against every point (the former block search):
+    (i, j, members) of each block of its corner (i, j) x stride."""
     xyz = room.xyz.astype(np.float64)
     members = []
     for x0, y0 in s3dis.test_block_origins(xyz.max(axis=0), block_size, stride):
         inside = (xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + block_size) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + block_size)
         if inside.sum() >= min_points:
-            members.append(np.flatnonzero(inside))
+            members.append((round(x0 / stride), round(y0 / stride), np.flatnonzero(inside)))
     return members
 
 
@@ -387,12 +415,11 @@ def _segment_all_rows_first(segmenter, room, seed):
     """The former RoomSegmenter: every chunk of every block through the network first (float64
     probability sums), then clustering block by block."""
     cfg, size = segmenter.cfg, segmenter.block_size
-    rng = np.random.default_rng([seed, 1])
     members = _members_by_scan(room, size, cfg["stride"], cfg["min_block_points"])
     normalised = _normalised(room)
     chunks, owners = [], []
-    for b, indices in enumerate(members):
-        for chunk in _chunks(indices, segmenter.num_points, rng):
+    for b, (i, j, indices) in enumerate(members):
+        for chunk in _chunks(indices, segmenter.num_points, np.random.default_rng([seed, 1, i, j])):  # a block's own seed
             chunks.append(chunk)
             owners.append(b)
     data = np.stack([s3dis.block_channels(room, c, s3dis.room_limit(room), size) for c in chunks])
@@ -451,9 +478,12 @@ def test_block_search_finds_the_blocks_of_a_full_grid_scan(rng):
         cfg = config.load(None, [f"eval.min_block_points={min_points}"])["eval"]
         found = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg).block_members(room)
         scanned = _members_by_scan(room, 1.0, 0.5, min_points)
-        assert len(found) == len(scanned)
-        for a, b in zip(found, scanned):
+        blocks = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg).blocks(room)
+        assert len(found) == len(scanned) == len(blocks)
+        for a, (i, j, b), (bi, bj, c) in zip(found, scanned, blocks):
             np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(c, b)
+            assert (bi, bj) == (i, j)
 
 
 # ------------------------------------------------------------------------------------------------
