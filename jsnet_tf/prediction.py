@@ -5,10 +5,13 @@ the whole-cloud segmenter and the outputs. The program is `jsnet_tf.predict`; th
 Each cloud is shifted so that its minimum corner is the origin, cut into the 1 m blocks of the
 test protocol, run through the network, clustered and merged into instances
 (jsnet_tf.evaluation.RoomSegmenter). Per input `<stem>` the outputs are, in the input's original
-coordinates, one row per point:
+coordinates, one row per point, the label files in the formats asked (FORMAT_SUFFIXES):
   <stem>_semantic.ply  coloured by class, with `semantic`, `instance` and `score` properties
   <stem>_instance.ply  coloured by instance (-1, no instance: grey), same properties
   <stem>_labels.txt    `x y z semantic instance score` a line
+  <stem>_labels.las / .laz  LAS 1.4 (jsnet_tf.scan_formats.LasLabelWriter): the class in
+                       `classification` (64 + class), `instance`, `confidence` (of the point's
+                       instance) and `score` extra dimensions; a LAS / LAZ input's points copied
   <stem>_instances.txt the instances, `id class confidence points` a line (jsnet_tf.metrics: the class
                        is the most frequent class of the instance's points, the confidence the mean
                        over its points of the probability of that class)
@@ -19,7 +22,8 @@ coordinates, one row per point:
 A cloud's outputs appear together at the end or not at all (`publish_outputs`). Clouds without
 colour get mid-grey (128/255) for every point and lose accuracy: the networks were trained with
 colour. Clouds of more than `max_points_per_pass` points are cut into x-y tiles whose edges lie on
-block edges, processed one after another; instances do not merge across tiles.
+block edges, processed one after another with the labels and instances of a single pass
+(`CloudSegmenter`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ from jsnet_tf.errors import UserError
 
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
 DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
-OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
+OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", "_labels.las",
+                   "_labels.laz", ".png")
+# The label files each --format writes (<stem>_instances.txt and the picture come always).
+FORMAT_SUFFIXES = {"ply": ("_semantic.ply", "_instance.ply"), "txt": ("_labels.txt",), "npz": ("_labels.npz",),
+                   "las": ("_labels.las",), "laz": ("_labels.laz",)}
+FORMATS = tuple(FORMAT_SUFFIXES)
+DEFAULT_FORMATS = ("ply", "txt", "npz")
+LAS_WRITE_CHUNK = 1_000_000  # points per chunk of LAS / LAZ output
 
 
 class PredictError(UserError, ValueError):
@@ -285,32 +296,77 @@ def publish_outputs(out_dir, stem, suffixes, write):
     return moved
 
 
-def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True):
-    """Writes one cloud's outputs (OUTPUT_SUFFIXES) all together or not at all (`publish_outputs`);
-    `class_names` and `palette` ((C, 3) colours) are the dataset's."""
+def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True,
+                  formats=DEFAULT_FORMATS, rgb=None, las_source=None):
+    """Writes one cloud's outputs, the label files of `formats` (FORMAT_SUFFIXES), the instance list
+    and the picture, all together or not at all (`publish_outputs`); `class_names` and `palette`
+    ((C, 3) colours) are the dataset's. LAS / LAZ outputs copy the points of `las_source` (the
+    path of a LAS / LAZ input, read again chunk by chunk) or else hold `xyz` and `rgb`."""
     from jsnet_tf import io, metrics
+
+    formats = [f for f in formats if txt or f != "txt"]
 
     def write(staged):
         labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
         semantic_rgb = io.semantic_colors(prediction.semantic, palette)
         instance_rgb = io.instance_colors(prediction.instance)
-        io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
-        io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
-        if txt:
+        if "ply" in formats:
+            io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
+            io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
+        if "txt" in formats:
             write_labels_txt(staged["_labels.txt"], xyz, prediction.semantic, prediction.instance, prediction.score)
         table = prediction.instances
         metrics.write_instance_list(staged["_instances.txt"], table)
-        with open(staged["_labels.npz"], "wb") as f:
-            np.savez(
-                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
-                offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
-                instance_classes=table.classes, instance_confidences=table.confidences, instance_points=table.points,
-            )
+        if "npz" in formats:
+            with open(staged["_labels.npz"], "wb") as f:
+                np.savez(
+                    f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
+                    offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
+                    instance_classes=table.classes, instance_confidences=table.confidences,
+                    instance_points=table.points,
+                )
+        for name in ("las", "laz"):
+            if name in formats:
+                write_las_labels(staged[f"_labels.{name}"], xyz, rgb, prediction, class_names, las_source)
         if pictures:
             _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
                            prediction.semantic, class_names)
 
     return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
+
+
+def instance_confidence_of_points(prediction):
+    """Each point's instance's confidence (float32), 0 for points without an instance."""
+    table = prediction.instances
+    ids = np.asarray(table.ids)
+    confidence = np.zeros(len(prediction.instance), np.float32)
+    held = prediction.instance >= 0
+    if held.any():
+        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, prediction.instance[held])]
+    return confidence
+
+
+def write_las_labels(path, xyz, rgb, prediction, class_names, las_source=None):
+    """A LAS / LAZ output (jsnet_tf.scan_formats.LasLabelWriter), written LAS_WRITE_CHUNK points at a
+    time: the points of the LAS / LAZ file `las_source`, copied, or `xyz` (float64, at
+    millimetres from its rounded minimum corner) and `rgb`."""
+    from jsnet_tf import scan_formats
+
+    confidence = instance_confidence_of_points(prediction)
+
+    def labels(rows):
+        return prediction.semantic[rows], prediction.instance[rows], confidence[rows], prediction.score[rows]
+
+    if las_source is not None:
+        header = scan_formats.las_header(las_source)
+        with scan_formats.LasLabelWriter(path, class_names, source_header=header) as writer:
+            for start, chunk in scan_formats.las_chunks(las_source, LAS_WRITE_CHUNK):
+                writer.write(*labels(slice(start, start + len(chunk))), source_points=chunk)
+        return
+    with scan_formats.LasLabelWriter(path, class_names, origin=xyz.min(axis=0), has_rgb=rgb is not None) as writer:
+        for start in range(0, len(xyz), LAS_WRITE_CHUNK):
+            rows = slice(start, start + LAS_WRITE_CHUNK)
+            writer.write(*labels(rows), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
 
 
 def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
@@ -348,7 +404,11 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     existing = [p for p in outputs if p.exists()]
     if existing and not options.overwrite:
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
-    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max)
+    from jsnet_tf import scan_formats
+
+    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max,
+                                e57_scan=options.extra.get("e57_scan"))
+    las_source = path if path.suffix.lower() in scan_formats.LAS_SUFFIXES else None
     notes = [f"{len(cloud)} points"]
     if cloud.num_dropped:
         notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
@@ -377,7 +437,8 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     finally:
         if bar is not None:
             bar.close()
-    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, palette, options.txt, options.pictures)
+    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, palette, options.txt, options.pictures,
+                            options.extra.get("format", DEFAULT_FORMATS), cloud.rgb, las_source)
     classes = len(np.unique(prediction.semantic))
     instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
     return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "

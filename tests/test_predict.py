@@ -196,6 +196,107 @@ def test_nan_policy_error_and_existing_outputs_fail_without_touching_anything(ru
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+@pytest.fixture(scope="module")
+def scans_predicted(run, tmp_path_factory):
+    """predict --format las,laz,npz --nan_policy error on scanners' files written by their reference
+    libraries (a LAS 1.4 LAZ at UTM coordinates, an E57 of two posed scans, a compressed PCD) and on
+    bad ones (a truncated LAZ, an E57 without points, a PCD without x/y/z, a PCD with NaN
+    coordinates, a LAS whose header count disagrees with its points)."""
+    import laspy
+    import pye57
+    import pypcd4
+
+    folder = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(11)
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.scales, header.offsets = [0.001] * 3, [512_000.0, 4_100_000.0, 0.0]
+    site = laspy.LasData(header)
+    xyz = np.round(_scene(rng, 3000, offset=(512_345.678, 4_100_200.125, 0.0)), 3)
+    site.x, site.y, site.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    site.red, site.green, site.blue = (rng.integers(0, 65536, 3000) for _ in range(3))
+    site.intensity = rng.integers(0, 65536, 3000)
+    site.write(str(folder / "site.laz"))
+    e57 = pye57.E57(str(folder / "station.e57"), mode="w")
+    for k in range(2):
+        local = _scene(rng, 1500).astype(np.float32).astype(np.float64)
+        colour = rng.integers(0, 256, (1500, 3)).astype(np.uint8)
+        e57.write_scan_raw({"cartesianX": local[:, 0], "cartesianY": local[:, 1], "cartesianZ": local[:, 2],
+                            "colorRed": colour[:, 0], "colorGreen": colour[:, 1], "colorBlue": colour[:, 2]},
+                           rotation=np.array([1.0, 0, 0, 0]), translation=np.array([512_345.0 + 3 * k, 4_100_200.0, 5.0]))
+    e57.close()
+    pypcd4.PointCloud.from_xyz_points(_scene(rng, 2000).astype(np.float32)).save(
+        str(folder / "ros.pcd"), encoding=pypcd4.Encoding.BINARY_COMPRESSED)
+    data = (folder / "site.laz").read_bytes()
+    (folder / "cut.laz").write_bytes(data[: len(data) // 2])
+    pye57.E57(str(folder / "blank.e57"), mode="w").close()
+    pypcd4.PointCloud.from_points([np.ones(500), np.ones(500)], ("a", "b"), (np.float32, np.float32)).save(
+        str(folder / "noxyz.pcd"))
+    holes = _scene(rng, 2000).astype(np.float32)
+    holes[[4, 9], 0] = np.nan
+    pypcd4.PointCloud.from_xyz_points(holes).save(str(folder / "holes.pcd"))
+    header = laspy.LasHeader(point_format=3, version="1.2")
+    wrong = laspy.LasData(header)
+    wrong.x, wrong.y, wrong.z = (_scene(rng, 2000)[:, k] for k in range(3))
+    wrong.write(str(folder / "count.las"))
+    raw = bytearray((folder / "count.las").read_bytes())
+    raw[107:111] = (2100).to_bytes(4, "little")  # the LAS 1.2 header's point count
+    (folder / "count.las").write_bytes(bytes(raw))
+    names = ["site.laz", "cut.laz", "station.e57", "blank.e57", "noxyz.pcd", "ros.pcd", "holes.pcd", "count.las"]
+    out = tmp_path_factory.mktemp("scans_out")
+    result = _predict("--workdir", run, "--area", 2, "--format", "las,laz,npz", "--nan_policy", "error",
+                      *(folder / n for n in names), "--out", out)
+    return folder, out, result
+
+
+@pytest.mark.slow
+def test_scanners_files_come_back_as_las_and_laz_in_their_own_coordinates(scans_predicted):
+    import laspy
+
+    from jsnet_tf import scan_formats
+
+    folder, out, result = scans_predicted
+    assert "Traceback" not in result.stderr
+    source = laspy.read(str(folder / "site.laz"))
+    for stem in ("site", "station", "ros"):
+        assert not (out / f"{stem}_semantic.ply").exists() and not (out / f"{stem}_labels.txt").exists()
+        with np.load(out / f"{stem}_labels.npz") as z:
+            xyz, semantic, instance = z["xyz"], z["semantic"], z["instance"]
+        listed = metrics.read_instance_list(out / f"{stem}_instances.txt")
+        for suffix in ("las", "laz"):
+            las = laspy.read(str(out / f"{stem}_labels.{suffix}"))
+            assert las.header.version == "1.4" and las.header.are_points_compressed == (suffix == "laz")
+            np.testing.assert_array_equal(las.classification, semantic + scan_formats.CLASS_CODE_BASE)
+            np.testing.assert_array_equal(las.instance, instance)
+            expected = np.zeros(len(instance), np.float32)
+            for i, confidence in zip(listed.ids, listed.confidences):
+                expected[instance == i] = confidence
+            np.testing.assert_allclose(las.confidence, expected, rtol=1e-6)
+            names = scan_formats.read_classification_lookup(las.header)
+            assert names == {64 + k: name for k, name in enumerate(s3dis.CLASSES)}
+            got = np.stack([las.x, las.y, las.z], axis=1)
+            np.testing.assert_allclose(got, xyz, rtol=0, atol=5e-4 + 1e-9)  # to the millimetre
+            if stem == "site":  # a LAS input: its own integers, scales, offsets and fields
+                for name in ("X", "Y", "Z", "red", "green", "blue", "intensity"):
+                    np.testing.assert_array_equal(las[name], source[name])
+                np.testing.assert_array_equal(las.header.offsets, source.header.offsets)
+                np.testing.assert_array_equal(las.header.scales, source.header.scales)
+
+
+@pytest.mark.slow
+def test_bad_scanner_files_are_one_line_each_and_leave_no_outputs(scans_predicted):
+    folder, out, result = scans_predicted
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    expected = [("cut.laz", "truncated or corrupt LAS/LAZ point data"), ("blank.e57", "holds no scans"),
+                ("noxyz.pcd", "no x/y/z field in the PCD file"), ("holes.pcd", "2 of 2000 points have a NaN"),
+                ("count.las", "the LAS header declares 2100 points, the file holds 2000")]
+    assert len(errors) == len(expected)
+    for line, (name, problem) in zip(errors, expected):
+        assert line.startswith(f"predict: error: {folder / name}: ") and problem in line, line
+    assert result.stderr.splitlines()[-1] == "predict: 5 of 8 inputs failed; their outputs were not written"
+    assert {p.name.split("_")[0].split(".")[0] for p in out.iterdir()} == {"site", "station", "ros"}
+
+
 def test_help_explains_every_flag():
     result = _predict("--helpshort")
     for flag in ("workdir", "area", "which", "out", "mean_ins_size", "min_instance_points", "nan_policy",
