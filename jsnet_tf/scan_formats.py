@@ -39,7 +39,7 @@ PCD_SUFFIX = ".pcd"
 SUFFIXES = LAS_SUFFIXES + (E57_SUFFIX, PCD_SUFFIX)
 
 CLASS_CODE_BASE = 64  # classification = CLASS_CODE_BASE + class index (LAS 1.4: 64..255 user definable)
-MAX_CLASSES = 256 - CLASS_CODE_BASE
+CLASS_CODE_COUNT = 256 - CLASS_CODE_BASE
 READ_CHUNK_POINTS = 1_000_000
 OUTPUT_SCALE = 0.001  # metres per LAS integer unit for outputs of inputs that are not LAS
 EXTRA_DIMENSIONS = (("instance", np.int32, "instance id, -1 = none"),
@@ -314,7 +314,7 @@ def classification_lookup_vlr(class_names):
     and a 15-byte name."""
     import laspy
 
-    if len(class_names) > MAX_CLASSES:
+    if len(class_names) > CLASS_CODE_COUNT:
         raise _error(f"{len(class_names)} classes do not fit the LAS classification codes "
                      f"{CLASS_CODE_BASE}..255")
     record = bytearray()
