@@ -49,7 +49,7 @@ FORMAT_SUFFIXES = {"ply": ("_semantic.ply", "_instance.ply"), "txt": ("_labels.t
                    "las": ("_labels.las",), "laz": ("_labels.laz",)}
 FORMATS = tuple(FORMAT_SUFFIXES)
 DEFAULT_FORMATS = ("ply", "txt", "npz")
-LAS_WRITE_CHUNK = 1_000_000  # points per chunk of LAS / LAZ output
+LAS_WRITE_CHUNK = 100_000  # points per chunk of LAS / LAZ output
 
 
 class PredictError(UserError, ValueError):
@@ -247,8 +247,9 @@ class CloudSegmenter:
 
         count = len(xyz)
         colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
+        no_label = np.broadcast_to(np.int32(-1), (count,))  # read-only views: no memory per point
         return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
-                          semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32))
+                          semantic=no_label, instance=no_label)
 
 
 def _tile_of(count, tiles):
@@ -308,8 +309,9 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
 
     def write(staged):
         labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
-        semantic_rgb = io.semantic_colors(prediction.semantic, palette)
-        instance_rgb = io.instance_colors(prediction.instance)
+        if "ply" in formats or pictures:
+            semantic_rgb = io.semantic_colors(prediction.semantic, palette)
+            instance_rgb = io.instance_colors(prediction.instance)
         if "ply" in formats:
             io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
             io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)

@@ -40,7 +40,7 @@ SUFFIXES = LAS_SUFFIXES + (E57_SUFFIX, PCD_SUFFIX)
 
 CLASS_CODE_BASE = 64  # classification = CLASS_CODE_BASE + class index (LAS 1.4: 64..255 user definable)
 CLASS_CODE_COUNT = 256 - CLASS_CODE_BASE
-READ_CHUNK_POINTS = 1_000_000
+READ_CHUNK_POINTS = 250_000
 OUTPUT_SCALE = 0.001  # metres per LAS integer unit for outputs of inputs that are not LAS
 EXTRA_DIMENSIONS = (("instance", np.int32, "instance id, -1 = none"),
                     ("confidence", np.float32, "instance's mean class prob."),
@@ -90,15 +90,19 @@ def las_has_rgb(point_format) -> bool:
 
 def las_colors(path, red, green, blue, color_max=None) -> np.ndarray:
     """16-bit LAS colours -> (N, 3) uint8: 8-bit values stored in 16-bit fields (every value at
-    most 255) are kept, others scaled by 255 / 65535; `color_max` (255 or 65535) overrides."""
+    most 255) are kept, others scaled by 255 / 65535 and rounded; `color_max` (255 or 65535)
+    overrides."""
     rgb = np.stack([np.asarray(red), np.asarray(green), np.asarray(blue)], axis=1)
     if color_max is None:
         color_max = 255 if rgb.size == 0 or rgb.max() <= 255 else 65535
+    if color_max not in (255, 65535):
+        raise _error(f"{path}: LAS colours are 8-bit (--color_max 255) or 16-bit (65535), not {color_max:g}")
     if rgb.size and rgb.max() > color_max:
         raise _error(f"{path}: colour value {int(rgb.max())} beyond --color_max {color_max:g}")
     if color_max == 255:
         return rgb.astype(np.uint8)
-    return np.rint(rgb.astype(np.float64) * (255.0 / color_max)).astype(np.uint8)
+    # rint(v * 255 / 65535) = rint(v / 257), in integers (no ties: 257 is odd).
+    return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def open_las(path):
@@ -139,22 +143,26 @@ def las_header(path):
 
 def read_las(path, color_max=None):
     """(xyz float64, colours uint8 or None, extra) of a whole LAS / LAZ file."""
-    xyz, rgb, intensity = [], [], []
     header = las_header(path)
-    has_rgb = las_has_rgb(header.point_format)
-    for _, chunk in las_chunks(path):
-        xyz.append(np.stack([np.asarray(chunk.x, np.float64), np.asarray(chunk.y, np.float64),
-                             np.asarray(chunk.z, np.float64)], axis=1))
-        if has_rgb:
-            rgb.append(np.stack([np.asarray(chunk.red), np.asarray(chunk.green), np.asarray(chunk.blue)], axis=1))
-        intensity.append(np.asarray(chunk.intensity))
-    if not xyz:
+    count = int(header.point_count)
+    if count == 0:
         raise _error(f"{path}: zero points (the LAS header declares none)")
-    colors = None
-    if has_rgb:
-        rgb = np.concatenate(rgb)
-        colors = las_colors(path, rgb[:, 0], rgb[:, 1], rgb[:, 2], color_max)
-    return np.concatenate(xyz), colors, {"intensity": np.concatenate(intensity)}
+    has_rgb = las_has_rgb(header.point_format)
+    xyz = np.empty((count, 3), np.float64)
+    rgb = np.empty((count, 3), np.uint16) if has_rgb else None
+    intensity = np.empty(count, np.uint16)
+    for start, chunk in las_chunks(path):
+        rows = slice(start, start + len(chunk))
+        if rows.stop > count:  # more points than declared: las_chunks names the file below
+            continue
+        for k, name in enumerate("xyz"):
+            xyz[rows, k] = chunk[name]
+        if has_rgb:
+            for k, name in enumerate(("red", "green", "blue")):
+                rgb[rows, k] = chunk[name]
+        intensity[rows] = chunk.intensity
+    colors = None if rgb is None else las_colors(path, rgb[:, 0], rgb[:, 1], rgb[:, 2], color_max)
+    return xyz, colors, {"intensity": intensity}
 
 
 # ------------------------------------------------------------------------------------------------

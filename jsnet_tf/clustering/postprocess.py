@@ -222,9 +222,13 @@ class RoomMerger:
             )
         return self._merger.merge(cells, labels, classes)
 
-    def assign(self, xyz):
-        """The room instance of each point's cell, -1 for cells no cluster wrote. int64 (N,)."""
-        return self._merger.assign(self.cells(xyz))
+    def assign(self, xyz, points_per_call=1 << 18):
+        """The room instance of each point's cell, -1 for cells no cluster wrote. int64 (N,).
+        Large clouds go `points_per_call` points at a time (the cells' working memory)."""
+        if len(xyz) <= points_per_call:
+            return self._merger.assign(self.cells(xyz))
+        return np.concatenate([self._merger.assign(self.cells(xyz[start : start + points_per_call]))
+                               for start in range(0, len(xyz), points_per_call)])
 
 
 # --------------------------------------------------------------------------------------------
