@@ -198,6 +198,7 @@ class CloudSegmenter:
         visits = np.zeros(len(room), np.int32)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = segmenter._merger()
+        cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
         kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
         for k, tile in enumerate(tiles):
             near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
@@ -208,7 +209,8 @@ class CloudSegmenter:
                 visits[points[mine]] += 1
                 rows_per_point[points[mine]] += segmenter.num_points / len(points)
                 if mine[0]:
-                    kept.append(((i, j if i % 2 == 0 else -j), merger.cells(normalised[points]), labels, classes))
+                    cells = merger.cells(normalised[points]).astype(cell_type)
+                    kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
         if not kept:
             size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
             raise PredictError(
@@ -231,9 +233,11 @@ class CloudSegmenter:
         reach = int(np.ceil(size / stride - 1e-9)) + 1
         low = np.rint(tile.origin / stride).astype(np.int64) - reach
         high = np.rint((tile.origin + tile.side) / stride).astype(np.int64) + 2
-        xy = room.xyz[:, :2].astype(np.float64)
-        inside = ((xy >= low * stride) & (xy <= (high - 1) * stride + size)).all(axis=1)
-        near = np.flatnonzero(inside)
+        # A superset of the blocks' points in float32, as the coordinates (float32(t) rounds to nearest:
+        # no float32 x <= t lies above it).
+        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
+        x, y = room.xyz[:, 0], room.xyz[:, 1]
+        near = np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
         from jsnet_tf.data import s3dis
 
         part = s3dis.Room(room.name, room.xyz[near], room.rgb[near], room.semantic[near], room.instance[near])
