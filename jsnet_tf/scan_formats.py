@@ -121,6 +121,7 @@ def las_chunks(path, chunk_points=READ_CHUNK_POINTS):
     line naming the file)."""
     with open_las(path) as reader:
         expected = int(reader.header.point_count)
+        _check_uncompressed_size(path, reader.header)
         start = 0
         try:
             for chunk in reader.chunk_iterator(chunk_points):
@@ -133,6 +134,22 @@ def las_chunks(path, chunk_points=READ_CHUNK_POINTS):
                          f"{_first_line(e)}") from None
     if start != expected:
         raise _error(f"{path}: the LAS header declares {expected} points, the file holds {start}")
+
+
+def _check_uncompressed_size(path, header):
+    """An uncompressed LAS holds exactly its declared points between the point data's offset and
+    its extended VLRs or waveform packets (or the end): a header count smaller or larger than that
+    is an error."""
+    if header.are_points_compressed:
+        return
+    # The points end where the extended VLRs or internal waveform packets begin, else at the end.
+    starts = [int(getattr(header, name, 0) or 0) for name in ("start_of_first_evlr", "start_of_waveform_data_packet_record")]
+    end = min([start for start in starts if start > 0], default=Path(path).stat().st_size)
+    size = header.point_format.size
+    stored, remainder = divmod(end - int(header.offset_to_point_data), size)
+    if stored != int(header.point_count) or remainder:
+        whole = f"{stored}" + (f" and {remainder} bytes" if remainder else "")
+        raise _error(f"{path}: the LAS header declares {int(header.point_count)} points, the file holds {whole}")
 
 
 def las_header(path):

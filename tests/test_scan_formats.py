@@ -68,6 +68,16 @@ def test_laz_of_las_1_4_point_formats_6_to_8(tmp_path, rng, point_format):
         np.testing.assert_array_equal(cloud.rgb[:, 1], np.rint(np.asarray(reference.green, np.float64) * 255 / 65535))
 
 
+def test_a_las_with_extended_vlrs_after_its_points_reads_whole(tmp_path, rng):
+    from laspy.vlrs.vlrlist import VLRList
+
+    las = _las(tmp_path / "plain.las", rng, n=120, point_format=6, version="1.4")
+    las.evlrs = VLRList([laspy.VLR("jsnet-test", 1, "after the points", b"\x01" * 500)])
+    las.write(str(tmp_path / "evlr.las"))
+    assert laspy.open(str(tmp_path / "evlr.las")).header.start_of_first_evlr > 0
+    np.testing.assert_array_equal(pio.read_point_cloud(tmp_path / "evlr.las").xyz[:, 1], np.asarray(las.y))
+
+
 def _quaternion_matrix(w, x, y, z):
     """The rotation of a unit quaternion, written out (the reference for pye57's pose)."""
     return np.array([
@@ -156,6 +166,11 @@ def test_bad_scanner_files_are_one_line_naming_them(tmp_path, rng):
     struct.pack_into("<I", data, 107, 350)  # LAS 1.2's point count: 50 more than the file holds
     (tmp_path / "count.las").write_bytes(bytes(data))
     _expect_error(tmp_path / "count.las", "the LAS header declares 350 points, the file holds 300")
+    struct.pack_into("<I", data, 107, 250)  # and 50 fewer
+    (tmp_path / "count.las").write_bytes(bytes(data))
+    _expect_error(tmp_path / "count.las", "the LAS header declares 250 points, the file holds 300")
+    (tmp_path / "tail.las").write_bytes(bytes(data[:-10]))
+    _expect_error(tmp_path / "tail.las", "the LAS header declares 250 points, the file holds 299 and")
 
     pye57.E57(str(tmp_path / "empty.e57"), mode="w").close()
     _expect_error(tmp_path / "empty.e57", "holds no scans")
