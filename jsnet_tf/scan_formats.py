@@ -46,7 +46,7 @@ EXTRA_DIMENSIONS = (("instance", np.int32, "instance id, -1 = none"),
                     ("confidence", np.float32, "instance's mean class prob."),
                     ("score", np.float32, "probability of its class"))  # descriptions: 32 bytes at most
 _LOOKUP_DESCRIPTION_BYTES = 15
-_RGB_FORMATS_NIR = (8, 10)
+_NIR_FORMATS = (8, 10)
 
 
 def _error(message):
@@ -352,24 +352,9 @@ def classification_lookup_vlr(class_names):
     return vlr
 
 
-def read_classification_lookup(header) -> dict[int, str]:
-    """{code: name} of a header's Classification Lookup VLR (empty names left out)."""
-    for vlr in header.vlrs:
-        if vlr.user_id == "LASF_Spec" and vlr.record_id == 0:
-            data = vlr.record_data_bytes()
-            names = {}
-            for offset in range(0, len(data) - 15, 16):
-                code, raw = struct.unpack_from("<B15s", data, offset)
-                name = raw.rstrip(b"\0").decode("ascii", "replace")
-                if name:
-                    names[code] = name
-            return names
-    return {}
-
-
 def output_point_format(source_format_id: int | None, has_rgb: bool) -> int:
     """The LAS 1.4 point format of an output: 8 for sources with near infrared, 7 with colour, else 6."""
-    if source_format_id in _RGB_FORMATS_NIR:
+    if source_format_id in _NIR_FORMATS:
         return 8
     return 7 if has_rgb else 6
 

@@ -253,6 +253,7 @@ def test_scanners_files_come_back_as_las_and_laz_in_their_own_coordinates(scans_
     import laspy
 
     from jsnet_tf import scan_formats
+    from tests.test_scan_formats import classification_lookup
 
     folder, out, result = scans_predicted
     assert "Traceback" not in result.stderr
@@ -271,7 +272,7 @@ def test_scanners_files_come_back_as_las_and_laz_in_their_own_coordinates(scans_
             for i, confidence in zip(listed.ids, listed.confidences):
                 expected[instance == i] = confidence
             np.testing.assert_allclose(las.confidence, expected, rtol=1e-6)
-            names = scan_formats.read_classification_lookup(las.header)
+            names = classification_lookup(las.header)
             assert names == {64 + k: name for k, name in enumerate(s3dis.CLASSES)}
             got = np.stack([las.x, las.y, las.z], axis=1)
             np.testing.assert_allclose(got, xyz, rtol=0, atol=5e-4 + 1e-9)  # to the millimetre

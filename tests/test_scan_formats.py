@@ -202,6 +202,16 @@ CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "tabl
            "board", "clutter")
 
 
+def classification_lookup(header):
+    """{code: name} of a LAS header's Classification Lookup VLR, decoded by the LAS 1.4 spec's
+    layout (user LASF_Spec, record 0: 256 x (uint8 class, 15 chars))."""
+    (vlr,) = [v for v in header.vlrs if v.user_id == "LASF_Spec" and v.record_id == 0]
+    data = vlr.record_data_bytes()
+    assert len(data) == 256 * 16
+    entries = (struct.unpack_from("<B15s", data, 16 * k) for k in range(256))
+    return {code: raw.rstrip(b"\0").decode() for code, raw in entries if raw.strip(b"\0")}
+
+
 def _labels(rng, n):
     return (rng.integers(0, len(CLASSES), n), rng.integers(-1, 9, n), rng.uniform(0, 1, n).astype(np.float32),
             rng.uniform(0, 1, n).astype(np.float32))
@@ -227,7 +237,7 @@ def test_a_las_input_comes_back_with_its_scale_offset_fields_and_the_labels(tmp_
     np.testing.assert_array_equal(out.instance, instance)
     np.testing.assert_array_equal(out.confidence, confidence)
     np.testing.assert_array_equal(out.score, score)
-    names = scan_formats.read_classification_lookup(out.header)
+    names = classification_lookup(out.header)
     assert names == {64 + k: name for k, name in enumerate(CLASSES)}
 
 
