@@ -385,14 +385,18 @@ class RoomSegmenter:
         covered = visits > 0
         mean_p /= np.maximum(visits, 1)[:, None]
         if not covered.all():  # points only in skipped sparse blocks: the nearest labelled point's
-            nearest = cKDTree(room.xyz[covered]).query(room.xyz[~covered])[1]
-            mean_p[~covered] = mean_p[np.flatnonzero(covered)[nearest]]
+            mean_p[~covered] = mean_p[nearest_covered(room.xyz, covered)]
         semantic = mean_p.argmax(axis=1)
-        instance = postprocess.finalize_instances(
+        instance = self.room_instances(merger, normalised, semantic, rows_per_point)
+        return _room_result(room.name, room.xyz, room.rgb, semantic, instance, mean_p, room.semantic, room.instance)
+
+    def room_instances(self, merger, normalised, semantic, rows_per_point):
+        """Every point's instance once all blocks are merged: its grid cell's, renumbered, those of
+        at most size_fraction of their class's mean size dropped (postprocess.finalize_instances)."""
+        return postprocess.finalize_instances(
             merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"],
             weights=rows_per_point if self.size_in_rows else None,
         )
-        return _room_result(room.name, room.xyz, room.rgb, semantic, instance, mean_p, room.semantic, room.instance)
 
     def _segment_sampled(self, room, seed, progress, stage):
         """The original's protocol: one random num_points sample per block, rows with repeats."""
@@ -418,6 +422,11 @@ class RoomSegmenter:
             )
             return _room_result(room.name, room.xyz[rows], room.rgb[rows], semantic, instance, probabilities,
                                 blocks.semantic.reshape(-1), blocks.instance.reshape(-1))
+
+
+def nearest_covered(xyz, covered):
+    """The index of the nearest covered point (`covered`: a boolean mask) of each other point."""
+    return np.flatnonzero(covered)[cKDTree(xyz[covered]).query(xyz[~covered])[1]]
 
 
 def _room_result(name, xyz, rgb, semantic, instance, probabilities, semantic_gt, instance_gt):

@@ -184,7 +184,7 @@ class CloudSegmenter:
         Points in no block of `eval.min_block_points` points take the class and score of the
         nearest labelled point and no instance; a cloud with no such block at all is an error.
         """
-        from jsnet_tf import evaluation
+        from jsnet_tf import evaluation, metrics
         from jsnet_tf.data import s3dis
 
         offset, tiles = self.plan(xyz) if plan is None else plan
@@ -194,36 +194,67 @@ class CloudSegmenter:
         grid = segmenter.grid_shape(room.xyz.max(axis=0))
         normalised = evaluation._normalised(room, limit)
         tile_of = _tile_of(len(xyz), tiles)
-        mean_p = np.zeros((len(room), segmenter.model.num_classes), np.float32)  # sums until divided
-        visits = np.zeros(len(room), np.int32)
+        num_classes = segmenter.model.num_classes
+        semantic = np.zeros(len(room), np.int32)
+        score = np.zeros(len(room), np.float32)
+        covered = np.zeros(len(room), bool)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = segmenter._merger()
         cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
         kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
-        for k, tile in enumerate(tiles):
-            near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
-            for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(part, blocks, seed, limit, progress):
-                points = near[members]  # ascending: the block's first point is points[0]
-                mine = tile_of[points] == k
-                mean_p[points[mine]] += block_p[mine]
-                visits[points[mine]] += 1
-                rows_per_point[points[mine]] += segmenter.num_points / len(points)
-                if mine[0]:
-                    cells = merger.cells(normalised[points]).astype(cell_type)
-                    kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
-        if not kept:
-            size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
-            raise PredictError(
-                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
-                "are the coordinates in metres?"
-            )
-        kept.sort(key=lambda block: block[0])
-        for _, cells, labels, classes in kept:
-            merger.merge_cells(cells, labels, classes)
-        del kept
-        result = segmenter._finish_every_point(room, normalised, merger, mean_p, visits, rows_per_point)
-        return CloudPrediction(result.semantic_pred, result.instance_pred, result.score, offset, len(tiles),
-                               result.instances)
+        with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
+            spill = pathlib.Path(spill)
+            for k, tile in enumerate(tiles):
+                # The tile's own points' probability sums and visits, in the order of tile.indices.
+                sums = np.zeros((len(tile.indices), num_classes), np.float32)
+                visits = np.zeros(len(tile.indices), np.int32)
+                near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
+                for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(
+                        part, blocks, seed, limit, progress):
+                    points = near[members]  # ascending: the block's first point is points[0]
+                    mine = tile_of[points] == k
+                    slots = np.searchsorted(tile.indices, points[mine])
+                    sums[slots] += block_p[mine]
+                    visits[slots] += 1
+                    rows_per_point[points[mine]] += segmenter.num_points / len(points)
+                    if mine[0]:
+                        cells = merger.cells(normalised[points]).astype(cell_type)
+                        kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
+                sums /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
+                semantic[tile.indices] = sums.argmax(axis=1)
+                score[tile.indices] = sums.max(axis=1)
+                covered[tile.indices] = visits > 0
+                np.save(spill / f"{k}.npy", sums)
+                del sums
+            if not kept:
+                size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
+                raise PredictError(
+                    f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                    "are the coordinates in metres?"
+                )
+            kept.sort(key=lambda block: block[0])
+            for _, cells, labels, classes in kept:
+                merger.merge_cells(cells, labels, classes)
+            del kept
+            # Points in no block take the probabilities of the nearest point in one, as in a single pass.
+            source = np.arange(len(room))
+            if not covered.all():
+                source[~covered] = evaluation.nearest_covered(room.xyz, covered)
+                semantic, score = semantic[source], score[source]
+            instance = segmenter.room_instances(merger, normalised, semantic, rows_per_point).astype(np.int32)
+
+            def probability(rows, classes):  # mean_p[rows, classes], read back one tile at a time
+                rows = source[rows]
+                chosen = np.empty(len(rows), np.float32)
+                tile_of_rows = tile_of[rows]
+                for k in np.unique(tile_of_rows):
+                    picked = np.flatnonzero(tile_of_rows == k)
+                    sums = np.load(spill / f"{k}.npy")
+                    chosen[picked] = sums[np.searchsorted(tiles[k].indices, rows[picked]), classes[picked]]
+                return chosen
+
+            table = metrics.instance_table(instance, semantic, probability, where=f"cloud {name}", num_classes=num_classes)
+        return CloudPrediction(semantic, instance, score, offset, len(tiles), table)
 
     def _tile_blocks(self, room, tile_of, grid, tile, k):
         """(indices of the cloud's points near tile k, those points as a room, the blocks ((i, j,
