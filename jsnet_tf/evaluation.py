@@ -261,11 +261,24 @@ class RoomSegmenter:
 
     def block_members(self, room):
         """The point indices (ascending) of each test block of at least `min_block_points` points,
-        in the blocks' serpentine order.
+        in the blocks' serpentine order (`blocks` without the block positions)."""
+        return [members for _, _, members in self.blocks(room)]
+
+    def grid_shape(self, limit):
+        """(columns, rows): how many sliding windows cover x and y up to `limit` (a room's max)."""
+        size, stride = self.block_size, float(self.cfg["stride"])
+        return tuple(max(1, int(np.ceil((float(lim) - size) / stride)) + 1) for lim in np.asarray(limit)[:2])
+
+    def blocks(self, room, grid=None, columns=None, rows=None):
+        """`(i, j, members)` of each test block of at least `min_block_points` points, in the
+        blocks' serpentine order: the block's corner is (i, j) x eval.stride, `members` its point
+        indices, ascending.
 
         The same blocks as testing every corner of `s3dis.test_block_origins`, but only the block
         columns and rows that hold points are visited (a sorted sweep): a cloud of large, mostly
-        empty extent costs no more than a dense one.
+        empty extent costs no more than a dense one. A tile of a larger cloud (its points in the
+        cloud's frame) gives `grid`, the cloud's (columns, rows) (`grid_shape`), and may restrict
+        the windows to `columns` and `rows`, half-open index ranges.
         """
         size, stride = self.block_size, float(self.cfg["stride"])
         if stride > size:
@@ -275,12 +288,11 @@ class RoomSegmenter:
         needed = max(1, self.cfg["min_block_points"])
         x = room.xyz[:, 0].astype(np.float64)
         y = room.xyz[:, 1].astype(np.float64)
-        limit = room.xyz.max(axis=0)
-        columns, rows = (max(1, int(np.ceil((float(lim) - size) / stride)) + 1) for lim in limit[:2])
+        num_columns, num_rows = self.grid_shape(room.xyz.max(axis=0)) if grid is None else grid
         by_x = np.argsort(x, kind="stable")
         sorted_x = x[by_x]
-        members = []
-        for i in _occupied_windows(x, size, stride, columns):
+        found = []
+        for i in _occupied_windows(x, size, stride, num_columns, columns):
             x0 = i * stride
             column = by_x[np.searchsorted(sorted_x, x0, "left") : np.searchsorted(sorted_x, x0 + size, "right")]
             if len(column) < needed:
@@ -288,13 +300,13 @@ class RoomSegmenter:
             column_y = y[column]
             by_y = np.argsort(column_y, kind="stable")
             sorted_y = column_y[by_y]
-            windows = _occupied_windows(column_y, size, stride, rows)
+            windows = _occupied_windows(column_y, size, stride, num_rows, rows)
             for j in windows if i % 2 == 0 else windows[::-1]:
                 y0 = j * stride
                 lo, hi = np.searchsorted(sorted_y, y0, "left"), np.searchsorted(sorted_y, y0 + size, "right")
                 if hi - lo >= needed:
-                    members.append(np.sort(column[by_y[lo:hi]]))
-        return members
+                    found.append((int(i), int(j), np.sort(column[by_y[lo:hi]])))
+        return found
 
     def segment(self, room, seed=0, progress=None, timer=None):
         """A `RoomResult` for one room (`s3dis.Room`). `progress(n)` is called as blocks finish;
@@ -320,33 +332,19 @@ class RoomSegmenter:
         )
 
     def _segment_every_point(self, room, seed, progress, stage):
-        rng = np.random.default_rng([int(seed), 1])
         with stage("blocks"):
-            members = self.block_members(room)
-        if not members:
+            blocks = self.blocks(room)
+        if not blocks:
             raise self._nothing_to_label(room)
-        normalised = _normalised(room)
         limit = s3dis.room_limit(room)
-
-        def rows():  # ((test block, point indices), network input) of every chunk, block by block
-            for b, indices in enumerate(members):
-                for chunk in _chunks(indices, self.num_points, rng):
-                    yield (b, chunk), s3dis.block_channels(room, chunk, limit, self.block_size)
-
+        normalised = _normalised(room, limit)
         mean_p = np.zeros((len(room), self.model.num_classes), np.float32)  # sums until divided below
         visits = np.zeros(len(room), np.int32)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = self._merger()
-        outputs = self._network_outputs(rows(), f"room {room.name}", progress, stage)
-        for _, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
-            block_rows = list(block_rows)
+        for _, points, block_p, labels, classes in self.block_outputs(room, blocks, seed, limit, progress, stage):
             with stage("merging"):
-                # A block's points, each once: the first row of every point in its chunks.
-                points, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in block_rows]), return_index=True)
-                block_p = np.concatenate([p for _, p, _ in block_rows])[first]
-                block_e = np.concatenate([e for _, _, e in block_rows])[first]
-            self._cluster_into(merger, normalised[points], block_e, block_p.argmax(axis=1), stage)
-            with stage("merging"):
+                merger.merge(normalised[points], labels, classes)
                 mean_p[points] += block_p
                 visits[points] += 1
                 # The original's rows: a block of m points gave num_points sampled rows.
@@ -354,19 +352,51 @@ class RoomSegmenter:
         with stage("merging"):
             return self._finish_every_point(room, normalised, merger, mean_p, visits, rows_per_point)
 
+    def block_outputs(self, room, blocks, seed, limit, progress=None, stage=null_stage):
+        """Runs `blocks` ((i, j, members) of `blocks`) through the network and mean-shift; yields
+        per block, in order, `((i, j, members), points, probabilities, cluster labels, cluster
+        classes)`: its points each once (ascending), their class probabilities and clusters.
+
+        A block's points are shuffled by a generator seeded with (seed, i, j), its own: a block
+        gets the same rows whichever other blocks run, e.g. in a tile of a larger cloud; `limit`
+        divides the normalised channels (`s3dis.room_limit` of the whole cloud)."""
+
+        def rows():  # ((test block, point indices), network input) of every chunk, block by block
+            for b, (i, j, indices) in enumerate(blocks):
+                rng = np.random.default_rng([int(seed), 1, i, j])
+                for chunk in _chunks(indices, self.num_points, rng):
+                    yield (b, chunk), s3dis.block_channels(room, chunk, limit, self.block_size)
+
+        outputs = self._network_outputs(rows(), f"room {room.name}", progress, stage)
+        for b, block_rows in itertools.groupby(outputs, key=lambda row: row[0][0]):
+            block_rows = list(block_rows)
+            with stage("merging"):
+                # A block's points, each once: the first row of every point in its chunks.
+                points, first = np.unique(np.concatenate([chunk for (_, chunk), _, _ in block_rows]), return_index=True)
+                block_p = np.concatenate([p for _, p, _ in block_rows])[first]
+                block_e = np.concatenate([e for _, _, e in block_rows])[first]
+            with stage("mean-shift"):
+                labels, centres = postprocess.mean_shift(block_e, self.cfg["bandwidth"])
+            classes = postprocess.cluster_classes(labels, block_p.argmax(axis=1), len(centres))
+            yield blocks[b], points, block_p, labels, classes
+
     def _finish_every_point(self, room, normalised, merger, mean_p, visits, rows_per_point):
         """Room labels from the blocks' sums: mean probabilities, room instances, size filter."""
         covered = visits > 0
         mean_p /= np.maximum(visits, 1)[:, None]
         if not covered.all():  # points only in skipped sparse blocks: the nearest labelled point's
-            nearest = cKDTree(room.xyz[covered]).query(room.xyz[~covered])[1]
-            mean_p[~covered] = mean_p[np.flatnonzero(covered)[nearest]]
+            mean_p[~covered] = mean_p[nearest_covered(room.xyz, covered)]
         semantic = mean_p.argmax(axis=1)
-        instance = postprocess.finalize_instances(
+        instance = self.room_instances(merger, normalised, semantic, rows_per_point)
+        return _room_result(room.name, room.xyz, room.rgb, semantic, instance, mean_p, room.semantic, room.instance)
+
+    def room_instances(self, merger, normalised, semantic, rows_per_point):
+        """Every point's instance once all blocks are merged: its grid cell's, renumbered, those of
+        at most size_fraction of their class's mean size dropped (postprocess.finalize_instances)."""
+        return postprocess.finalize_instances(
             merger.assign(normalised), semantic, self.mean_ins_size, self.cfg["size_fraction"],
             weights=rows_per_point if self.size_in_rows else None,
         )
-        return _room_result(room.name, room.xyz, room.rgb, semantic, instance, mean_p, room.semantic, room.instance)
 
     def _segment_sampled(self, room, seed, progress, stage):
         """The original's protocol: one random num_points sample per block, rows with repeats."""
@@ -394,19 +424,24 @@ class RoomSegmenter:
                                 blocks.semantic.reshape(-1), blocks.instance.reshape(-1))
 
 
+def nearest_covered(xyz, covered):
+    """The index of the nearest covered point (`covered`: a boolean mask) of each other point."""
+    return np.flatnonzero(covered)[cKDTree(xyz[covered]).query(xyz[~covered])[1]]
+
+
 def _room_result(name, xyz, rgb, semantic, instance, probabilities, semantic_gt, instance_gt):
     """The RoomResult of labelled rows: probabilities (M, C) of each row's classes give its score
     (the probability of its class) and its instance's confidence (metrics.instance_table)."""
     table = metrics.instance_table(instance, semantic, probabilities, where=f"room {name}")
     return RoomResult(
         name=name,
-        xyz=xyz.astype(np.float32),
-        rgb=rgb.astype(np.uint8),
+        xyz=xyz.astype(np.float32, copy=False),
+        rgb=rgb.astype(np.uint8, copy=False),
         semantic_pred=semantic.astype(np.int32),
         instance_pred=instance.astype(np.int32),
-        score=probabilities.max(axis=1).astype(np.float32),
-        semantic_gt=semantic_gt.astype(np.int32),
-        instance_gt=instance_gt.astype(np.int32),
+        score=probabilities.max(axis=1).astype(np.float32, copy=False),
+        semantic_gt=semantic_gt.astype(np.int32, copy=False),
+        instance_gt=instance_gt.astype(np.int32, copy=False),
         instance_ids=table.ids,
         instance_classes=table.classes,
         instance_confidences=table.confidences,
@@ -440,18 +475,22 @@ def _check_room(room):
         raise EvaluationError(f"room {room.name} holds non-finite coordinates")
 
 
-def _occupied_windows(values, size, stride, count):
-    """Ascending indices k < count of the windows [k * stride, k * stride + size] that may hold
-    one of the values (a superset: membership is decided exactly by the caller)."""
+def _occupied_windows(values, size, stride, count, within=None):
+    """Ascending indices k < count (and in the half-open range `within`, if given) of the windows
+    [k * stride, k * stride + size] that may hold one of the values (a superset: membership is
+    decided exactly by the caller)."""
     cells = np.unique(np.floor(values / stride).astype(np.int64))
     reach = int(np.ceil(size / stride)) + 1
     candidates = np.unique((cells[:, None] + np.arange(-reach, 2)[None, :]).reshape(-1))
-    return candidates[(candidates >= 0) & (candidates < count)]
+    low, high = (0, count) if within is None else (max(0, within[0]), min(count, within[1]))
+    return candidates[(candidates >= low) & (candidates < high)]
 
 
-def _normalised(room):
-    """Room coordinates divided by the room's max per axis (the blocks' channels 6:9)."""
-    return (room.xyz.astype(np.float64) / s3dis.room_limit(room)).astype(np.float32)
+def _normalised(room, limit=None):
+    """Room coordinates divided by the room's max per axis (the blocks' channels 6:9), or by
+    `limit`, a larger cloud's."""
+    limit = s3dis.room_limit(room) if limit is None else limit
+    return (room.xyz.astype(np.float64) / limit).astype(np.float32)
 
 
 def _chunks(indices, num_points, rng):

@@ -2,7 +2,7 @@
 
 `read_point_cloud` turns a user's file into float64 coordinates plus optional uint8 colours;
 `write_ply` writes our outputs (coordinates, colours and per-point labels) atomically. NumPy and
-plyfile only.
+plyfile only here; scanners' files (LAS / LAZ, E57, PCD) are read by jsnet_tf.scan_formats.
 
 Colours stored as numbers that may be fractions (text, `.npy`, float PLY properties) are read as
 0..255 unless every colour value lies in [0, 1], in which case they are fractions of full
@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import plyfile
 
+from jsnet_tf import scan_formats
 from jsnet_tf.errors import UserError
 from jsnet_tf.files import AtomicTarget
 
 TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
-SUFFIXES = (".ply", ".npy") + TEXT_SUFFIXES
+SUFFIXES = (".ply", ".npy") + TEXT_SUFFIXES + scan_formats.SUFFIXES
 NAN_POLICIES = ("error", "drop")
 
 # Colour property names in PLY vertex elements, most common first.
@@ -73,15 +74,16 @@ class PointCloud:
 # ------------------------------------------------------------------------------------------------
 
 def read_point_cloud(path: str | os.PathLike, nan_policy: str = "error",
-                     color_max: float | None = None) -> PointCloud:
-    """Reads a `.ply`, `.txt` / `.xyz` / `.pts` or `.npy` point cloud.
+                     color_max: float | None = None, e57_scan: int | None = None) -> PointCloud:
+    """Reads a `.ply`, `.txt` / `.xyz` / `.pts`, `.npy`, `.las` / `.laz`, `.e57` or `.pcd` point cloud.
 
     Text files hold `x y z` or `x y z r g b` per line, separated by blanks or commas; lines
     starting with `#` or `//` are comments. `.pts` files may also start with a point-count line
     and hold `x y z intensity [r g b]` (Leica PTS). `.npy` files hold an (N, 3) or (N, 6+)
     array. A point with a NaN or infinite coordinate or colour is an error, or is left out
     (counted in `num_dropped`) with `nan_policy="drop"`. `color_max` overrides the colour
-    scale detection described in the module docstring.
+    scale detection described in the module docstring (for LAS / LAZ: 255 or 65535). Scanners'
+    files are read as jsnet_tf.scan_formats says (E57: every scan with its pose, or `e57_scan`).
     """
     path = Path(path)
     if nan_policy not in NAN_POLICIES:
@@ -99,7 +101,10 @@ def read_point_cloud(path: str | os.PathLike, nan_policy: str = "error",
     try:
         if path.stat().st_size == 0:
             raise PointCloudError(f"{path}: empty file (no points)")
-        if suffix == ".ply":
+        if suffix in scan_formats.SUFFIXES:
+            xyz, colors, extra = scan_formats.read(path, color_max, e57_scan)
+            color_max = None  # applied: the colours are 0..255 now
+        elif suffix == ".ply":
             xyz, colors, extra = _read_ply(path)
         elif suffix == ".npy":
             xyz, colors, extra = _read_npy(path)

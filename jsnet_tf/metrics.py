@@ -427,16 +427,28 @@ class InstanceTable(NamedTuple):
     points: np.ndarray       # (K,) int64 points (rows) of each instance
 
 
-def instance_table(ins_pred, sem_pred, probabilities, where: str = "item") -> InstanceTable:
+def instance_table(ins_pred, sem_pred, probabilities, where: str = "item", num_classes=None) -> InstanceTable:
     """The instances of an item's predictions with a class and a confidence each (CONFIDENCE_RULE):
     the points sharing an id of `ins_pred` (-1: no instance) form an instance; its class is the most
     frequent of their `sem_pred` classes (ties to the lowest, as `Evaluator` counts); its confidence
     is the mean over its points of `probabilities[:, class]` ((N, C) softmax probabilities), the
-    score bottom-up methods without a score head give their instances (Pointcept's PointGroup)."""
-    probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 2 or probabilities.shape[1] < 1:
-        raise MetricsError(f"{where}: probabilities must have shape (N, C), got {probabilities.shape}")
-    size, num_classes = probabilities.shape
+    score bottom-up methods without a score head give their instances (Pointcept's PointGroup).
+
+    For clouds whose (N, C) probabilities are not held whole, `probabilities` may be a function
+    `(rows, classes) -> probabilities[rows, classes]`; `num_classes` then says C."""
+    if callable(probabilities):
+        if num_classes is None:
+            raise MetricsError(f"{where}: give num_classes with a function of the probabilities")
+        size, pick = len(ins_pred), probabilities
+    else:
+        probabilities = np.asarray(probabilities)
+        if probabilities.ndim != 2 or probabilities.shape[1] < 1:
+            raise MetricsError(f"{where}: probabilities must have shape (N, C), got {probabilities.shape}")
+        size, num_classes = probabilities.shape
+
+        def pick(rows, classes):
+            return probabilities[rows, classes]
+
     ins = _labels("ins_pred", ins_pred, where, size)
     sem = _labels("sem_pred", sem_pred, where, size)
     _check_classes("sem_pred", sem, num_classes, where)
@@ -447,7 +459,7 @@ def instance_table(ins_pred, sem_pred, probabilities, where: str = "item") -> In
     votes = votes.reshape(ids.size, num_classes)
     classes = votes.argmax(axis=1) if ids.size else np.zeros(0, np.int64)
     points = votes.sum(axis=1)
-    chosen = probabilities[held, classes[index]].astype(np.float64)
+    chosen = np.asarray(pick(held, classes[index])).astype(np.float64)
     confidences = np.bincount(index, chosen, minlength=ids.size) / np.maximum(points, 1)
     return InstanceTable(ids.astype(np.int64), classes.astype(np.int64), confidences, points.astype(np.int64))
 

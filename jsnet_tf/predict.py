@@ -4,12 +4,15 @@
 
 The run's dataset (its task, jsnet_tf.tasks) decides what an INPUT is and what is written:
 - S3DIS and ScanNet runs (rooms): INPUT is `.ply` (ASCII or binary), `.txt` / `.xyz` / `.pts`
-  (`x y z [r g b]` a line) or `.npy` ((N, 3) or (N, 6+)), coordinates in metres in any frame. Each
-  cloud is cut into the 1 m blocks of the test protocol, run through the network, clustered and
-  merged into instances; the outputs (jsnet_tf.prediction) hold every point, in the input's
-  coordinates: `<stem>_semantic.ply`, `<stem>_instance.ply`, `<stem>_labels.txt`,
-  `<stem>_instances.txt` (id, class, confidence, points of each instance), `<stem>_labels.npz` and
-  `<stem>.png`, with the run's class names and colours.
+  (`x y z [r g b]` a line), `.npy` ((N, 3) or (N, 6+)), or a scanner's `.las` / `.laz`, `.e57`
+  or `.pcd` (jsnet_tf.scan_formats), coordinates in metres in any frame (float64, georeferenced
+  ones too). Each cloud is cut into the 1 m blocks of the test protocol, run through the network,
+  clustered and merged into instances; the outputs (jsnet_tf.prediction) hold every point, in the
+  input's coordinates, in the --format(s) asked: `<stem>_semantic.ply` and `<stem>_instance.ply`,
+  `<stem>_labels.txt`, `<stem>_labels.npz`, `<stem>_labels.las` / `.laz` (class in
+  `classification`, instance, confidence and score as extra dimensions), and always
+  `<stem>_instances.txt` (id, class, confidence, points of each instance) and `<stem>.png`, with
+  the run's class names and colours.
 - ShapeNet part runs: INPUT is one shape with normals (`.txt` `x y z nx ny nz [part]` or `.ply` with
   nx, ny, nz); parts predicted among those of --category; outputs as jsnet_tf.tasks.part_prediction says.
 A cloud's outputs appear together at the end or not at all. An input that fails (unreadable,
@@ -31,7 +34,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """The command line's flags (defined when run as a program)."""
     from jsnet_tf import cli
-    from jsnet_tf.prediction import DEFAULT_MAX_POINTS_PER_PASS
+    from jsnet_tf.prediction import DEFAULT_FORMATS, DEFAULT_MAX_POINTS_PER_PASS, FORMATS
 
     cli.define_shared("workdir", "which", "set", "batch_size", "seed", "verbose", "pictures")
     flags.DEFINE_integer("area", None, "with a train.py workdir of S3DIS: the area<k> run to use (needed when it holds several)")
@@ -58,7 +61,20 @@ def define_flags():
     flags.DEFINE_integer(
         "max_points_per_pass", DEFAULT_MAX_POINTS_PER_PASS,
         "room runs: clouds with more points are cut into x-y tiles of at most this many points, processed one after "
-        "another (about 300 bytes a point of working memory); instances do not merge across tiles. 0: never tile",
+        "another (about 300 bytes a point of the tile of working memory); the labels and instances are those of a "
+        "single pass (instances merge across tiles). 0: never tile",
+    )
+    flags.DEFINE_list(
+        "format", list(DEFAULT_FORMATS),
+        f"room runs: the label files to write, any of {', '.join(FORMATS)}: ply (<stem>_semantic.ply and "
+        "<stem>_instance.ply), txt (<stem>_labels.txt), npz (<stem>_labels.npz), las / laz (<stem>_labels.las / .laz: "
+        "LAS 1.4, the class k in classification as 64 + k with the class names in its Classification Lookup VLR, "
+        "instance, confidence and score as extra dimensions; a LAS/LAZ input keeps its scale, offset and fields). "
+        "<stem>_instances.txt is always written",
+    )
+    flags.DEFINE_integer(
+        "e57_scan", None,
+        "room runs, E57 inputs: label only this scan (0-based); default: every scan of the file, each moved by its pose",
     )
     flags.DEFINE_bool("txt", True, "write <stem>_labels.txt (--notxt saves time and disk on large clouds)")
     flags.DEFINE_bool("overwrite", False, "replace existing outputs (otherwise a cloud whose outputs exist is an error)")
@@ -108,12 +124,19 @@ def main(argv):
 
     inputs = [pathlib.Path(a) for a in argv[1:]]
     if not inputs:
-        raise app.UsageError("give at least one INPUT (a point cloud: .ply, .txt, .xyz, .pts or .npy; a shape for "
-                             "ShapeNet part runs)")
+        raise app.UsageError("give at least one INPUT (a point cloud: .ply, .txt, .xyz, .pts, .npy, .las, .laz, .e57 "
+                             "or .pcd; a shape for ShapeNet part runs)")
     if not FLAGS.workdir or not FLAGS.out:
         raise app.UsageError("--workdir and --out are required")
     if FLAGS.color_max is not None and not FLAGS.color_max > 0:
         raise app.UsageError(f"--color_max must be positive, got {FLAGS.color_max}")
+    from jsnet_tf.prediction import FORMATS
+
+    unknown = [f for f in FLAGS.format if f not in FORMATS]
+    if unknown or not FLAGS.format:
+        raise app.UsageError(f"--format takes some of {', '.join(FORMATS)}, got {','.join(FLAGS.format) or 'nothing'}")
+    if FLAGS.e57_scan is not None and FLAGS.e57_scan < 0:
+        raise app.UsageError(f"--e57_scan must be >= 0, got {FLAGS.e57_scan}")
     logging.set_verbosity(logging.WARNING)
     out_dir = pathlib.Path(FLAGS.out)
     out_dir.mkdir(parents=True, exist_ok=True)

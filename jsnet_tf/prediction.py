@@ -5,10 +5,13 @@ the whole-cloud segmenter and the outputs. The program is `jsnet_tf.predict`; th
 Each cloud is shifted so that its minimum corner is the origin, cut into the 1 m blocks of the
 test protocol, run through the network, clustered and merged into instances
 (jsnet_tf.evaluation.RoomSegmenter). Per input `<stem>` the outputs are, in the input's original
-coordinates, one row per point:
+coordinates, one row per point, the label files in the formats asked (FORMAT_SUFFIXES):
   <stem>_semantic.ply  coloured by class, with `semantic`, `instance` and `score` properties
   <stem>_instance.ply  coloured by instance (-1, no instance: grey), same properties
   <stem>_labels.txt    `x y z semantic instance score` a line
+  <stem>_labels.las / .laz  LAS 1.4 (jsnet_tf.scan_formats.LasLabelWriter): the class in
+                       `classification` (64 + class), `instance`, `confidence` (of the point's
+                       instance) and `score` extra dimensions; a LAS / LAZ input's points copied
   <stem>_instances.txt the instances, `id class confidence points` a line (jsnet_tf.metrics: the class
                        is the most frequent class of the instance's points, the confidence the mean
                        over its points of the probability of that class)
@@ -19,7 +22,8 @@ coordinates, one row per point:
 A cloud's outputs appear together at the end or not at all (`publish_outputs`). Clouds without
 colour get mid-grey (128/255) for every point and lose accuracy: the networks were trained with
 colour. Clouds of more than `max_points_per_pass` points are cut into x-y tiles whose edges lie on
-block edges, processed one after another; instances do not merge across tiles.
+block edges, processed one after another with the labels and instances of a single pass
+(`CloudSegmenter`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ from jsnet_tf.errors import UserError
 
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
 DEFAULT_MAX_POINTS_PER_PASS = 10_000_000
-OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
+OUTPUT_SUFFIXES = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", "_labels.las",
+                   "_labels.laz", ".png")
+# The label files each --format writes (<stem>_instances.txt and the picture come always).
+FORMAT_SUFFIXES = {"ply": ("_semantic.ply", "_instance.ply"), "txt": ("_labels.txt",), "npz": ("_labels.npz",),
+                   "las": ("_labels.las",), "laz": ("_labels.laz",)}
+FORMATS = tuple(FORMAT_SUFFIXES)
+DEFAULT_FORMATS = ("ply", "txt", "npz")
+LAS_WRITE_CHUNK = 100_000  # points per chunk of LAS / LAZ output
 
 
 class PredictError(UserError, ValueError):
@@ -122,7 +133,20 @@ class CloudPrediction:
 
 
 class CloudSegmenter:
-    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large.
+    """Runs a `RoomSegmenter` over a whole user cloud, in tiles when it is large, with the labels of
+    a single pass.
+
+    A single pass cuts the cloud (shifted to its minimum corner) into the test blocks and merges
+    their clusters into instances in the blocks' serpentine order. Tiled, each tile runs every
+    block that holds one of its points (tiles overlap by up to a block and a stride: those blocks
+    run twice), taking the blocks' channels relative to the whole cloud's extent and each block's
+    points in the order of a seed of the block (RoomSegmenter.block_outputs), so a point gets the
+    class probabilities of a single pass; each block's clusters are kept, as grid cells, by the
+    tile of its first point, and all are merged into the cloud's instances in the single pass's
+    order at the end. A tiled run therefore gives the single pass's labels and instances, while
+    the network and mean-shift work on one tile at a time. Network outputs can differ in their
+    last bits with the batches a block shares (TensorFlow's kernels), which may move a label where
+    two classes tie to that precision.
 
     Args:
       segmenter: a `jsnet_tf.evaluation.RoomSegmenter` labelling every point (eval.label_all_points).
@@ -136,7 +160,8 @@ class CloudSegmenter:
             raise PredictError(f"--max_points_per_pass must be >= 0, got {max_points_per_pass}")
         self.segmenter = segmenter
         self.max_points_per_pass = int(max_points_per_pass)
-        self.unit = tile_unit(segmenter.block_size, float(segmenter.cfg["stride"]))
+        self.stride = float(segmenter.cfg["stride"])
+        self.unit = tile_unit(segmenter.block_size, self.stride)
 
     def plan(self, xyz):
         """(offset, tiles) of a cloud: its minimum corner and its tiles in shifted coordinates."""
@@ -146,62 +171,128 @@ class CloudSegmenter:
     def count_blocks(self, xyz, plan=None):
         """How many network blocks `segment` runs (for a progress bar)."""
         offset, tiles = self.plan(xyz) if plan is None else plan
-        return sum(self.segmenter.count_blocks(self._tile_room(xyz, None, offset, t, "")) for t in tiles)
+        room = self._cloud_room(xyz, None, offset, "")
+        tile_of = _tile_of(len(xyz), tiles)
+        grid = self.segmenter.grid_shape(room.xyz.max(axis=0))
+        num_points = self.segmenter.num_points
+        return sum(-(-len(m) // num_points) for k, tile in enumerate(tiles)
+                   for _, _, m in self._tile_blocks(room, tile_of, grid, tile, k)[2])
 
     def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
-        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8.
+        """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8 or None.
 
-        A tile with no block of `eval.min_block_points` points takes the class and score of the
+        Points in no block of `eval.min_block_points` points take the class and score of the
         nearest labelled point and no instance; a cloud with no such block at all is an error.
         """
-        offset, tiles = self.plan(xyz) if plan is None else plan
-        from jsnet_tf import metrics
-
-        semantic = np.full(len(xyz), -1, np.int32)
-        instance = np.full(len(xyz), -1, np.int32)
-        score = np.zeros(len(xyz), np.float32)
-        tables = []
-        next_instance = 0
-        for tile in tiles:
-            room = self._tile_room(xyz, rgb, offset, tile, name)
-            if not self.segmenter.block_members(room):
-                continue  # filled from the nearest labelled point below
-            result = self.segmenter.segment(room, seed=seed, progress=progress)
-            ids = result.instance_pred
-            semantic[tile.indices] = result.semantic_pred
-            instance[tile.indices] = np.where(ids >= 0, ids + next_instance, -1)
-            score[tile.indices] = result.score
-            tables.append(result.instances._replace(ids=result.instance_ids + next_instance))
-            next_instance += int(ids.max(initial=-1)) + 1
-        instances = metrics.InstanceTable(*(np.concatenate([t[k] for t in tables] + [np.zeros(0, dtype)])
-                                            for k, dtype in enumerate((np.int64, np.int64, np.float64, np.int64))))
-        unlabelled = semantic < 0
-        if unlabelled.all():
-            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
-            raise PredictError(
-                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
-                "are the coordinates in metres?"
-            )
-        if unlabelled.any():
-            from scipy.spatial import cKDTree
-
-            labelled = np.flatnonzero(~unlabelled)
-            nearest = labelled[cKDTree(xyz[labelled]).query(xyz[unlabelled])[1]]
-            semantic[unlabelled] = semantic[nearest]
-            score[unlabelled] = score[nearest]
-        return CloudPrediction(semantic, instance, score, offset, len(tiles), instances)
-
-    def _tile_room(self, xyz, rgb, offset, tile, name):
+        from jsnet_tf import evaluation, metrics
         from jsnet_tf.data import s3dis
 
-        local = xyz[tile.indices] - offset
-        local[:, :2] -= tile.origin
-        count = len(tile.indices)
-        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb[tile.indices]
-        return s3dis.Room(
-            name=name, xyz=local.astype(np.float32), rgb=colour,
-            semantic=np.zeros(count, np.int32), instance=np.full(count, -1, np.int32),
-        )
+        offset, tiles = self.plan(xyz) if plan is None else plan
+        segmenter = self.segmenter
+        room = self._cloud_room(xyz, rgb, offset, name)
+        limit = s3dis.room_limit(room)
+        grid = segmenter.grid_shape(room.xyz.max(axis=0))
+        normalised = evaluation._normalised(room, limit)
+        tile_of = _tile_of(len(xyz), tiles)
+        num_classes = segmenter.model.num_classes
+        semantic = np.zeros(len(room), np.int32)
+        score = np.zeros(len(room), np.float32)
+        covered = np.zeros(len(room), bool)
+        rows_per_point = np.zeros(len(room), np.float64)
+        merger = segmenter._merger()
+        cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
+        kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
+        with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
+            spill = pathlib.Path(spill)
+            for k, tile in enumerate(tiles):
+                # The tile's own points' probability sums and visits, in the order of tile.indices.
+                sums = np.zeros((len(tile.indices), num_classes), np.float32)
+                visits = np.zeros(len(tile.indices), np.int32)
+                near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
+                for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(
+                        part, blocks, seed, limit, progress):
+                    points = near[members]  # ascending: the block's first point is points[0]
+                    mine = tile_of[points] == k
+                    slots = np.searchsorted(tile.indices, points[mine])
+                    sums[slots] += block_p[mine]
+                    visits[slots] += 1
+                    rows_per_point[points[mine]] += segmenter.num_points / len(points)
+                    if mine[0]:
+                        cells = merger.cells(normalised[points]).astype(cell_type)
+                        kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
+                sums /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
+                semantic[tile.indices] = sums.argmax(axis=1)
+                score[tile.indices] = sums.max(axis=1)
+                covered[tile.indices] = visits > 0
+                np.save(spill / f"{k}.npy", sums)
+                del sums
+            if not kept:
+                size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
+                raise PredictError(
+                    f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                    "are the coordinates in metres?"
+                )
+            kept.sort(key=lambda block: block[0])
+            for _, cells, labels, classes in kept:
+                merger.merge_cells(cells, labels, classes)
+            del kept
+            # Points in no block take the probabilities of the nearest point in one, as in a single pass.
+            source = np.arange(len(room))
+            if not covered.all():
+                source[~covered] = evaluation.nearest_covered(room.xyz, covered)
+                semantic, score = semantic[source], score[source]
+            instance = segmenter.room_instances(merger, normalised, semantic, rows_per_point).astype(np.int32)
+
+            def probability(rows, classes):  # mean_p[rows, classes], read back one tile at a time
+                rows = source[rows]
+                chosen = np.empty(len(rows), np.float32)
+                tile_of_rows = tile_of[rows]
+                for k in np.unique(tile_of_rows):
+                    picked = np.flatnonzero(tile_of_rows == k)
+                    sums = np.load(spill / f"{k}.npy")
+                    chosen[picked] = sums[np.searchsorted(tiles[k].indices, rows[picked]), classes[picked]]
+                return chosen
+
+            table = metrics.instance_table(instance, semantic, probability, where=f"cloud {name}", num_classes=num_classes)
+        return CloudPrediction(semantic, instance, score, offset, len(tiles), table)
+
+    def _tile_blocks(self, room, tile_of, grid, tile, k):
+        """(indices of the cloud's points near tile k, those points as a room, the blocks ((i, j,
+        members), members indices into those points) that hold one of the tile's points, in
+        serpentine order)."""
+        size, stride = self.segmenter.block_size, self.stride
+        reach = int(np.ceil(size / stride - 1e-9)) + 1
+        low = np.rint(tile.origin / stride).astype(np.int64) - reach
+        high = np.rint((tile.origin + tile.side) / stride).astype(np.int64) + 2
+        # A superset of the blocks' points in float32, as the coordinates (float32(t) rounds to nearest:
+        # no float32 x <= t lies above it).
+        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
+        x, y = room.xyz[:, 0], room.xyz[:, 1]
+        near = np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
+        from jsnet_tf.data import s3dis
+
+        part = s3dis.Room(room.name, room.xyz[near], room.rgb[near], room.semantic[near], room.instance[near])
+        blocks = self.segmenter.blocks(part, grid, (low[0], high[0]), (low[1], high[1]))
+        return near, part, [(i, j, m) for i, j, m in blocks if (tile_of[near[m]] == k).any()]
+
+    @staticmethod
+    def _cloud_room(xyz, rgb, offset, name):
+        """The cloud as one room: float32 coordinates from its minimum corner, grey without colour."""
+        from jsnet_tf.data import s3dis
+
+        count = len(xyz)
+        colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
+        no_label = np.broadcast_to(np.int32(-1), (count,))  # read-only views: no memory per point
+        return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
+                          semantic=no_label, instance=no_label)
+
+
+def _tile_of(count, tiles):
+    """The tile of each point (int32)."""
+    tile_of = np.empty(count, np.int32)
+    for k, tile in enumerate(tiles):
+        tile_of[tile.indices] = k
+    return tile_of
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,32 +332,78 @@ def publish_outputs(out_dir, stem, suffixes, write):
     return moved
 
 
-def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True):
-    """Writes one cloud's outputs (OUTPUT_SUFFIXES) all together or not at all (`publish_outputs`);
-    `class_names` and `palette` ((C, 3) colours) are the dataset's."""
+def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True,
+                  formats=DEFAULT_FORMATS, rgb=None, las_source=None):
+    """Writes one cloud's outputs, the label files of `formats` (FORMAT_SUFFIXES), the instance list
+    and the picture, all together or not at all (`publish_outputs`); `class_names` and `palette`
+    ((C, 3) colours) are the dataset's. LAS / LAZ outputs copy the points of `las_source` (the
+    path of a LAS / LAZ input, read again chunk by chunk) or else hold `xyz` and `rgb`."""
     from jsnet_tf import io, metrics
+
+    formats = [f for f in formats if txt or f != "txt"]
 
     def write(staged):
         labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}
-        semantic_rgb = io.semantic_colors(prediction.semantic, palette)
-        instance_rgb = io.instance_colors(prediction.instance)
-        io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
-        io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
-        if txt:
+        if "ply" in formats or pictures:
+            semantic_rgb = io.semantic_colors(prediction.semantic, palette)
+            instance_rgb = io.instance_colors(prediction.instance)
+        if "ply" in formats:
+            io.write_ply(staged["_semantic.ply"], xyz, semantic_rgb, extra=labels)
+            io.write_ply(staged["_instance.ply"], xyz, instance_rgb, extra=labels)
+        if "txt" in formats:
             write_labels_txt(staged["_labels.txt"], xyz, prediction.semantic, prediction.instance, prediction.score)
         table = prediction.instances
         metrics.write_instance_list(staged["_instances.txt"], table)
-        with open(staged["_labels.npz"], "wb") as f:
-            np.savez(
-                f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
-                offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
-                instance_classes=table.classes, instance_confidences=table.confidences, instance_points=table.points,
-            )
+        if "npz" in formats:
+            with open(staged["_labels.npz"], "wb") as f:
+                np.savez(
+                    f, xyz=xyz, semantic=prediction.semantic, instance=prediction.instance, score=prediction.score,
+                    offset=prediction.offset, classes=np.array(class_names), instance_ids=table.ids,
+                    instance_classes=table.classes, instance_confidences=table.confidences,
+                    instance_points=table.points,
+                )
+        for name in ("las", "laz"):
+            if name in formats:
+                write_las_labels(staged[f"_labels.{name}"], xyz, rgb, prediction, class_names, las_source)
         if pictures:
             _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
                            prediction.semantic, class_names)
 
     return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
+
+
+def instance_confidence_of_points(prediction):
+    """Each point's instance's confidence (float32), 0 for points without an instance."""
+    table = prediction.instances
+    ids = np.asarray(table.ids)
+    confidence = np.zeros(len(prediction.instance), np.float32)
+    held = prediction.instance >= 0
+    if held.any():
+        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, prediction.instance[held])]
+    return confidence
+
+
+def write_las_labels(path, xyz, rgb, prediction, class_names, las_source=None):
+    """A LAS / LAZ output (jsnet_tf.scan_formats.LasLabelWriter), written LAS_WRITE_CHUNK points at a
+    time: the points of the LAS / LAZ file `las_source`, copied, or `xyz` (float64, at
+    millimetres from its rounded minimum corner) and `rgb`."""
+    from jsnet_tf import scan_formats
+
+    confidence = instance_confidence_of_points(prediction)
+
+    def labels(rows):
+        return prediction.semantic[rows], prediction.instance[rows], confidence[rows], prediction.score[rows]
+
+    if las_source is not None:
+        header = scan_formats.las_header(las_source)
+        with scan_formats.LasLabelWriter(path, class_names, source_header=header) as writer:
+            for start, chunk in scan_formats.las_chunks(las_source, LAS_WRITE_CHUNK):
+                writer.write(*labels(slice(start, start + len(chunk))), source_points=chunk)
+        return
+    with scan_formats.LasLabelWriter(path, class_names, origin=xyz.min(axis=0), has_rgb=rgb is not None) as writer:
+        for start in range(0, len(xyz), LAS_WRITE_CHUNK):
+            rows = slice(start, start + LAS_WRITE_CHUNK)
+            writer.write(*labels(rows), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
 
 
 def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
@@ -304,7 +441,11 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     existing = [p for p in outputs if p.exists()]
     if existing and not options.overwrite:
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
-    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max)
+    from jsnet_tf import scan_formats
+
+    cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max,
+                                e57_scan=options.extra.get("e57_scan"))
+    las_source = path if path.suffix.lower() in scan_formats.LAS_SUFFIXES else None
     notes = [f"{len(cloud)} points"]
     if cloud.num_dropped:
         notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
@@ -333,7 +474,8 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     finally:
         if bar is not None:
             bar.close()
-    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, palette, options.txt, options.pictures)
+    written = write_outputs(out_dir, path.stem, cloud.xyz, prediction, class_names, palette, options.txt, options.pictures,
+                            options.extra.get("format", DEFAULT_FORMATS), cloud.rgb, las_source)
     classes = len(np.unique(prediction.semantic))
     instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
     return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "

@@ -284,8 +284,9 @@ def test_error_missing_directory_and_unknown_extension(tmp_path):
     _expect_error(tmp_path / "absent.ply", "no such file")
     (tmp_path / "folder.ply").mkdir()
     _expect_error(tmp_path / "folder.ply", "not a file")
-    (tmp_path / "cloud.las").write_bytes(b"LASF")
-    _expect_error(tmp_path / "cloud.las", r"unknown point-cloud file type '.las'")
+    (tmp_path / "cloud.dxf").write_bytes(b"0\nSECTION")
+    _expect_error(tmp_path / "cloud.dxf", r"unknown point-cloud file type '.dxf'")
+
 
 
 def test_error_unreadable(tmp_path, monkeypatch):

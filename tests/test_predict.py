@@ -196,6 +196,108 @@ def test_nan_policy_error_and_existing_outputs_fail_without_touching_anything(ru
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+@pytest.fixture(scope="module")
+def scans_predicted(run, tmp_path_factory):
+    """predict --format las,laz,npz --nan_policy error on scanners' files written by their reference
+    libraries (a LAS 1.4 LAZ at UTM coordinates, an E57 of two posed scans, a compressed PCD) and on
+    bad ones (a truncated LAZ, an E57 without points, a PCD without x/y/z, a PCD with NaN
+    coordinates, a LAS whose header count disagrees with its points)."""
+    import laspy
+    import pye57
+    import pypcd4
+
+    folder = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(11)
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.scales, header.offsets = [0.001] * 3, [512_000.0, 4_100_000.0, 0.0]
+    site = laspy.LasData(header)
+    xyz = np.round(_scene(rng, 3000, offset=(512_345.678, 4_100_200.125, 0.0)), 3)
+    site.x, site.y, site.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    site.red, site.green, site.blue = (rng.integers(0, 65536, 3000) for _ in range(3))
+    site.intensity = rng.integers(0, 65536, 3000)
+    site.write(str(folder / "site.laz"))
+    e57 = pye57.E57(str(folder / "station.e57"), mode="w")
+    for k in range(2):
+        local = _scene(rng, 1500).astype(np.float32).astype(np.float64)
+        colour = rng.integers(0, 256, (1500, 3)).astype(np.uint8)
+        e57.write_scan_raw({"cartesianX": local[:, 0], "cartesianY": local[:, 1], "cartesianZ": local[:, 2],
+                            "colorRed": colour[:, 0], "colorGreen": colour[:, 1], "colorBlue": colour[:, 2]},
+                           rotation=np.array([1.0, 0, 0, 0]), translation=np.array([512_345.0 + 3 * k, 4_100_200.0, 5.0]))
+    e57.close()
+    pypcd4.PointCloud.from_xyz_points(_scene(rng, 2000).astype(np.float32)).save(
+        str(folder / "ros.pcd"), encoding=pypcd4.Encoding.BINARY_COMPRESSED)
+    data = (folder / "site.laz").read_bytes()
+    (folder / "cut.laz").write_bytes(data[: len(data) // 2])
+    pye57.E57(str(folder / "blank.e57"), mode="w").close()
+    pypcd4.PointCloud.from_points([np.ones(500), np.ones(500)], ("a", "b"), (np.float32, np.float32)).save(
+        str(folder / "noxyz.pcd"))
+    holes = _scene(rng, 2000).astype(np.float32)
+    holes[[4, 9], 0] = np.nan
+    pypcd4.PointCloud.from_xyz_points(holes).save(str(folder / "holes.pcd"))
+    header = laspy.LasHeader(point_format=3, version="1.2")
+    wrong = laspy.LasData(header)
+    wrong.x, wrong.y, wrong.z = (_scene(rng, 2000)[:, k] for k in range(3))
+    wrong.write(str(folder / "count.las"))
+    raw = bytearray((folder / "count.las").read_bytes())
+    raw[107:111] = (2100).to_bytes(4, "little")  # the LAS 1.2 header's point count
+    (folder / "count.las").write_bytes(bytes(raw))
+    names = ["site.laz", "cut.laz", "station.e57", "blank.e57", "noxyz.pcd", "ros.pcd", "holes.pcd", "count.las"]
+    out = tmp_path_factory.mktemp("scans_out")
+    result = _predict("--workdir", run, "--area", 2, "--format", "las,laz,npz", "--nan_policy", "error",
+                      *(folder / n for n in names), "--out", out)
+    return folder, out, result
+
+
+@pytest.mark.slow
+def test_scanners_files_come_back_as_las_and_laz_in_their_own_coordinates(scans_predicted):
+    import laspy
+
+    from jsnet_tf import scan_formats
+    from tests.test_scan_formats import classification_lookup
+
+    folder, out, result = scans_predicted
+    assert "Traceback" not in result.stderr
+    source = laspy.read(str(folder / "site.laz"))
+    for stem in ("site", "station", "ros"):
+        assert not (out / f"{stem}_semantic.ply").exists() and not (out / f"{stem}_labels.txt").exists()
+        with np.load(out / f"{stem}_labels.npz") as z:
+            xyz, semantic, instance = z["xyz"], z["semantic"], z["instance"]
+        listed = metrics.read_instance_list(out / f"{stem}_instances.txt")
+        for suffix in ("las", "laz"):
+            las = laspy.read(str(out / f"{stem}_labels.{suffix}"))
+            assert las.header.version == "1.4" and las.header.are_points_compressed == (suffix == "laz")
+            np.testing.assert_array_equal(las.classification, semantic + scan_formats.CLASS_CODE_BASE)
+            np.testing.assert_array_equal(las.instance, instance)
+            expected = np.zeros(len(instance), np.float32)
+            for i, confidence in zip(listed.ids, listed.confidences):
+                expected[instance == i] = confidence
+            np.testing.assert_allclose(las.confidence, expected, rtol=1e-6)
+            names = classification_lookup(las.header)
+            assert names == {64 + k: name for k, name in enumerate(s3dis.CLASSES)}
+            got = np.stack([las.x, las.y, las.z], axis=1)
+            np.testing.assert_allclose(got, xyz, rtol=0, atol=5e-4 + 1e-9)  # to the millimetre
+            if stem == "site":  # a LAS input: its own integers, scales, offsets and fields
+                for name in ("X", "Y", "Z", "red", "green", "blue", "intensity"):
+                    np.testing.assert_array_equal(las[name], source[name])
+                np.testing.assert_array_equal(las.header.offsets, source.header.offsets)
+                np.testing.assert_array_equal(las.header.scales, source.header.scales)
+
+
+@pytest.mark.slow
+def test_bad_scanner_files_are_one_line_each_and_leave_no_outputs(scans_predicted):
+    folder, out, result = scans_predicted
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    expected = [("cut.laz", "truncated or corrupt LAS/LAZ point data"), ("blank.e57", "holds no scans"),
+                ("noxyz.pcd", "no x/y/z field in the PCD file"), ("holes.pcd", "2 of 2000 points have a NaN"),
+                ("count.las", "the LAS header declares 2100 points, the file holds 2000")]
+    assert len(errors) == len(expected)
+    for line, (name, problem) in zip(errors, expected):
+        assert line.startswith(f"predict: error: {folder / name}: ") and problem in line, line
+    assert result.stderr.splitlines()[-1] == "predict: 5 of 8 inputs failed; their outputs were not written"
+    assert {p.name.split("_")[0].split(".")[0] for p in out.iterdir()} == {"site", "station", "ros"}
+
+
 def test_help_explains_every_flag():
     result = _predict("--helpshort")
     for flag in ("workdir", "area", "which", "out", "mean_ins_size", "min_instance_points", "nan_policy",
@@ -246,7 +348,14 @@ def _oracle_cloud(rng):
     return room, room.xyz.astype(np.float64) + [100.0, -20.0, 3.0]
 
 
-def test_tiled_clouds_label_every_point_and_keep_instances_apart(rng):
+def _same_up_to_renumbering(a, b):
+    """Whether two instance labelings group the points alike (-1 = none in both)."""
+    assert np.array_equal(a < 0, b < 0)
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_tiled_clouds_get_the_labels_and_instances_of_a_single_pass(rng):
     room, xyz = _oracle_cloud(rng)
     cfg = config.load(None)["eval"]
     segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg)
@@ -257,14 +366,38 @@ def test_tiled_clouds_label_every_point_and_keep_instances_apart(rng):
     steps = []
     prediction = cloud.segment(xyz, room.rgb, "oracle", progress=steps.append)
     assert sum(steps) == cloud.count_blocks(xyz) and prediction.num_tiles == len(tiles)
+    single = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, room.rgb, "oracle")
+    assert single.num_tiles == 1
     np.testing.assert_array_equal(prediction.semantic, room.semantic)  # the oracle reads the class from colour
+    np.testing.assert_array_equal(prediction.semantic, single.semantic)
+    np.testing.assert_array_equal(prediction.score, single.score)
+    assert _same_up_to_renumbering(prediction.instance, single.instance)
+    local = s3dis.Room("oracle", (xyz - offset).astype(np.float32), room.rgb, room.semantic, room.instance)
+    direct = segmenter.segment(local)  # the room path: probabilities held whole
+    np.testing.assert_array_equal(single.instance, direct.instance_pred)
+    for ours, theirs, reference in zip(prediction.instances, single.instances, direct.instances):
+        np.testing.assert_array_equal(ours, reference)
+        np.testing.assert_array_equal(theirs, reference)
     tile_of = np.empty(len(xyz), np.int64)
     for k, tile in enumerate(tiles):
         tile_of[tile.indices] = k
     ids = prediction.instance
-    assert ids.min() >= -1 and (ids >= 0).mean() > 0.9
-    for instance in np.unique(ids):  # an id never spans two tiles
-        assert len(np.unique(tile_of[ids == instance])) == 1
+    assert (ids >= 0).mean() > 0.9
+    assert any(len(np.unique(tile_of[ids == i])) > 1 for i in np.unique(ids[ids >= 0]))  # merged across tiles
+
+
+def test_a_tiled_network_run_gives_the_labels_of_a_single_pass(rng):
+    cfg = config.load(None, TINY_MODEL)
+    segmenter = RoomSegmenter(_tiny_model(cfg), TINY_POINTS, np.full(13, 20.0), cfg["eval"])
+    xyz = np.concatenate([_scene(rng, 3000, offset=(512_340.0 + 3 * k, 4_100_200.0, 10.0)) for k in range(3)])
+    rgb = rng.integers(0, 256, (len(xyz), 3)).astype(np.uint8)
+    tiled = CloudSegmenter(segmenter, max_points_per_pass=3500)
+    assert len(tiled.plan(xyz)[1]) >= 3
+    a = tiled.segment(xyz, rgb, "cloud", seed=3)
+    b = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, rgb, "cloud", seed=3)
+    np.testing.assert_array_equal(a.semantic, b.semantic)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
+    assert _same_up_to_renumbering(a.instance, b.instance) and (a.instance >= 0).any()
 
 
 def test_a_cloud_within_one_pass_gets_the_same_labels_with_tiling_disabled(rng):
@@ -281,6 +414,8 @@ def test_a_cloud_within_one_pass_gets_the_same_labels_with_tiling_disabled(rng):
         np.testing.assert_array_equal(prediction.semantic, direct.semantic_pred)
         np.testing.assert_array_equal(prediction.instance, direct.instance_pred)
         np.testing.assert_array_equal(prediction.score, direct.score)
+        for ours, theirs in zip(prediction.instances, direct.instances):  # probabilities read back from disk
+            np.testing.assert_array_equal(ours, theirs)
     grey = CloudSegmenter(segmenter).segment(xyz, None, "cloud", seed=2)
     room.rgb = np.full_like(rgb, GREY)
     np.testing.assert_array_equal(grey.semantic, segmenter.segment(room, seed=2).semantic_pred)
@@ -373,13 +508,14 @@ def test_mean_instance_sizes_come_from_the_flag_the_run_folder_the_lists_or_nowh
 
 
 def _members_by_scan(room, block_size, stride, min_points):
-    """Every corner of the block grid tested against every point (the former block search)."""
+    """Every corner of the block grid tested against every point (the former block search):
+    (i, j, members) of each block of its corner (i, j) x stride."""
     xyz = room.xyz.astype(np.float64)
     members = []
     for x0, y0 in s3dis.test_block_origins(xyz.max(axis=0), block_size, stride):
         inside = (xyz[:, 0] >= x0) & (xyz[:, 0] <= x0 + block_size) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y0 + block_size)
         if inside.sum() >= min_points:
-            members.append(np.flatnonzero(inside))
+            members.append((round(x0 / stride), round(y0 / stride), np.flatnonzero(inside)))
     return members
 
 
@@ -387,12 +523,11 @@ def _segment_all_rows_first(segmenter, room, seed):
     """The former RoomSegmenter: every chunk of every block through the network first (float64
     probability sums), then clustering block by block."""
     cfg, size = segmenter.cfg, segmenter.block_size
-    rng = np.random.default_rng([seed, 1])
     members = _members_by_scan(room, size, cfg["stride"], cfg["min_block_points"])
     normalised = _normalised(room)
     chunks, owners = [], []
-    for b, indices in enumerate(members):
-        for chunk in _chunks(indices, segmenter.num_points, rng):
+    for b, (i, j, indices) in enumerate(members):
+        for chunk in _chunks(indices, segmenter.num_points, np.random.default_rng([seed, 1, i, j])):  # a block's own seed
             chunks.append(chunk)
             owners.append(b)
     data = np.stack([s3dis.block_channels(room, c, s3dis.room_limit(room), size) for c in chunks])
@@ -451,9 +586,12 @@ def test_block_search_finds_the_blocks_of_a_full_grid_scan(rng):
         cfg = config.load(None, [f"eval.min_block_points={min_points}"])["eval"]
         found = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg).block_members(room)
         scanned = _members_by_scan(room, 1.0, 0.5, min_points)
-        assert len(found) == len(scanned)
-        for a, b in zip(found, scanned):
+        blocks = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), cfg).blocks(room)
+        assert len(found) == len(scanned) == len(blocks)
+        for a, (i, j, b), (bi, bj, c) in zip(found, scanned, blocks):
             np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(c, b)
+            assert (bi, bj) == (i, j)
 
 
 # ------------------------------------------------------------------------------------------------

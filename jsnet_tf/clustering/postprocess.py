@@ -205,11 +205,16 @@ class RoomMerger:
           int64 (N,): the room instance each point wrote into the grid, -1 where its cell was
           already taken (or its label is -1), as the original's BlockMerging returns.
         """
-        cells = self.cells(block_xyz, "block_xyz")
+        return self.merge_cells(self.cells(block_xyz, "block_xyz"), block_labels, cluster_classes)
+
+    def merge_cells(self, cells, block_labels, cluster_classes):
+        """`merge` of a block whose points' grid cells (`cells`) are already known: a tiled cloud
+        keeps the cells of its blocks' points to merge them later in the whole cloud's order."""
+        cells = np.asarray(cells, np.int64)
         labels = _integers("block_labels", block_labels)
         classes = _integers("cluster_classes", cluster_classes)
         if labels.shape != cells.shape:
-            raise ClusteringError(f"block_labels {labels.shape} do not match block_xyz {np.shape(block_xyz)}")
+            raise ClusteringError(f"block_labels {labels.shape} do not match the block's {cells.shape} points")
         if labels.size and (labels.min() < -1 or labels.max() >= len(classes)):
             raise ClusteringError(
                 f"block_labels must lie in [-1, {len(classes)}) (one class per cluster in "
@@ -217,9 +222,13 @@ class RoomMerger:
             )
         return self._merger.merge(cells, labels, classes)
 
-    def assign(self, xyz):
-        """The room instance of each point's cell, -1 for cells no cluster wrote. int64 (N,)."""
-        return self._merger.assign(self.cells(xyz))
+    def assign(self, xyz, points_per_call=1 << 18):
+        """The room instance of each point's cell, -1 for cells no cluster wrote. int64 (N,).
+        Large clouds go `points_per_call` points at a time (the cells' working memory)."""
+        if len(xyz) <= points_per_call:
+            return self._merger.assign(self.cells(xyz))
+        return np.concatenate([self._merger.assign(self.cells(xyz[start : start + points_per_call]))
+                               for start in range(0, len(xyz), points_per_call)])
 
 
 # --------------------------------------------------------------------------------------------

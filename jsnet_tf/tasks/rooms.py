@@ -30,7 +30,8 @@ class RoomTask(Task):
 
     item = "room"
     channel_names = ROOM_CHANNELS
-    predict_flags = ("mean_ins_size", "min_instance_points", "color_max", "color", "max_points_per_pass")
+    predict_flags = ("mean_ins_size", "min_instance_points", "color_max", "color", "max_points_per_pass", "format",
+                     "e57_scan")
     takes_mean_instance_sizes = True
     shardable = True
 

@@ -143,6 +143,19 @@ def test_hand_computed_two_blocks():
                                   [0, 0, -1])
 
 
+def test_cells_merged_later_and_assignment_in_slices_give_the_same_room(rng):
+    """merge_cells with the cells of `cells` is merge; assign in slices is assign in one call."""
+    centre = rng.uniform(0.2, 0.8, 3)
+    blocks = [random_block(rng, int(rng.integers(200, 3000)), int(rng.integers(1, 30)),
+                           centre=centre + rng.normal(0, 0.03, 3)) for _ in range(6)]
+    whole, later = RoomMerger(), RoomMerger()
+    for xyz, labels, classes in blocks:
+        np.testing.assert_array_equal(whole.merge(xyz, labels, classes),
+                                      later.merge_cells(later.cells(xyz), labels, classes))
+    everything = np.concatenate([xyz for xyz, _, _ in blocks])
+    np.testing.assert_array_equal(whole.assign(everything), later.assign(everything, points_per_call=97))
+
+
 def test_unlabelled_points_are_ignored(rng):
     xyz, labels, classes = random_block(rng, 500, 3, unlabelled=0.0)
     with_noise = labels.copy()
