@@ -34,6 +34,7 @@ USER_ERRORS = [
     ("jsnet_tf.experiments", "ExperimentError", ValueError),
     ("jsnet_tf.training", "TrainingError", RuntimeError),
     ("jsnet_tf.sharding", "ShardError", ValueError),
+    ("jsnet_tf.layers.arithmetic", "UnknownArithmeticError", ValueError),
 ]
 
 
