@@ -35,6 +35,7 @@ USER_ERRORS = [
     ("jsnet_tf.training", "TrainingError", RuntimeError),
     ("jsnet_tf.sharding", "ShardError", ValueError),
     ("jsnet_tf.layers.arithmetic", "UnknownArithmeticError", ValueError),
+    ("jsnet_tf.ops", "UnknownImplementationError", ValueError),
 ]
 
 

@@ -22,35 +22,23 @@ Chosen when a layer is called (for a ``tf.function``, when it is traced): the in
 else ``fast``.
 """
 
-import contextlib
-import contextvars
-import os
-
 from jsnet_tf.errors import UserError
+from jsnet_tf.scoped_choice import ScopedChoice
 
 ARITHMETICS = ("fast", "plain")
 ENVIRONMENT_VARIABLE = "JSNET_ARITHMETIC"
-_scoped = contextvars.ContextVar("jsnet_arithmetic", default=None)
-_default = None
 
 
 class UnknownArithmeticError(UserError, ValueError):
     """An unknown arithmetic name."""
 
 
-def _checked(name, source):
-    if name not in ARITHMETICS:
-        raise UnknownArithmeticError(f"{source}: unknown arithmetic {name!r}; choose one of {', '.join(ARITHMETICS)}")
-    return name
+_CHOICE = ScopedChoice("arithmetic", ARITHMETICS, ENVIRONMENT_VARIABLE, lambda: "fast", UnknownArithmeticError)
 
 
 def arithmetic():
     """The name of the arithmetic the next layer call traces."""
-    chosen = _scoped.get() or _default
-    if chosen is None:
-        given = os.environ.get(ENVIRONMENT_VARIABLE)
-        chosen = "fast" if not given else _checked(given, ENVIRONMENT_VARIABLE)
-    return chosen
+    return _CHOICE.current()
 
 
 def fast():
@@ -59,15 +47,9 @@ def fast():
 
 def set_arithmetic(name):
     """Selects the arithmetic process-wide; None goes back to the default ($JSNET_ARITHMETIC, else fast)."""
-    global _default
-    _default = None if name is None else _checked(name, "set_arithmetic")
+    _CHOICE.set(name, "set_arithmetic")
 
 
-@contextlib.contextmanager
 def use_arithmetic(name):
     """Uses `name` for the layers called (or traced) inside the block."""
-    token = _scoped.set(_checked(name, "use_arithmetic"))
-    try:
-        yield
-    finally:
-        _scoped.reset(token)
+    return _CHOICE.use(name, "use_arithmetic")

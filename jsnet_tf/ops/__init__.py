@@ -17,16 +17,15 @@ the CPU kernels (``gpu_self_check``); a GPU that fails gets one warning and the 
 Shapes: xyz (B, N, 3), new_xyz (B, M, 3), points (B, N, C); all float32, indices int32.
 """
 
-import contextlib
-import contextvars
-import os
-
+from jsnet_tf.errors import UserError
 from jsnet_tf.ops import checks, custom, gpu_self_check, library, reference
 from jsnet_tf.ops.library import OpLibraryError
+from jsnet_tf.scoped_choice import ScopedChoice
 
 __all__ = [
     "IMPLEMENTATIONS",
     "OpLibraryError",
+    "UnknownImplementationError",
     "farthest_point_sample",
     "gather_point",
     "group_point",
@@ -41,40 +40,34 @@ __all__ = [
 
 IMPLEMENTATIONS = ("custom", "reference")
 _MODULES = {"custom": custom, "reference": reference}
-_scoped = contextvars.ContextVar("jsnet_ops_implementation", default=None)
-_default = None
 
 
-def _checked_name(name, source):
-    if name not in IMPLEMENTATIONS:
-        raise ValueError(f"{source}: unknown op implementation {name!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
-    return name
+class UnknownImplementationError(UserError, ValueError):
+    """An unknown op implementation name."""
+
+
+_CHOICE = ScopedChoice(
+    "op implementation",
+    IMPLEMENTATIONS,
+    "JSNET_OPS",
+    lambda: "custom" if library.available() else "reference",
+    UnknownImplementationError,
+)
 
 
 def implementation():
     """The name of the implementation the next op call will use."""
-    name = _scoped.get() or _default
-    if name is None and os.environ.get("JSNET_OPS"):
-        name = _checked_name(os.environ["JSNET_OPS"].strip().lower(), "JSNET_OPS environment variable")
-    if name is None:
-        name = "custom" if library.available() else "reference"
-    return name
+    return _CHOICE.current()
 
 
 def set_implementation(name):
     """Selects the implementation process-wide; None goes back to the environment/default."""
-    global _default
-    _default = None if name is None else _checked_name(name, "set_implementation")
+    _CHOICE.set(name, "set_implementation")
 
 
-@contextlib.contextmanager
 def use_implementation(name):
     """Uses `name` for the ops called (or traced) inside the block."""
-    token = _scoped.set(_checked_name(name, "use_implementation"))
-    try:
-        yield
-    finally:
-        _scoped.reset(token)
+    return _CHOICE.use(name, "use_implementation")
 
 
 def _impl():

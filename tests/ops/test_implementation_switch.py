@@ -33,7 +33,7 @@ def test_environment_variable(monkeypatch, value):
 
 def test_unknown_environment_value_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("JSNET_OPS", "cuda")
-    with pytest.raises(ValueError, match="JSNET_OPS environment variable: unknown op implementation 'cuda'"):
+    with pytest.raises(ValueError, match="JSNET_OPS: unknown op implementation 'cuda'"):
         ops.implementation()
 
 
