@@ -306,15 +306,20 @@ def self_test(devices, implementations, repeats, placed=("compiled",), seed=0):
                 found = op_cases.differences(case, result, outputs, grad)
                 if impl_name in placed and _short(result.device) != _short(device):
                     found.append(f"ran on {_short(result.device)} instead (TensorFlow has no kernel of it for {_short(device)})")
-                forward_found = [f for f in found if not f.startswith(("gradient", "no gradient"))]
-                line.forward = "FAILED: " + "; ".join(forward_found) if forward_found else "ok"
-                line.forward_ms = 1e3 * min(r.forward_seconds for r in timed) if timed else 1e3 * result.forward_seconds
+                line.forward, line.forward_ms = _verdict(found, False, [result, *timed], "forward_seconds")
                 if case.grad_arg is not None:
-                    grad_found = [f for f in found if f.startswith(("gradient", "no gradient"))]
-                    line.gradient = "FAILED: " + "; ".join(grad_found) if grad_found else "ok"
-                    line.gradient_ms = 1e3 * min(r.grad_seconds for r in timed) if timed else 1e3 * result.grad_seconds
+                    line.gradient, line.gradient_ms = _verdict(found, True, [result, *timed], "grad_seconds")
                 lines.append(line)
     return lines
+
+
+def _verdict(found, gradient, results, seconds):
+    """(status, milliseconds) of the forward or the gradient part of a self-test line: the
+    differences found in that part, and the fastest of the timed runs (the checked one alone when
+    no run was repeated)."""
+    mine = [f for f in found if f.startswith(("gradient", "no gradient")) == gradient]
+    timed = results[1:] or results
+    return ("FAILED: " + "; ".join(mine) if mine else "ok"), 1e3 * min(getattr(r, seconds) for r in timed)
 
 
 def self_test_problems(lines):
