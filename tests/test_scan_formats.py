@@ -119,6 +119,45 @@ def test_e57_scans_come_back_with_their_poses_applied_one_or_all(tmp_path, rng):
         pio.read_point_cloud(tmp_path / "site.e57", e57_scan=2)
 
 
+class _ColourDepth:
+    """pye57's libe57 writing other colour depths than its fixed 8 bits: the scan's colorLimits
+    maxima (IntegerNode(imf, 255)) become `limits`, the colour fields' own integer bounds
+    (IntegerNode(imf, 0, 0, 255)) `bounds`."""
+
+    def __init__(self, limits, bounds):
+        self.limits, self.bounds = limits, bounds
+
+    def __getattr__(self, name):
+        return getattr(pye57.libe57, name)
+
+    def IntegerNode(self, imf, *values):  # noqa: N802 -- libe57's name
+        if values == (255,):
+            values = (self.limits,)
+        elif values == (0, 0, 255):
+            values = (0, 0, self.bounds)
+        return pye57.libe57.IntegerNode(imf, *values)
+
+
+def test_e57_colours_of_other_depths_are_scaled_by_the_scans_colour_limits(tmp_path, rng, monkeypatch):
+    """12-bit colours (colorLimits 0..4095) in 16-bit fields come back as round(v * 255 / 4095):
+    the scan's colorLimits, not the fields' bounds, give the scale."""
+    monkeypatch.setattr(pye57.e57, "libe57", _ColourDepth(limits=4095, bounds=65535))
+    for field in ("colorRed", "colorGreen", "colorBlue"):
+        monkeypatch.setitem(pye57.e57.SUPPORTED_POINT_FIELDS, field, "H")
+    count = 50
+    colours = rng.integers(0, 4096, (count, 3)).astype(np.uint16)
+    colours[0] = (0, 4095, 2048)
+    local = rng.uniform(-5, 5, (count, 3)).astype(np.float32).astype(np.float64)
+    e57 = pye57.E57(str(tmp_path / "deep.e57"), mode="w")
+    e57.write_scan_raw({"cartesianX": local[:, 0], "cartesianY": local[:, 1], "cartesianZ": local[:, 2],
+                        "colorRed": colours[:, 0], "colorGreen": colours[:, 1], "colorBlue": colours[:, 2]})
+    e57.close()
+    monkeypatch.undo()
+    cloud = pio.read_point_cloud(tmp_path / "deep.e57")
+    np.testing.assert_array_equal(cloud.rgb, np.rint(colours * (255 / 4095)).astype(np.uint8))
+    np.testing.assert_array_equal(cloud.rgb[0], [0, 255, 128])
+
+
 @pytest.mark.parametrize("encoding", [pypcd4.Encoding.ASCII, pypcd4.Encoding.BINARY, pypcd4.Encoding.BINARY_COMPRESSED])
 def test_pcd_in_every_encoding_keeps_float64_coordinates_packed_colour_and_intensity(tmp_path, rng, encoding):
     n = 150
