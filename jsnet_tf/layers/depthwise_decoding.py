@@ -11,25 +11,6 @@ from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack
 from jsnet_tf.layers.feature_propagation import interpolate
 
 
-@tf.custom_gradient
-def weighted_neighbour_sum(values, weights):
-    """sum over the neighbour axis of values * weights: (B, N, K, C) twice -> (B, N, C).
-
-    The gradients broadcast the incoming (B, N, 1, C) gradient inside the two products instead of
-    materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
-    """
-
-    scope = tf.get_current_name_scope()
-
-    def gradient(upstream):
-        # Under the layer's scope, like the gradients autodiff makes (profiles group ops by it).
-        with tf.name_scope(f"gradient_tape/{scope}/weighted_neighbour_sum/" if scope else "weighted_neighbour_sum"):
-            upstream = upstream[:, :, None, :]
-            return upstream * weights, upstream * values
-
-    return tf.reduce_sum(values * weights, axis=2), gradient
-
-
 @keras.saving.register_keras_serializable(package="jsnet_tf")
 class SumPool(keras.layers.Layer):
     """Sum over the neighbour axis + bias + scalar-moment batch norm + ReLU (the original's
@@ -88,21 +69,20 @@ class DepthwiseDecoding(PointOpLayer):
     def call(self, xyz, coarse, skip, weights, neighbours, training=False):
         interpolated = interpolate(coarse, weights)
         grouped_xyz = ops.group_point(xyz, neighbours) - xyz[:, :, None, :]
-        grouped_features = ops.group_point(interpolated, neighbours)
         hidden = self.hidden(grouped_xyz, training=training)
         if not arithmetic.fast():
-            grouped = tf.concat([grouped_xyz, grouped_features], axis=-1)
+            grouped = tf.concat([grouped_xyz, ops.group_point(interpolated, neighbours)], axis=-1)
             channel_weights = self.channel_weights(hidden, training=training)
             pooled = self.sumpool(grouped * channel_weights, training=training)
             return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
-        # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation),
-        # the first conv's weights split over the pooled and the skip features.
+        # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation);
+        # the features gathered, weighted and summed in one op (no (B, N, K, C) grouped features,
+        # in the forward pass or kept for the gradient); the first conv's weights split over the
+        # pooled and the skip features.
         kernel, bias = self.channel_weights.affine(training)
-        sums = [
-            weighted_neighbour_sum(part, dense(hidden, kernel[:, channels], bias[channels]))
-            for part, channels in ((grouped_xyz, slice(None, 3)), (grouped_features, slice(3, None)))
-        ]
-        pooled = self.sumpool.finish(tf.concat(sums, axis=-1), training)
+        xyz_sums = tf.reduce_sum(grouped_xyz * dense(hidden, kernel[:, :3], bias[:3]), axis=2)
+        feature_sums = ops.gather_weight_sum(interpolated, neighbours, dense(hidden, kernel[:, 3:], bias[3:]))
+        pooled = self.sumpool.finish(tf.concat([xyz_sums, feature_sums], axis=-1), training)
         x = self.convs[0].call_parts([pooled, skip], training)
         return apply_stack(self.convs[1:], x, training)
 

@@ -202,6 +202,7 @@ def gather_weight_sum(points, idx, weights):
     checks.check_rank(op, "weights", weights, 4, "(batch, npoint, nsample, channels)")
     grouped = idx.shape.concatenate(points.shape[2:]) if idx.shape.rank == 3 and points.shape.rank == 3 else None
     if grouped is not None and not weights.shape.is_compatible_with(grouped):
-        raise checks.invalid(op, f"weights {weights.shape} must have shape (batch, npoint, nsample, channels) = {grouped} of idx and points")
+        layout = f"(batch, npoint, nsample, channels) = {grouped} of idx and points"
+        raise checks.invalid(op, f"weights {weights.shape} must have shape {layout}")
     checks.check_same_batch(op, "points", points, "idx", idx)
     return _impl().gather_weight_sum(points, idx, weights)

@@ -130,7 +130,9 @@ CASES = (
     OpCase(
         "gather_weight_sum",
         draw=lambda rng: (
-            _normal(rng, (BATCH, POINTS, CHANNELS)), _indices(rng, POINTS, (BATCH, QUERIES, 8)), _normal(rng, (BATCH, QUERIES, 8, CHANNELS)),
+            _normal(rng, (BATCH, POINTS, CHANNELS)),
+            _indices(rng, POINTS, (BATCH, QUERIES, 8)),
+            _normal(rng, (BATCH, QUERIES, 8, CHANNELS)),
         ),
         reference=lambda points, idx, weights: (ref.gather_weight_sum(points, idx, weights),),
         grad_arg=(0, 2),
