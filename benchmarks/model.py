@@ -119,6 +119,7 @@ implementation (ISA), source data type, executions, ms) and, from a TF profiler 
 call, its op time per op class (where bf16 gains and loses).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -489,14 +490,19 @@ def innermost_frame(error):
     return None
 
 
-def make_train_step(tf, keras, ops, impl, loss_fn, inputs):
-    """(call() -> loss, model, graph() -> the traced step's graph): one training step of a fresh seeded
-    JSNet + Adam, traced under `impl`."""
+def make_train_step(tf, keras, ops, impl, loss_fn, inputs, model=None, optimizer=None, arithmetic=None):
+    """(call() -> loss, model, graph() -> the traced step's graph): one training step of `model` (else a
+    fresh seeded JSNet) with `optimizer` (else a fresh Adam(1e-3)), traced under `impl` and under
+    `arithmetic` (else the one in force where it is called)."""
+    from jsnet_tf.layers.arithmetic import use_arithmetic
+
     impl_name, xla = IMPLS[impl]
     cloud, semantic, instance = inputs
-    model = build_model(tf, keras, ops, impl_name, FLAGS.seed)
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(model.trainable_variables)
+    if model is None:
+        model = build_model(tf, keras, ops, impl_name, FLAGS.seed)
+    if optimizer is None:
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
 
     def step(points_, semantic_, instance_):
@@ -509,13 +515,21 @@ def make_train_step(tf, keras, ops, impl, loss_fn, inputs):
 
     step = tf.function(step, jit_compile=xla)
 
+    def traced_under():
+        # The implementation and the arithmetic are picked when the function is traced: always call
+        # inside their blocks.
+        scope = contextlib.ExitStack()
+        scope.enter_context(ops.use_implementation(impl_name))
+        if arithmetic is not None:
+            scope.enter_context(use_arithmetic(arithmetic))
+        return scope
+
     def call():
-        # The implementation is picked when the function is traced: always call inside the block.
-        with ops.use_implementation(impl_name):
+        with traced_under():
             return float(step(cloud, semantic, instance))
 
     def graph():
-        with ops.use_implementation(impl_name):
+        with traced_under():
             return step.get_concrete_function(cloud, semantic, instance).graph
 
     return call, model, graph
@@ -584,31 +598,23 @@ def child_arith(tf, keras, ops, result, batch, points):
     from jsnet_tf.layers.arithmetic import use_arithmetic
 
     impl_name = ops.implementation()  # the compiled kernels where built
+    impl = "custom" if impl_name == "custom" else "twin"
     loss_fn, result["loss"] = load_loss()
     cloud, semantic, instance = (tf.constant(x) for x in make_inputs(batch, points, FLAGS.seed))
     model = build_model(tf, keras, ops, impl_name, FLAGS.seed, points, calibrate=True)
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    variables = model.trainable_variables
-
-    def step(points_, semantic_, instance_):
-        with tf.GradientTape() as tape:
-            out = model(points_, training=True)
-            loss = loss_fn(out["semantic_logits"], out["embeddings"], semantic_, instance_, False)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    functions = {
-        (kind, name): tf.function(fn)
+    steps = {  # (call, model, graph) of each arithmetic's training step, one model and optimizer
+        name: make_train_step(tf, keras, ops, impl, loss_fn, (cloud, semantic, instance), model, optimizer, name)
         for name in ARITHMETICS
-        for kind, fn in (("train", step), ("infer", lambda p: model(p, training=False)))
     }
+    forwards = {name: tf.function(lambda p: model(p, training=False)) for name in ARITHMETICS}
 
     def call(kind, name):
+        if kind == "train":
+            return steps[name][0]()
         with ops.use_implementation(impl_name), use_arithmetic(name):
-            if kind == "train":
-                return float(functions[kind, name](cloud, semantic, instance))
-            return functions[kind, name](cloud)
+            return forwards[name](cloud)
 
     outputs = {name: {k: v.numpy() for k, v in call("infer", name).items()} for name in ARITHMETICS}
     result["infer_max_abs_diff"] = {
@@ -642,31 +648,28 @@ def child_arith(tf, keras, ops, result, batch, points):
             f"  arithmetic {kind}: fast " + ", ".join(f"{v:.3f}" for v in samples["fast"]) + " s; plain "
             + ", ".join(f"{v:.3f}" for v in samples["plain"]) + " s; plain/fast " + ", ".join(f"{r:.2f}" for r in ratios)
         )
-    with ops.use_implementation(impl_name):
-        for name in ARITHMETICS:
-            with use_arithmetic(name):
-                result.setdefault("flops", {})[name] = {
-                    "train": sum(graph_flops(tf, functions["train", name].get_concrete_function(cloud, semantic, instance).graph).values()),
-                    "infer": sum(graph_flops(tf, functions["infer", name].get_concrete_function(cloud).graph).values()),
-                }
+    for name in ARITHMETICS:
+        with ops.use_implementation(impl_name), use_arithmetic(name):
+            infer_graph = forwards[name].get_concrete_function(cloud).graph
+        result.setdefault("flops", {})[name] = {
+            "train": sum(graph_flops(tf, steps[name][2]()).values()),
+            "infer": sum(graph_flops(tf, infer_graph).values()),
+        }
 
 
 def child_memory(tf, keras, ops, name, result, batch, points):
     """Peak memory of training steps at `batch` under arithmetic `name`, alone in this process: the RSS
     peak, its growth over the built model and optimizer, and TF's CPU allocator peak."""
-    from jsnet_tf.layers.arithmetic import use_arithmetic
-
     impl = "custom" if ops.implementation() == "custom" else "twin"
     loss_fn, result["loss"] = load_loss()
     inputs = tuple(tf.constant(x) for x in make_inputs(batch, points, FLAGS.seed))
-    with use_arithmetic(name):
-        call, _, _ = make_train_step(tf, keras, ops, impl, loss_fn, inputs)
-        result["rss_build_mib"] = max_rss_mib()
-        tf_memory(tf, reset=True)
-        start = time.perf_counter()
-        for _ in range(2):  # the first call traces; the second is a plain step
-            call()
-        result["two_steps_s"] = time.perf_counter() - start
+    call, _, _ = make_train_step(tf, keras, ops, impl, loss_fn, inputs, arithmetic=name)
+    result["rss_build_mib"] = max_rss_mib()
+    tf_memory(tf, reset=True)
+    start = time.perf_counter()
+    for _ in range(2):  # the first call traces; the second is a plain step
+        call()
+    result["two_steps_s"] = time.perf_counter() - start
     result.update(rss_peak_mib=max_rss_mib(), tf_peak_mib=tf_memory(tf), impl=impl)
     result["rss_over_build_mib"] = result["rss_peak_mib"] - result["rss_build_mib"]
     log(f"  memory {name} batch {batch}: RSS peak {result['rss_peak_mib']:.0f} MiB, over build {result['rss_over_build_mib']:.0f} MiB")

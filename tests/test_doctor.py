@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from jsnet_tf import doctor
-from jsnet_tf.ops import library
+from jsnet_tf.ops import library, op_cases
 from tests.ops.test_gpu_self_check import wrong_kernels
 
 ROWS = ("jsnet-tf", "Python", "TensorFlow", "GPUs", "CPU", "Op library", "Clustering", "GPU self-check", "Self-test")
@@ -50,7 +50,8 @@ def test_this_machine_fills_every_row_and_passes(tmp_path):
     assert all(len(value) > 3 for value in rows.values()), rows
     assert rows["Op library"].startswith(f"ok, {library.LIB_PATH}: built for TensorFlow")
     assert rows["Clustering"].startswith("ok, ")
-    assert rows["Self-test"].startswith("14 of 14 op runs passed on CPU:0") or "GPU:0" in rows["Self-test"]
+    runs = 2 * len(op_cases.CASES)  # every op, compiled and pure TF
+    assert rows["Self-test"].startswith(f"{runs} of {runs} op runs passed on CPU:0") or "GPU:0" in rows["Self-test"]
     table = [line.split() for line in result.stdout.splitlines() if line.startswith(("  compiled", "  pure-TF"))]
     assert len(table) >= 14 and all(line[3] == "ok" for line in table)
     assert sum(line[-1] == "ms" and line[-3] == "ok" for line in table) >= 6  # the 3 gradients of each implementation
@@ -69,7 +70,8 @@ def test_missing_library_is_one_problem_saying_how_to_build_it(tmp_path):
         f"problem: the JSNet op library {empty / 'libjsnet_ops.so'} is not built; {library.BUILD_HINT}"
     ]
     assert "compiled CPU:0 all ops skipped: the op library is unusable -".split() in [line.split() for line in result.stdout.splitlines()]
-    assert _rows(result.stdout)["Self-test"].startswith("7 of 7 op runs passed")  # the pure-TF ops still checked
+    runs = len(op_cases.CASES)
+    assert _rows(result.stdout)["Self-test"].startswith(f"{runs} of {runs} op runs passed")  # the pure-TF ops still checked
     assert library.LIB_PATH.stat().st_mtime_ns == before
 
 

@@ -10,24 +10,38 @@ from jsnet_tf.layers.batch_norm import PointBatchNorm
 from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack, dense
 from jsnet_tf.layers.feature_propagation import interpolate
 
+# The gradient of weighted_sum_recomputing_weights runs over this many slices of the points, one
+# after the other, so that only a slice of the channel weights and of their gradient exist at once.
+RECOMPUTE_SLICES = 4
 
-@tf.custom_gradient
-def weighted_neighbour_sum(values, weights):
-    """sum over the neighbour axis of values * weights: (B, N, K, C) twice -> (B, N, C).
 
-    The gradients broadcast the incoming (B, N, 1, C) gradient inside the two products instead of
-    materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
-    """
+def weighted_sum_recomputing_weights(points, idx, hidden, kernel, bias):
+    """ops.gather_weight_sum(points, idx, dense(hidden, kernel, bias)) whose gradient computes the
+    (B, N, K, C) channel weights again from `hidden`, a slice of the N points at a time, instead of
+    keeping them from the forward pass: neither they nor their gradient, the largest tensors of a
+    training step, are then held whole, at the cost of one more small matmul and gather per level."""
 
-    scope = tf.get_current_name_scope()
+    @tf.custom_gradient
+    def weighted_sum(points, hidden, kernel, bias):
+        def gradient(upstream):
+            n = tf.shape(idx)[1]
+            bounds = [n * i // RECOMPUTE_SLICES for i in range(RECOMPUTE_SLICES + 1)]
+            shared, hidden_grads, done = None, [], []  # shared: the gradients of points, kernel, bias
+            for start, stop in zip(bounds[:-1], bounds[1:]):
+                with tf.control_dependencies(done), tf.GradientTape() as tape:  # slice after slice
+                    part = hidden[:, start:stop]
+                    tape.watch([points, part, kernel, bias])
+                    sums = ops.gather_weight_sum(points, idx[:, start:stop], dense(part, kernel, bias))
+                got = tape.gradient(sums, [points, part, kernel, bias], output_gradients=upstream[:, start:stop])
+                hidden_grads.append(got[1])
+                got = [got[0], got[2], got[3]]
+                shared = got if shared is None else [a + b for a, b in zip(shared, got)]
+                done = [*got, hidden_grads[-1]]
+            return shared[0], tf.concat(hidden_grads, axis=1), shared[1], shared[2]
 
-    def gradient(upstream):
-        # Under the layer's scope, like the gradients autodiff makes (profiles group ops by it).
-        with tf.name_scope(f"gradient_tape/{scope}/weighted_neighbour_sum/" if scope else "weighted_neighbour_sum"):
-            upstream = upstream[:, :, None, :]
-            return upstream * weights, upstream * values
+        return ops.gather_weight_sum(points, idx, dense(hidden, kernel, bias)), gradient
 
-    return tf.reduce_sum(values * weights, axis=2), gradient
+    return weighted_sum(points, hidden, kernel, bias)
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
@@ -88,21 +102,23 @@ class DepthwiseDecoding(PointOpLayer):
     def call(self, xyz, coarse, skip, weights, neighbours, training=False):
         interpolated = interpolate(coarse, weights)
         grouped_xyz = ops.group_point(xyz, neighbours) - xyz[:, :, None, :]
-        grouped_features = ops.group_point(interpolated, neighbours)
         hidden = self.hidden(grouped_xyz, training=training)
         if not arithmetic.fast():
-            grouped = tf.concat([grouped_xyz, grouped_features], axis=-1)
+            grouped = tf.concat([grouped_xyz, ops.group_point(interpolated, neighbours)], axis=-1)
             channel_weights = self.channel_weights(hidden, training=training)
             pooled = self.sumpool(grouped * channel_weights, training=training)
             return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
-        # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation),
-        # the first conv's weights split over the pooled and the skip features.
+        # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation);
+        # the features gathered, weighted and summed in one op (no (B, N, K, C) grouped features),
+        # in training with the channel weights recomputed for the gradient, not kept; the first
+        # conv's weights split over the pooled and the skip features.
         kernel, bias = self.channel_weights.affine(training)
-        sums = [
-            weighted_neighbour_sum(part, dense(hidden, kernel[:, channels], bias[channels]))
-            for part, channels in ((grouped_xyz, slice(None, 3)), (grouped_features, slice(3, None)))
-        ]
-        pooled = self.sumpool.finish(tf.concat(sums, axis=-1), training)
+        xyz_sums = tf.reduce_sum(grouped_xyz * dense(hidden, kernel[:, :3], bias[:3]), axis=2)
+        if training:
+            feature_sums = weighted_sum_recomputing_weights(interpolated, neighbours, hidden, kernel[:, 3:], bias[3:])
+        else:
+            feature_sums = ops.gather_weight_sum(interpolated, neighbours, dense(hidden, kernel[:, 3:], bias[3:]))
+        pooled = self.sumpool.finish(tf.concat([xyz_sums, feature_sums], axis=-1), training)
         x = self.convs[0].call_parts([pooled, skip], training)
         return apply_stack(self.convs[1:], x, training)
 

@@ -1,4 +1,5 @@
-"""The seven point ops of JSNet, with the original's names and argument order.
+"""The point ops of JSNet: the original's seven, with its names and argument order, and
+gather_weight_sum, the gather, weight and reduce of the depthwise decoding in one op.
 
 Two implementations with identical semantics:
   * ``custom``: compiled CPU (multithreaded) and CUDA kernels from ``tf_ops/`` (fast; the
@@ -28,6 +29,7 @@ __all__ = [
     "UnknownImplementationError",
     "farthest_point_sample",
     "gather_point",
+    "gather_weight_sum",
     "group_point",
     "implementation",
     "knn_point",
@@ -176,3 +178,24 @@ def three_interpolate(points, idx, weight):
         raise checks.invalid(op, f"idx {idx.shape} and weight {weight.shape} must have the same shape")
     checks.check_same_batch(op, "points", points, "idx", idx)
     return _impl().three_interpolate(points, idx, weight)
+
+
+def gather_weight_sum(points, idx, weights):
+    """points (B, N, C), idx (B, M, S), weights (B, M, S, C) -> (B, M, C):
+    out[b, m] = sum_s points[b, idx[b, m, s]] * weights[b, m, s], the products channel-wise.
+
+    group_point, a product and a sum over S in one op that never holds the (B, M, S, C) grouped
+    points, not even for the gradient (it gathers them again). Differentiable w.r.t. points and
+    weights.
+    """
+    op = "gather_weight_sum"
+    points, idx, weights = checks.as_float32(points), checks.as_int32(idx), checks.as_float32(weights)
+    checks.check_points(op, "points", points, channels=None)
+    checks.check_rank(op, "idx", idx, 3, "(batch, npoint, nsample)")
+    checks.check_rank(op, "weights", weights, 4, "(batch, npoint, nsample, channels)")
+    grouped = idx.shape.concatenate(points.shape[2:]) if idx.shape.rank == 3 and points.shape.rank == 3 else None
+    if grouped is not None and not weights.shape.is_compatible_with(grouped):
+        layout = f"(batch, npoint, nsample, channels) = {grouped} of idx and points"
+        raise checks.invalid(op, f"weights {weights.shape} must have shape {layout}")
+    checks.check_same_batch(op, "points", points, "idx", idx)
+    return _impl().gather_weight_sum(points, idx, weights)

@@ -2,8 +2,8 @@
 
 The library is loaded on first use (`library.load`), so importing this module never fails; the
 kernels validate shapes, indices and coordinates themselves and raise InvalidArgumentError.
-Gradients: gather_point, group_point and three_interpolate (w.r.t. points) are differentiable;
-the search ops are not, as in the original.
+Gradients: gather_point, group_point, three_interpolate (w.r.t. points) and gather_weight_sum
+(w.r.t. points and weights) are differentiable; the search ops are not, as in the original.
 """
 
 import tensorflow as tf
@@ -39,6 +39,10 @@ def three_interpolate(points, idx, weight):
     return library.load().jsnet_three_interpolate(points, idx, weight)
 
 
+def gather_weight_sum(points, idx, weights):
+    return library.load().jsnet_gather_weight_sum(points, idx, weights)
+
+
 @tf.RegisterGradient("JsnetGatherPoint")
 def _gather_point_grad(op, grad):
     return [library.load().jsnet_gather_point_grad(op.inputs[0], op.inputs[1], grad), None]
@@ -53,6 +57,14 @@ def _group_point_grad(op, grad):
 def _three_interpolate_grad(op, grad):
     points, idx, weight = op.inputs
     return [library.load().jsnet_three_interpolate_grad(points, idx, weight, grad), None, None]
+
+
+@tf.RegisterGradient("JsnetGatherWeightSum")
+def _gather_weight_sum_grad(op, grad):
+    """The gathered points are recomputed from points and idx, not kept from the forward pass."""
+    points, idx, weights = op.inputs
+    grad_points, grad_weights = library.load().jsnet_gather_weight_sum_grad(points, idx, weights, grad)
+    return [grad_points, None, grad_weights]
 
 
 for _name in ("JsnetFarthestPointSample", "JsnetQueryBallPoint", "JsnetKnnPoint", "JsnetThreeNN"):

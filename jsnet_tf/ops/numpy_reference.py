@@ -72,6 +72,15 @@ def three_interpolate(points, idx, weight):
     return out
 
 
+def gather_weight_sum(points, idx, weights):
+    out = np.zeros(idx.shape[:2] + points.shape[2:], np.float64)
+    for b in range(len(points)):
+        for i in range(idx.shape[1]):
+            for s in range(idx.shape[2]):
+                out[b, i] += weights[b, i, s].astype(np.float64) * points[b, idx[b, i, s]].astype(np.float64)
+    return out
+
+
 def scatter_add(grad_out, idx, n):
     """Gradient of a gather: grad_out (B, ..., C) summed into (B, n, C) at idx (B, ...)."""
     b_size, c = grad_out.shape[0], grad_out.shape[-1]

@@ -2,10 +2,10 @@
 against the CPU kernels) and `jsnet-doctor`'s self-test (every op on every device against the
 float64 brute force of `numpy_reference`) run.
 
-A case names the op (a function of an implementation module: `custom`, `reference`, or a fused op
-added later), draws a small input (milliseconds to run), gives the float64 answer and, for a
-differentiable op, which argument the gradient is taken w.r.t. and its float64 gradient. Adding an
-op to both checks is adding one entry to CASES.
+A case names the op (a function of an implementation module: `custom` or `reference`), draws a
+small input (milliseconds to run), gives the float64 answer and, for a differentiable op, which
+argument (or arguments) the gradient is taken w.r.t. and its float64 gradient (one array per
+argument). Adding an op to both checks is adding one entry to CASES.
 
 Coordinates lie on a 1/64 grid, so float32 distances are exact and ties are frequent: indices and
 distances must match the reference exactly; sums of float32 products (interpolation, gradients)
@@ -29,8 +29,9 @@ class OpCase:
     name: str  # the op's function name in an implementation module
     draw: Callable[[np.random.Generator], tuple]  # the op's arguments: NumPy arrays and Python numbers
     reference: Callable[..., tuple]  # arguments -> float64 outputs, in the op's output order
-    grad_arg: int | None = None  # position of the argument the op is differentiable w.r.t.
-    reference_grad: Callable[..., np.ndarray] | None = None  # (upstream, *arguments) -> float64 gradient
+    grad_arg: int | tuple[int, ...] | None = None  # position(s) of the arguments the op is differentiable w.r.t.
+    # (upstream, *arguments) -> float64 gradient: an array, or a tuple of them when grad_arg is a tuple
+    reference_grad: Callable[..., np.ndarray | tuple] | None = None
     rtol: float = 1e-5  # float outputs and gradients; integer outputs must be equal
     atol: float = 1e-6
 
@@ -49,7 +50,7 @@ class Result:
     """What an implementation gave for a trial on a device, and how long it took."""
 
     outputs: list  # NumPy arrays
-    grad: np.ndarray | None
+    grad: np.ndarray | tuple | None  # a tuple when the case's grad_arg is
     device: str  # where the first output was computed (TensorFlow may place an op elsewhere)
     forward_seconds: float
     grad_seconds: float | None
@@ -57,6 +58,11 @@ class Result:
 
 def _interpolate_grad(upstream, points, idx, weight):
     return sum(ref.scatter_add(upstream * weight[:, :, s : s + 1], idx[:, :, s], points.shape[1]) for s in range(3))
+
+
+def _gather_weight_sum_grad(upstream, points, idx, weights):
+    grouped = ref.group_point(points, idx)
+    return ref.scatter_add(upstream[:, :, None, :] * weights, idx, points.shape[1]), upstream[:, :, None, :] * grouped
 
 
 def _normal(rng, shape):
@@ -121,6 +127,17 @@ CASES = (
         grad_arg=0,
         reference_grad=_interpolate_grad,
     ),
+    OpCase(
+        "gather_weight_sum",
+        draw=lambda rng: (
+            _normal(rng, (BATCH, POINTS, CHANNELS)),
+            _indices(rng, POINTS, (BATCH, QUERIES, 8)),
+            _normal(rng, (BATCH, QUERIES, 8, CHANNELS)),
+        ),
+        reference=lambda points, idx, weights: (ref.gather_weight_sum(points, idx, weights),),
+        grad_arg=(0, 2),
+        reference_grad=_gather_weight_sum_grad,
+    ),
 )
 
 
@@ -152,8 +169,8 @@ def run(trial, implementation, device, gradient=True):
         want_grad = gradient and case.grad_arg is not None
         started = time.perf_counter()
         with tf.GradientTape() as tape:
-            if want_grad:
-                tape.watch(args[case.grad_arg])
+            sources = [args[i] for i in grad_positions(case)] if want_grad else []
+            tape.watch(sources)
             out = getattr(implementation, case.name)(*args)
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
         arrays = [o.numpy() for o in outputs]
@@ -161,10 +178,18 @@ def run(trial, implementation, device, gradient=True):
         grad, grad_seconds = None, None
         if want_grad:
             started = time.perf_counter()
-            grad = tape.gradient(outputs[0], args[case.grad_arg], output_gradients=tf.constant(trial.upstream))
-            grad = None if grad is None else grad.numpy()
+            grads = tape.gradient(outputs[0], sources, output_gradients=tf.constant(trial.upstream))
+            grads = tuple(None if g is None else g.numpy() for g in grads)
+            grad = grads if isinstance(case.grad_arg, tuple) else grads[0]
             grad_seconds = time.perf_counter() - started
     return Result(arrays, grad, outputs[0].device, forward_seconds, grad_seconds)
+
+
+def grad_positions(case):
+    """The positions of the arguments the case's gradient is taken w.r.t. (empty: none)."""
+    if case.grad_arg is None:
+        return ()
+    return case.grad_arg if isinstance(case.grad_arg, tuple) else (case.grad_arg,)
 
 
 def _mismatch(what, got, want, case):
@@ -191,6 +216,10 @@ def differences(case, result, outputs, grad):
         return [f"{len(result.outputs)} outputs, expected {len(outputs)}"]
     for i, (got, want) in enumerate(zip(result.outputs, outputs)):
         found.append(_mismatch(f"output {i}", got, want, case))
-    if grad is not None:
+    if isinstance(grad, tuple):  # one gradient per argument, named by its position
+        for position, got, want in zip(case.grad_arg, result.grad or (None,) * len(grad), grad):
+            what = f"gradient w.r.t. argument {position}"
+            found.append(f"no {what}" if got is None else _mismatch(what, got, want, case))
+    elif grad is not None:
         found.append("no gradient" if result.grad is None else _mismatch("gradient", result.grad, grad, case))
     return [f for f in found if f]

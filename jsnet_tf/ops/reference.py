@@ -6,8 +6,9 @@ which makes them the reference in tests and the implementation of exported Saved
 
 Arguments arrive converted and statically checked by `jsnet_tf.ops`; what only the data can
 reveal is asserted here with `tf.debugging` (a no-op under XLA). Like the compiled ops, the
-search ops (sampling, ball query, kNN, three_nn) are not differentiable, and three_interpolate is
-differentiable with respect to `points` only.
+search ops (sampling, ball query, kNN, three_nn) are not differentiable, three_interpolate is
+differentiable with respect to `points` only, and gather_weight_sum with respect to `points` and
+`weights`.
 """
 
 import numpy as np
@@ -144,3 +145,39 @@ def three_interpolate(points, idx, weight):
     w = weight[..., None]
     out = w[:, :, 0] * neighbours[:, :, 0] + w[:, :, 1] * neighbours[:, :, 1] + w[:, :, 2] * neighbours[:, :, 2]
     return out
+
+
+def gather_weight_sum(points, idx, weights):
+    op = "gather_weight_sum"
+    points = _points(op, "points", points, channels=None)
+    idx = checks.ensure_shape(op, "idx", idx, [None, None, None], "(batch, npoint, nsample)")
+    weights = checks.ensure_shape(op, "weights", weights, [None, None, None, None], "(batch, npoint, nsample, channels)")
+    assertions = checks.assert_indices_in_range(op, "idx", idx, tf.shape(points)[1], "points")
+    assertions.append(checks.assert_same_batch(op, "points", points, "idx", idx))
+    grouped_shape = tf.concat([tf.shape(idx), tf.shape(points)[2:]], 0)
+    assertions.append(
+        tf.debugging.assert_equal(
+            tf.shape(weights), grouped_shape, message=f"{op}: weights must have shape (batch, npoint, nsample, channels) of idx and points"
+        )
+    )
+    points, idx, weights = checks.after(assertions, points, idx, weights)
+    return weighted_neighbour_sum(tf.gather(points, idx, batch_dims=1), weights)
+
+
+@tf.custom_gradient
+def weighted_neighbour_sum(values, weights):
+    """sum over the neighbour axis of values * weights: (B, N, K, C) twice -> (B, N, C).
+
+    The gradients broadcast the incoming (B, N, 1, C) gradient inside the two products instead of
+    materialising it at (B, N, K, C) first, as the gradient of reduce_sum would.
+    """
+
+    scope = tf.get_current_name_scope()
+
+    def gradient(upstream):
+        # Under the caller's scope, like the gradients autodiff makes (profiles group ops by it).
+        with tf.name_scope(f"gradient_tape/{scope}/weighted_neighbour_sum/" if scope else "weighted_neighbour_sum"):
+            upstream = upstream[:, :, None, :]
+            return upstream * weights, upstream * values
+
+    return tf.reduce_sum(values * weights, axis=2), gradient

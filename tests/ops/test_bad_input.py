@@ -21,6 +21,10 @@ def idx(shape, value=0):
     return np.full(shape, value, np.int32)
 
 
+def weights(shape):
+    return np.ones(shape, np.float32)
+
+
 # (name, function, arguments, message pattern). Tensors among the arguments are fed through a
 # tf.function with fully unknown shapes in the "dynamic" variant.
 CASES = [
@@ -60,6 +64,13 @@ CASES = [
     ("interp idx last dim", ops.three_interpolate, (xyz(c=4), idx((1, 5, 2)), xyz(n=5, c=2)), r"idx must have shape"),
     ("interp weight shape", ops.three_interpolate, (xyz(c=4), idx((1, 5, 3)), xyz(n=6)), r"idx .* and weight .* same shape|weight"),
     ("interp batch", ops.three_interpolate, (xyz(b=2, c=4), idx((1, 5, 3)), xyz(n=5)), r"batch sizes"),
+    ("gws idx rank", ops.gather_weight_sum, (xyz(c=4), idx((1, 2)), weights((1, 2, 2, 4))), r"idx must have shape \(batch, npoint,"),
+    ("gws idx >= N", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2), 8), weights((1, 2, 2, 4))), r"out of range"),
+    ("gws idx < 0", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2), -1), weights((1, 2, 2, 4))), r"out of range"),
+    ("gws weights rank", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 2))), r"weights.*must have shape"),
+    ("gws weights channels", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 2, 5))), r"weights.*must have shape"),
+    ("gws weights nsample", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 3, 4))), r"weights.*must have shape"),
+    ("gws batch", ops.gather_weight_sum, (xyz(b=2, c=4), idx((1, 2, 2)), weights((1, 2, 2, 4))), r"batch sizes"),
 ]
 
 # Cases whose problem only a static check can see (a bad attribute value or a rank that no

@@ -1,4 +1,5 @@
-"""Every SIMD path of the CPU kernels (scalar, AVX2, AVX-512) passes the search-op tests.
+"""Every SIMD path of the CPU kernels (scalar, AVX2, AVX-512) passes the tests of the ops that have
+one (the searches and gather_weight_sum).
 
 The library picks the widest instruction set the CPU runs when it loads; JSNET_CPU_ISA narrows
 it, so each path runs in its own process. Paths this CPU lacks fall back and are skipped."""
@@ -11,11 +12,12 @@ import sys
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SEARCH_TESTS = [
+SIMD_TESTS = [
     "tests/ops/test_farthest_point_sample.py",
     "tests/ops/test_query_ball_point.py",
     "tests/ops/test_knn_point.py",
     "tests/ops/test_three_nn.py",
+    "tests/ops/test_gather_weight_sum.py",
 ]
 
 
@@ -28,12 +30,12 @@ def _cpu_flags():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("isa,flag", [("scalar", None), ("avx2", "avx2"), ("avx512", "avx512f")])
-def test_search_ops_on_each_instruction_set(isa, flag):
+def test_simd_ops_on_each_instruction_set(isa, flag):
     if flag is not None and flag not in _cpu_flags():
         pytest.skip(f"this CPU has no {flag}")
     env = {**os.environ, "JSNET_CPU_ISA": isa}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "custom", *SEARCH_TESTS],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "custom", *SIMD_TESTS],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -71,3 +71,24 @@ def test_gather_ops_and_gradients(jit, rng):
         want += ref.scatter_add(np.repeat(weight[:, :, s : s + 1], 6, axis=2), interp_idx[:, :, s], 50)
     want[..., :3] += ref.scatter_add(np.ones((2, 10, 3)), group_idx[:, :, 0], 50)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["tf.function", "jit_compile"])
+def test_gather_weight_sum_and_gradients(jit, rng):
+    points = tf.constant(rng.standard_normal((2, 50, 6)).astype(np.float32))
+    idx = rng.integers(0, 50, (2, 10, 8)).astype(np.int32)
+    weights = tf.constant(rng.standard_normal((2, 10, 8, 6)).astype(np.float32))
+    upstream = rng.standard_normal((2, 10, 6)).astype(np.float32)
+
+    @tf.function(jit_compile=jit)
+    def run(p, w):
+        with tf.GradientTape() as tape:
+            tape.watch([p, w])
+            out = ops.gather_weight_sum(p, idx, w)
+        return out, *tape.gradient(out, [p, w], output_gradients=upstream)
+
+    out, grad_points, grad_weights = [t.numpy() for t in run(points, weights)]
+    p, w = points.numpy(), weights.numpy()
+    np.testing.assert_allclose(out, ref.gather_weight_sum(p, idx, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_points, ref.scatter_add(upstream[:, :, None, :] * w, idx, 50), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_weights, upstream[:, :, None, :] * ref.group_point(p, idx), rtol=1e-6, atol=1e-6)

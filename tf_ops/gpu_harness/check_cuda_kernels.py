@@ -11,7 +11,8 @@ edge cases, then compares them:
   * kNN / three_nn distances: bit-identical expected (no FMA on either side); otherwise within
     1e-6 relative is accepted and reported;
   * copies (gather / group): bit-identical expected, else rtol 1e-5 / atol 1e-6;
-  * three_interpolate: rtol 1e-5 / atol 1e-6 (bit-identity reported);
+  * three_interpolate, gather_weight_sum and its weights' gradient: rtol 1e-5 / atol 1e-6
+    (bit-identity reported; expected, as both sides round every product and sum in one order);
   * gradients (atomics, any summation order): |a - b| <= 1e-6 + 1e-5 * sum(|terms|).
 
 The CPU results are also checked against an independent NumPy brute force (squared distances in
@@ -77,6 +78,9 @@ CPU_SIGNATURES = {
     "jsnet_three_nn_cpu": (None, [I64, I64, CI, CI, VP, VP, VP, VP]),
     "jsnet_three_interpolate_cpu": (None, [I64, I64, CI, CI, CI, VP, VP, VP, VP]),
     "jsnet_three_interpolate_grad_cpu": (None, [I64, I64, CI, CI, CI, VP, VP, VP, VP]),
+    "jsnet_gather_weight_sum_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
+    "jsnet_gather_weight_sum_grad_points_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
+    "jsnet_gather_weight_sum_grad_weights_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
     "jsnet_first_non_finite_cpu": (I64, [I64, VP]),
     "jsnet_first_out_of_range_cpu": (I64, [I64, VP, CI]),
 }
@@ -93,6 +97,8 @@ CUDA_SIGNATURES = {
     "jsnet_three_nn_cuda": (CI, [CI, CI, CI, VP, VP, VP, VP, VP]),
     "jsnet_three_interpolate_cuda": (CI, [CI, CI, CI, CI, VP, VP, VP, VP, VP]),
     "jsnet_three_interpolate_grad_cuda": (CI, [CI, CI, CI, CI, VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_sum_cuda": (CI, [CI, CI, CI, CI, CI, VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_sum_grad_cuda": (CI, [CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP, VP]),
     "jsnet_first_non_finite_cuda": (CI, [I64, VP, VP, VP]),
     "jsnet_first_out_of_range_cuda": (CI, [I64, VP, CI, VP, VP]),
 }
@@ -255,6 +261,23 @@ def ref_interp_grad(grad_out, idx, weight, m):
     vals = (weight.astype(np.float64)[..., None] * grad_out.astype(np.float64)[:, :, None, :])
     tot, abs_tot = _scatter_add(b * m, flat, vals.reshape(-1, c), c)
     return {"grad": tot.reshape(b, m, c)}, {"grad": abs_tot.reshape(b, m, c)}
+
+
+def ref_gather_weight_sum(points, idx, weights):
+    b = points.shape[0]
+    g = points.astype(np.float64)[np.arange(b)[:, None, None], idx]  # (B, M, S, C)
+    terms = weights.astype(np.float64) * g
+    return {"out": terms.sum(axis=2)}, {"out": np.abs(terms).sum(axis=2)}
+
+
+def ref_gather_weight_sum_grad(points, idx, weights, grad_out):
+    b, n, c = points.shape
+    up = grad_out.astype(np.float64)[:, :, None, :]
+    flat = (np.arange(b)[:, None, None] * n + idx).reshape(-1)  # (B*M*S)
+    tot, abs_tot = _scatter_add(b * n, flat, (up * weights.astype(np.float64)).reshape(-1, c), c)
+    grad_weights = up * points.astype(np.float64)[np.arange(b)[:, None, None], idx]
+    return ({"grad_points": tot.reshape(b, n, c), "grad_weights": grad_weights},
+            {"grad_points": abs_tot.reshape(b, n, c), "grad_weights": np.abs(grad_weights)})
 
 
 def ref_first_non_finite(values):
@@ -472,6 +495,23 @@ def make_cases(rng, quick=False) -> list[Case]:
         add("three_interpolate_grad", f"B{b} M{m} C{c} N{n}", timed, grad_out=grad, idx=idx,
             weight=weight, m=m)
 
+    # ---------------------------------------------------------------- gather_weight_sum (+grad)
+    # b, n, c, m, nsample, timed: the depthwise decodings' sizes at batch 8 are timed
+    gws_sizes = [(1, 1, 1, 1, 1, False), (2, 3, 5, 2, 4, False), (2, 100, 7, 33, 16, False),
+                 (3, 1000, 67, 100, 32, False), (1, 50, 300, 10, 1, False),
+                 (8, 256, 259, 256, 16, True), (8, 1024, 259, 1024, 16, True),
+                 (8, 4096, 131, 4096, 16, True)]
+    for b, n, c, m, s, timed in gws_sizes:
+        points = rng.standard_normal((b, n, c)).astype(F32)
+        idx = rng.integers(0, n, size=(b, m, s)).astype(I32)
+        idx[:, :, s // 2:] = idx[:, :, :1]  # repeated indices: the gradient's scatter adds up
+        weights = rng.standard_normal((b, m, s, c)).astype(F32)
+        add("gather_weight_sum", f"B{b} N{n} C{c} M{m} S{s}", timed, points=points, idx=idx,
+            weights=weights)
+        grad = rng.standard_normal((b, m, c)).astype(F32)
+        add("gather_weight_sum_grad", f"B{b} N{n} C{c} M{m} S{s}", timed, points=points, idx=idx,
+            weights=weights, grad_out=grad)
+
     # ---------------------------------------------------------------- validation helpers
     for count, bad_pos in [(0, []), (1, []), (1, [0]), (1000, []), (1000, [999]),
                            (1000, [3, 700]), ((1 << 20) + 3, [(1 << 20) + 1]),
@@ -531,6 +571,12 @@ def op_outputs(case: Case) -> dict:
     if case.op == "three_interpolate_grad":
         b, n, c = x["grad_out"].shape
         return {"grad": ((b, x["m"], c), F32, "grad")}
+    if case.op == "gather_weight_sum":
+        b, m, _ = x["idx"].shape
+        return {"out": ((b, m, x["points"].shape[2]), F32, "float")}
+    if case.op == "gather_weight_sum_grad":
+        return {"grad_points": (x["points"].shape, F32, "grad"),
+                "grad_weights": (x["weights"].shape, F32, "float")}
     if case.op in ("first_non_finite", "first_out_of_range"):
         return {"pos": ((1,), np.int64, "int")}
     raise KeyError(case.op)
@@ -548,8 +594,11 @@ def cpu_work_items(case: Case) -> int:
     op = case.op
     if op in ("farthest_point_sample",):
         return x["xyz"].shape[0]
-    if op in ("gather_point_grad", "group_point_grad", "three_interpolate_grad"):
+    if op in ("gather_point_grad", "group_point_grad", "three_interpolate_grad",
+              "gather_weight_sum_grad"):
         return x["grad_out"].shape[0]
+    if op == "gather_weight_sum":
+        return x["idx"].shape[0] * x["idx"].shape[1]
     if op == "gather_point":
         return x["idx"].size
     if op == "query_ball_point":
@@ -608,6 +657,20 @@ def cpu_call(lib, case: Case, out: dict, begin: int, end: int):
         b, n, c = x["grad_out"].shape
         lib.jsnet_three_interpolate_grad_cpu(begin, end, x["m"], c, n, hp(x["grad_out"]),
                                              hp(x["idx"]), hp(x["weight"]), hp(out["grad"]))
+    elif op == "gather_weight_sum":
+        b, n, c = x["points"].shape
+        _, m, s = x["idx"].shape
+        lib.jsnet_gather_weight_sum_cpu(begin, end, n, c, m, s, hp(x["points"]), hp(x["idx"]),
+                                        hp(x["weights"]), hp(out["out"]))
+    elif op == "gather_weight_sum_grad":  # work items: batch elements, so rows b * M + m for the weights
+        b, n, c = x["points"].shape
+        _, m, s = x["idx"].shape
+        lib.jsnet_gather_weight_sum_grad_points_cpu(begin, end, n, c, m, s, hp(x["grad_out"]),
+                                                    hp(x["idx"]), hp(x["weights"]),
+                                                    hp(out["grad_points"]))
+        lib.jsnet_gather_weight_sum_grad_weights_cpu(begin * m, end * m, n, c, m, s,
+                                                     hp(x["points"]), hp(x["idx"]),
+                                                     hp(x["grad_out"]), hp(out["grad_weights"]))
     elif op == "first_non_finite":
         out["pos"][0] = lib.jsnet_first_non_finite_cpu(x["values"].size, hp(x["values"]))
     elif op == "first_out_of_range":
@@ -654,6 +717,10 @@ def reference(case: Case):
         return ref_interp(x["points"], x["idx"], x["weight"])
     if op == "three_interpolate_grad":
         return ref_interp_grad(x["grad_out"], x["idx"], x["weight"], x["m"])
+    if op == "gather_weight_sum":
+        return ref_gather_weight_sum(x["points"], x["idx"], x["weights"])
+    if op == "gather_weight_sum_grad":
+        return ref_gather_weight_sum_grad(x["points"], x["idx"], x["weights"], x["grad_out"])
     if op == "first_non_finite":
         return ref_first_non_finite(x["values"]), None
     if op == "first_out_of_range":
@@ -735,6 +802,17 @@ class CudaRunner:
             return lib.jsnet_three_interpolate_grad_cuda(b, x["m"], c, n, dp(d["grad_out"]),
                                                          dp(d["idx"]), dp(d["weight"]),
                                                          dp(o["grad"]), s)
+        if op in ("gather_weight_sum", "gather_weight_sum_grad"):
+            b, n, c = x["points"].shape
+            _, m, ns = x["idx"].shape
+            if op == "gather_weight_sum":
+                return lib.jsnet_gather_weight_sum_cuda(b, n, c, m, ns, dp(d["points"]),
+                                                        dp(d["idx"]), dp(d["weights"]),
+                                                        dp(o["out"]), s)
+            return lib.jsnet_gather_weight_sum_grad_cuda(b, n, c, m, ns, dp(d["points"]),
+                                                         dp(d["idx"]), dp(d["weights"]),
+                                                         dp(d["grad_out"]), dp(o["grad_points"]),
+                                                         dp(o["grad_weights"]), s)
         if op == "first_non_finite":
             return lib.jsnet_first_non_finite_cuda(x["values"].size, dp(d["values"]),
                                                    dp(o["pos"]), s)

@@ -214,6 +214,38 @@ REGISTER_OP("JsnetThreeInterpolateGrad")
       return absl::OkStatus();
     });
 
+REGISTER_OP("JsnetGatherWeightSum")
+    .Input("points: float32")
+    .Input("idx: int32")
+    .Input("weights: float32")
+    .Output("out: float32")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle points, idx, weights;
+      TF_RETURN_IF_ERROR(PointsShape(c, 0, -1, &points));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &idx));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &weights));
+      ShapeHandle grouped = c->MakeShape({c->Dim(idx, 0), c->Dim(idx, 1), c->Dim(idx, 2), c->Dim(points, 2)});
+      TF_RETURN_IF_ERROR(c->Merge(weights, grouped, &weights));
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(SameBatch(c, points, weights, &batch));
+      c->set_output(0, c->MakeShape({batch, c->Dim(weights, 1), c->Dim(weights, 3)}));
+      return absl::OkStatus();
+    })
+    .Doc("out[b, m] = sum_s points[b, idx[b, m, s]] * weights[b, m, s] (channel-wise products).");
+
+REGISTER_OP("JsnetGatherWeightSumGrad")
+    .Input("points: float32")
+    .Input("idx: int32")
+    .Input("weights: float32")
+    .Input("grad_out: float32")
+    .Output("grad_points: float32")
+    .Output("grad_weights: float32")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+
 // ------------------------------------------------------------------------------ validation
 
 std::string ShapeString(const Tensor& t) { return t.shape().DebugString(); }
@@ -404,6 +436,30 @@ struct Backend<CPUDevice> {
     return absl::OkStatus();
   }
 
+  static Status GatherWeightSum(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
+                                const float* points, const int* idx, const float* weights,
+                                float* out) {
+    Parallel(ctx, int64_t{b} * m, int64_t{3} * nsample * c + 4, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_sum_cpu(s, e, n, c, m, nsample, points, idx, weights, out);
+    });
+    return absl::OkStatus();
+  }
+
+  static Status GatherWeightSumGrad(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
+                                    const float* points, const int* idx, const float* weights,
+                                    const float* grad_out, float* grad_points,
+                                    float* grad_weights) {
+    Parallel(ctx, b, int64_t{3} * c * (n + int64_t{m} * nsample), [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_sum_grad_points_cpu(s, e, n, c, m, nsample, grad_out, idx, weights,
+                                              grad_points);
+    });
+    Parallel(ctx, int64_t{b} * m, int64_t{3} * nsample * c + 4, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_sum_grad_weights_cpu(s, e, n, c, m, nsample, points, idx, grad_out,
+                                               grad_weights);
+    });
+    return absl::OkStatus();
+  }
+
   static int64_t KnnWorkspaceFloats(int, int, int, int) { return 0; }
 };
 
@@ -541,6 +597,25 @@ struct Backend<GPUDevice> {
     return Check(jsnet_three_interpolate_grad_cuda(b, m, c, n, grad_out, idx, weight,
                                                    grad_points, Stream(ctx)),
                  "three_interpolate_grad");
+  }
+
+  static Status GatherWeightSum(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
+                                const float* points, const int* idx, const float* weights,
+                                float* out) {
+    return Check(jsnet_gather_weight_sum_cuda(b, n, c, m, nsample, points, idx, weights, out,
+                                              Stream(ctx)),
+                 "gather_weight_sum");
+  }
+
+  static Status GatherWeightSumGrad(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
+                                    const float* points, const int* idx, const float* weights,
+                                    const float* grad_out, float* grad_points,
+                                    float* grad_weights) {
+    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the gather_weight_sum gradient"));
+    return Check(jsnet_gather_weight_sum_grad_cuda(b, n, c, m, nsample, points, idx, weights,
+                                                   grad_out, grad_points, grad_weights,
+                                                   Stream(ctx)),
+                 "gather_weight_sum_grad");
   }
 
   static int64_t KnnWorkspaceFloats(int b, int n, int m, int k) {
@@ -881,22 +956,95 @@ class ThreeInterpolateGradOp : public OpKernel {
   }
 };
 
+// Shape checks shared by gather_weight_sum and its gradient: weights (B, M, nsample, C) match
+// points (B, N, C) and idx (B, M, nsample).
+Status CheckGatherWeightSumInputs(const std::string& op, const Tensor& points, const Tensor& idx,
+                                  const Tensor& weights) {
+  TF_RETURN_IF_ERROR(
+      CheckGatherInputs(op, "points", points, -1, idx, 3, "(batch, npoint, nsample)"));
+  if (weights.dims() != 4 || weights.dim_size(0) != idx.dim_size(0) ||
+      weights.dim_size(1) != idx.dim_size(1) || weights.dim_size(2) != idx.dim_size(2) ||
+      weights.dim_size(3) != points.dim_size(2)) {
+    return errors::InvalidArgument(op, ": weights must have shape (batch, npoint, nsample, channels) = (",
+                                   idx.dim_size(0), ", ", idx.dim_size(1), ", ", idx.dim_size(2),
+                                   ", ", points.dim_size(2), ") of idx and points, got ",
+                                   ShapeString(weights));
+  }
+  return CheckIntSizes(op, weights);
+}
+
+template <typename Device>
+class GatherWeightSumOp : public OpKernel {
+ public:
+  explicit GatherWeightSumOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const std::string op = type_string();
+    const Tensor& points = ctx->input(0);
+    const Tensor& idx = ctx->input(1);
+    const Tensor& weights = ctx->input(2);
+    OP_REQUIRES_OK(ctx, CheckGatherWeightSumInputs(op, points, idx, weights));
+    const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
+    const int m = idx.dim_size(1), nsample = idx.dim_size(2);
+    OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of points"));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, m, c}), &out));
+    if (out->NumElements() == 0) return;
+    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightSum(
+                            ctx, b, n, c, m, nsample, points.flat<float>().data(),
+                            idx.flat<int>().data(), weights.flat<float>().data(),
+                            out->flat<float>().data()));
+  }
+};
+
+template <typename Device>
+class GatherWeightSumGradOp : public OpKernel {
+ public:
+  explicit GatherWeightSumGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const std::string op = type_string();
+    const Tensor& points = ctx->input(0);
+    const Tensor& idx = ctx->input(1);
+    const Tensor& weights = ctx->input(2);
+    const Tensor& grad_out = ctx->input(3);
+    OP_REQUIRES_OK(ctx, CheckGatherWeightSumInputs(op, points, idx, weights));
+    const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
+    const int m = idx.dim_size(1), nsample = idx.dim_size(2);
+    OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, c}),
+                errors::InvalidArgument(op, ": grad_out must have shape (", b, ", ", m, ", ", c,
+                                        "), got ", ShapeString(grad_out)));
+    OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of points"));
+    Tensor *grad_points = nullptr, *grad_weights = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, points.shape(), &grad_points));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, weights.shape(), &grad_weights));
+    if (grad_points->NumElements() == 0 && grad_weights->NumElements() == 0) return;
+    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightSumGrad(
+                            ctx, b, n, c, m, nsample, points.flat<float>().data(),
+                            idx.flat<int>().data(), weights.flat<float>().data(),
+                            grad_out.flat<float>().data(), grad_points->flat<float>().data(),
+                            grad_weights->flat<float>().data()));
+  }
+};
+
 // ------------------------------------------------------------------------------ registration
 
 #define JSNET_REGISTER(NAME, KERNEL, DEVICE, DEVICE_TYPE) \
   REGISTER_KERNEL_BUILDER(Name(NAME).Device(DEVICE), KERNEL<DEVICE_TYPE>)
 
-#define JSNET_REGISTER_ALL(DEVICE, DEVICE_TYPE)                                       \
-  JSNET_REGISTER("JsnetFarthestPointSample", FarthestPointSampleOp, DEVICE, DEVICE_TYPE); \
-  JSNET_REGISTER("JsnetGatherPoint", GatherPointOp, DEVICE, DEVICE_TYPE);                 \
-  JSNET_REGISTER("JsnetGatherPointGrad", GatherPointGradOp, DEVICE, DEVICE_TYPE);         \
-  JSNET_REGISTER("JsnetQueryBallPoint", QueryBallPointOp, DEVICE, DEVICE_TYPE);           \
-  JSNET_REGISTER("JsnetGroupPoint", GroupPointOp, DEVICE, DEVICE_TYPE);                   \
-  JSNET_REGISTER("JsnetGroupPointGrad", GroupPointGradOp, DEVICE, DEVICE_TYPE);           \
-  JSNET_REGISTER("JsnetKnnPoint", KnnPointOp, DEVICE, DEVICE_TYPE);                       \
-  JSNET_REGISTER("JsnetThreeNN", ThreeNNOp, DEVICE, DEVICE_TYPE);                         \
-  JSNET_REGISTER("JsnetThreeInterpolate", ThreeInterpolateOp, DEVICE, DEVICE_TYPE);       \
-  JSNET_REGISTER("JsnetThreeInterpolateGrad", ThreeInterpolateGradOp, DEVICE, DEVICE_TYPE)
+#define JSNET_REGISTER_ALL(DEVICE, DEVICE_TYPE)                                             \
+  JSNET_REGISTER("JsnetFarthestPointSample", FarthestPointSampleOp, DEVICE, DEVICE_TYPE);   \
+  JSNET_REGISTER("JsnetGatherPoint", GatherPointOp, DEVICE, DEVICE_TYPE);                   \
+  JSNET_REGISTER("JsnetGatherPointGrad", GatherPointGradOp, DEVICE, DEVICE_TYPE);           \
+  JSNET_REGISTER("JsnetQueryBallPoint", QueryBallPointOp, DEVICE, DEVICE_TYPE);             \
+  JSNET_REGISTER("JsnetGroupPoint", GroupPointOp, DEVICE, DEVICE_TYPE);                     \
+  JSNET_REGISTER("JsnetGroupPointGrad", GroupPointGradOp, DEVICE, DEVICE_TYPE);             \
+  JSNET_REGISTER("JsnetKnnPoint", KnnPointOp, DEVICE, DEVICE_TYPE);                         \
+  JSNET_REGISTER("JsnetThreeNN", ThreeNNOp, DEVICE, DEVICE_TYPE);                           \
+  JSNET_REGISTER("JsnetThreeInterpolate", ThreeInterpolateOp, DEVICE, DEVICE_TYPE);         \
+  JSNET_REGISTER("JsnetThreeInterpolateGrad", ThreeInterpolateGradOp, DEVICE, DEVICE_TYPE); \
+  JSNET_REGISTER("JsnetGatherWeightSum", GatherWeightSumOp, DEVICE, DEVICE_TYPE);           \
+  JSNET_REGISTER("JsnetGatherWeightSumGrad", GatherWeightSumGradOp, DEVICE, DEVICE_TYPE)
 
 JSNET_REGISTER_ALL(DEVICE_CPU, CPUDevice);
 #if GOOGLE_CUDA

@@ -1,4 +1,4 @@
-// CPU kernels of the seven JSNet point ops (contract and semantics: point_kernels.h).
+// CPU kernels of the JSNet point ops (contract and semantics: point_kernels.h).
 //
 // Hot loops are written as plain loops over structure-of-arrays buffers so the compiler
 // vectorises them; the library is built with -ffp-contract=off so every distance is the same
@@ -516,6 +516,17 @@ void SquaredDistances(const PointColumns& p, int n, const float* q, float* d2) {
   }
 }
 
+// The variant of a row loop of point_kernels_simd.inc for this CPU's instruction set.
+template <typename Fn>
+Fn ForIsa(Fn scalar_fn, Fn avx2_fn, Fn avx512_fn) {
+  return kIsa == Isa::kAvx512 ? avx512_fn : kIsa == Isa::kAvx2 ? avx2_fn : scalar_fn;
+}
+#ifdef JSNET_X86_SIMD
+#define JSNET_FOR_ISA(fn) ForIsa(&scalar::fn, &avx2::fn, &avx512::fn)
+#else
+#define JSNET_FOR_ISA(fn) (&scalar::fn)
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -681,6 +692,44 @@ void jsnet_three_interpolate_grad_cpu(int64_t begin, int64_t end, int m, int c, 
         for (int ch = 0; ch < c; ++ch) dst[ch] += w * src[ch];
       }
     }
+  }
+}
+
+void jsnet_gather_weight_sum_cpu(int64_t begin, int64_t end, int n, int c, int m, int nsample,
+                                 const float* points, const int* idx, const float* weights,
+                                 float* out) {
+  const auto row_sum = JSNET_FOR_ISA(gather_weight_sum_row);
+  const int64_t row_values = static_cast<int64_t>(nsample) * c;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / m;
+    row_sum(points + b * n * c, idx + row * nsample, weights + row * row_values, nsample, c,
+            out + row * c);
+  }
+}
+
+void jsnet_gather_weight_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                             int nsample, const float* grad_out, const int* idx,
+                                             const float* weights, float* grad_points) {
+  const auto scatter = JSNET_FOR_ISA(scatter_weighted_row);
+  const int64_t row_values = static_cast<int64_t>(nsample) * c;
+  for (int64_t b = begin; b < end; ++b) {
+    float* g = grad_points + b * n * c;
+    std::memset(g, 0, sizeof(float) * static_cast<size_t>(n) * c);
+    for (int64_t row = b * m; row < (b + 1) * m; ++row) {
+      scatter(grad_out + row * c, idx + row * nsample, weights + row * row_values, nsample, c, g);
+    }
+  }
+}
+
+void jsnet_gather_weight_sum_grad_weights_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                              int nsample, const float* points, const int* idx,
+                                              const float* grad_out, float* grad_weights) {
+  const auto gather = JSNET_FOR_ISA(gather_scaled_row);
+  const int64_t row_values = static_cast<int64_t>(nsample) * c;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / m;
+    gather(points + b * n * c, idx + row * nsample, grad_out + row * c, nsample, c,
+           grad_weights + row * row_values);
   }
 }
 

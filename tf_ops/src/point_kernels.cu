@@ -1,4 +1,4 @@
-// CUDA launchers of the seven JSNet point ops (contract and semantics: point_kernels.h).
+// CUDA launchers of the JSNet point ops (contract and semantics: point_kernels.h).
 //
 // Every squared distance is dx*dx + dy*dy + dz*dz evaluated with explicit round-to-nearest
 // intrinsics (__fsub_rn/__fmul_rn/__fadd_rn), which the compiler never contracts into FMAs, so
@@ -18,7 +18,8 @@
 //                          selected keys and a bitonic sort (shared memory for k <= 4096, else in
 //                          place in the output arrays). Needs no workspace.
 //   gather / group /       grid-stride element-wise loops; the gradients zero their output with
-//   three_interpolate      cudaMemsetAsync and accumulate with atomicAdd (order not deterministic).
+//   three_interpolate /    cudaMemsetAsync and accumulate with atomicAdd (order not deterministic).
+//   gather_weight_sum      (thread per output channel, summing its nsample neighbours in order)
 //   validation helpers     grid-stride scan with a warp min-reduction and a 64-bit atomicMin into
 //                          *result, which is preset to all-ones bytes (== -1 as int64).
 #include "point_kernels.h"
@@ -291,6 +292,53 @@ __global__ void three_interpolate_grad_kernel(I total, int m, int c, int n,
       atomicAdd(grad_points + (base + idx[row * 3 + s]) * c + ch,
                 __fmul_rn(weight[row * 3 + s], g));
     }
+  }
+}
+
+// ----------------------------------------------------------------------- gather_weight_sum
+
+// out[row, ch] = sum_s points[b, idx[row, s], ch] * weights[row, s, ch], rows b * M + m, summed in
+// order s = 0, 1, ... with round-to-nearest products and sums: the CPU kernel's value, bit for bit.
+template <typename I>
+__global__ void gather_weight_sum_kernel(I total, int n, int c, int m, int nsample,
+                                         const float* __restrict__ points,
+                                         const int* __restrict__ idx,
+                                         const float* __restrict__ weights,
+                                         float* __restrict__ out) {
+  for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+       e < total; e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x)) {
+    const I row = e / c;
+    const I ch = e - row * c;
+    const I base = (row / m) * n;
+    const int* nb = idx + row * nsample;
+    const float* w = weights + row * nsample * c + ch;
+    float acc = 0.0f;
+    for (int s = 0; s < nsample; ++s) {
+      acc = __fadd_rn(acc, __fmul_rn(points[(base + nb[s]) * c + ch], w[static_cast<I>(s) * c]));
+    }
+    out[e] = acc;
+  }
+}
+
+// Element e = (row * nsample + s) * C + ch of the weights: its gradient grad_out[row, ch] *
+// points[b, idx[row, s], ch], and grad_out[row, ch] * weights[e] added into the point's gradient.
+template <typename I>
+__global__ void gather_weight_sum_grad_kernel(I total, int n, int c, int m, int nsample,
+                                              const float* __restrict__ points,
+                                              const int* __restrict__ idx,
+                                              const float* __restrict__ weights,
+                                              const float* __restrict__ grad_out,
+                                              float* __restrict__ grad_points,
+                                              float* __restrict__ grad_weights) {
+  for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+       e < total; e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x)) {
+    const I pair = e / c;  // row * nsample + s
+    const I ch = e - pair * c;
+    const I row = pair / nsample;
+    const I point = (row / m) * n + idx[pair];
+    const float g = grad_out[row * c + ch];
+    grad_weights[e] = __fmul_rn(g, points[point * c + ch]);
+    atomicAdd(grad_points + point * c + ch, __fmul_rn(g, weights[e]));
   }
 }
 
@@ -866,6 +914,47 @@ int jsnet_three_interpolate_grad_cuda(int b, int m, int c, int n, const float* g
     three_interpolate_grad_kernel<int64_t>
         <<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(total, m, c, n, grad_out, idx,
                                                                    weight, grad_points);
+  }
+  return launch_status();
+}
+
+int jsnet_gather_weight_sum_cuda(int b, int n, int c, int m, int nsample, const float* points,
+                                 const int* idx, const float* weights, float* out, void* stream) {
+  if (b <= 0 || c <= 0 || m <= 0) return 0;
+  const cudaStream_t s = as_stream(stream);
+  const int64_t total = static_cast<int64_t>(b) * m * c;
+  const int64_t span = static_cast<int64_t>(b) * n * c;
+  const int64_t weight_span = total * nsample;
+  if (fits_int32(weight_span) && fits_int32(span)) {
+    gather_weight_sum_kernel<int><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
+        static_cast<int>(total), n, c, m, nsample, points, idx, weights, out);
+  } else {
+    gather_weight_sum_kernel<int64_t><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
+        total, n, c, m, nsample, points, idx, weights, out);
+  }
+  return launch_status();
+}
+
+int jsnet_gather_weight_sum_grad_cuda(int b, int n, int c, int m, int nsample,
+                                      const float* points, const int* idx, const float* weights,
+                                      const float* grad_out, float* grad_points,
+                                      float* grad_weights, void* stream) {
+  if (b <= 0 || n <= 0 || c <= 0) return 0;
+  const cudaStream_t s = as_stream(stream);
+  const int64_t span = static_cast<int64_t>(b) * n * c;
+  const cudaError_t err =
+      cudaMemsetAsync(grad_points, 0, sizeof(float) * static_cast<size_t>(span), s);
+  if (err != cudaSuccess) return static_cast<int>(err);
+  if (m <= 0 || nsample <= 0) return launch_status();
+  const int64_t total = static_cast<int64_t>(b) * m * nsample * c;
+  if (fits_int32(total) && fits_int32(span)) {
+    gather_weight_sum_grad_kernel<int><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
+        static_cast<int>(total), n, c, m, nsample, points, idx, weights, grad_out, grad_points,
+        grad_weights);
+  } else {
+    gather_weight_sum_grad_kernel<int64_t>
+        <<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
+            total, n, c, m, nsample, points, idx, weights, grad_out, grad_points, grad_weights);
   }
   return launch_status();
 }

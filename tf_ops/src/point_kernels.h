@@ -1,4 +1,4 @@
-// Framework-free kernels of the seven JSNet point ops.
+// Framework-free kernels of the JSNet point ops.
 //
 // The TensorFlow op library (ops.cc) and the GPU harness (tf_ops/gpu_harness) both call these
 // plain C functions, so the CPU and CUDA kernels can be compared without TensorFlow.
@@ -79,6 +79,24 @@ void jsnet_three_interpolate_grad_cpu(int64_t begin, int64_t end, int m, int c, 
                                       const float* grad_out, const int* idx,
                                       const float* weight, float* grad_points);
 
+// out[b, m, ch] = sum_s points[b, idx[b, m, s], ch] * weights[b, m, s, ch], each channel summed
+// in order s = 0, 1, ... with products and sums rounded apart (CPU and CUDA alike).
+// Work items: output rows b * M + m. points (B, N, C), idx (B, M, nsample),
+//   weights (B, M, nsample, C) -> out (B, M, C).
+void jsnet_gather_weight_sum_cpu(int64_t begin, int64_t end, int n, int c, int m, int nsample,
+                                 const float* points, const int* idx, const float* weights,
+                                 float* out);
+// Work items: batch elements. grad_out (B, M, C) -> grad_points (B, N, C) (overwritten), the
+// scatter-add of grad_out * weights into idx.
+void jsnet_gather_weight_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                             int nsample, const float* grad_out, const int* idx,
+                                             const float* weights, float* grad_points);
+// Work items: rows b * M + m. grad_out (B, M, C) -> grad_weights (B, M, nsample, C), grad_out
+// times the gathered points (recomputed from points and idx).
+void jsnet_gather_weight_sum_grad_weights_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                              int nsample, const float* points, const int* idx,
+                                              const float* grad_out, float* grad_weights);
+
 // Validation helpers used by every op before it runs (work items: array elements).
 // Return the position of the first offending element, or -1 when all are fine.
 int64_t jsnet_first_non_finite_cpu(int64_t count, const float* values);
@@ -113,6 +131,13 @@ int jsnet_three_interpolate_cuda(int b, int m, int c, int n, const float* points
 int jsnet_three_interpolate_grad_cuda(int b, int m, int c, int n, const float* grad_out,
                                       const int* idx, const float* weight, float* grad_points,
                                       void* stream);
+int jsnet_gather_weight_sum_cuda(int b, int n, int c, int m, int nsample, const float* points,
+                                 const int* idx, const float* weights, float* out, void* stream);
+// Both gradients in one pass; grad_points is zeroed by the launcher, then accumulated.
+int jsnet_gather_weight_sum_grad_cuda(int b, int n, int c, int m, int nsample,
+                                      const float* points, const int* idx, const float* weights,
+                                      const float* grad_out, float* grad_points,
+                                      float* grad_weights, void* stream);
 // Device-side validation: writes to *result (device int64) the first offending position or -1.
 int jsnet_first_non_finite_cuda(int64_t count, const float* values, int64_t* result,
                                 void* stream);
