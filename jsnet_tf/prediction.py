@@ -86,17 +86,10 @@ def plan_tiles(xy, max_points, unit):
     """
     xy = np.asarray(xy, np.float64)
     cells = np.floor(xy / unit).astype(np.int64)
-    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
     if max_points > 0 and len(xy) > max_points:
-        occupied, counts = np.unique(cells, axis=0, return_counts=True)
-        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
-        while fits < side:
-            middle = (fits + side + 1) // 2
-            if _largest_tile(occupied, counts, middle) <= max_points:
-                fits = middle
-            else:
-                side = middle - 1
-        side = fits
+        side = tile_side(*np.unique(cells, axis=0, return_counts=True), max_points)
+    else:
+        side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
     keys = cells // side
     span = int(keys[:, 1].max(initial=0)) + 1
     flat = keys[:, 0] * span + keys[:, 1]
@@ -107,6 +100,23 @@ def plan_tiles(xy, max_points, unit):
         key = keys[indices[0]]
         tiles.append(Tile(origin=key * side * unit, side=side * unit, indices=indices))
     return tiles
+
+
+def tile_side(cells, counts, max_points):
+    """The side, in units, of `plan_tiles`' tiles for the occupied unit cells `cells` ((K, 2) int)
+    holding `counts` points: the largest a bisection finds for which no tile holds more than
+    `max_points` (0: no limit), at least one unit."""
+    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
+    if max_points > 0 and int(np.sum(counts)) > max_points:
+        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
+        while fits < side:
+            middle = (fits + side + 1) // 2
+            if _largest_tile(cells, counts, middle) <= max_points:
+                fits = middle
+            else:
+                side = middle - 1
+        side = fits
+    return side
 
 
 def _largest_tile(cells, counts, side):
@@ -175,8 +185,12 @@ class CloudSegmenter:
         tile_of = _tile_of(len(xyz), tiles)
         grid = self.segmenter.grid_shape(room.xyz.max(axis=0))
         num_points = self.segmenter.num_points
-        return sum(-(-len(m) // num_points) for k, tile in enumerate(tiles)
-                   for _, _, m in self._tile_blocks(room, tile_of, grid, tile, k)[2])
+        count = 0
+        for k, tile in enumerate(tiles):
+            near = self.near_tile(room.xyz, tile)
+            count += sum(-(-len(m) // num_points) for _, _, m in self._tile_blocks(_part(room, near), tile_of[near], grid,
+                                                                                   tile, k))
+        return count
 
     def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
         """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8 or None.
@@ -192,7 +206,6 @@ class CloudSegmenter:
         room = self._cloud_room(xyz, rgb, offset, name)
         limit = s3dis.room_limit(room)
         grid = segmenter.grid_shape(room.xyz.max(axis=0))
-        normalised = evaluation._normalised(room, limit)
         tile_of = _tile_of(len(xyz), tiles)
         num_classes = segmenter.model.num_classes
         semantic = np.zeros(len(room), np.int32)
@@ -200,48 +213,28 @@ class CloudSegmenter:
         covered = np.zeros(len(room), bool)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = segmenter._merger()
-        cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
-        kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
         with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
             spill = pathlib.Path(spill)
+            kept = KeptBlocks(spill / "blocks.bin", merger)
             for k, tile in enumerate(tiles):
-                # The tile's own points' probability sums and visits, in the order of tile.indices.
-                sums = np.zeros((len(tile.indices), num_classes), np.float32)
-                visits = np.zeros(len(tile.indices), np.int32)
-                near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
-                for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(
-                        part, blocks, seed, limit, progress):
-                    points = near[members]  # ascending: the block's first point is points[0]
-                    mine = tile_of[points] == k
-                    slots = np.searchsorted(tile.indices, points[mine])
-                    sums[slots] += block_p[mine]
-                    visits[slots] += 1
-                    rows_per_point[points[mine]] += segmenter.num_points / len(points)
-                    if mine[0]:
-                        cells = merger.cells(normalised[points]).astype(cell_type)
-                        kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
-                sums /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
-                semantic[tile.indices] = sums.argmax(axis=1)
-                score[tile.indices] = sums.max(axis=1)
+                near = self.near_tile(room.xyz, tile)
+                mean_p, visits, weights = self.run_tile(_part(room, near), tile_of[near], tile, k, grid, limit, seed,
+                                                        progress, merger, kept)
+                semantic[tile.indices] = mean_p.argmax(axis=1)
+                score[tile.indices] = mean_p.max(axis=1)
                 covered[tile.indices] = visits > 0
-                np.save(spill / f"{k}.npy", sums)
-                del sums
-            if not kept:
-                size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
-                raise PredictError(
-                    f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
-                    "are the coordinates in metres?"
-                )
-            kept.sort(key=lambda block: block[0])
-            for _, cells, labels, classes in kept:
-                merger.merge_cells(cells, labels, classes)
-            del kept
+                rows_per_point[tile.indices] = weights
+                np.save(spill / f"{k}.npy", mean_p)
+                del mean_p
+            self.merge_kept(kept, merger)
             # Points in no block take the probabilities of the nearest point in one, as in a single pass.
             source = np.arange(len(room))
             if not covered.all():
                 source[~covered] = evaluation.nearest_covered(room.xyz, covered)
                 semantic, score = semantic[source], score[source]
+            normalised = evaluation._normalised(room, limit)
             instance = segmenter.room_instances(merger, normalised, semantic, rows_per_point).astype(np.int32)
+            del normalised
 
             def probability(rows, classes):  # mean_p[rows, classes], read back one tile at a time
                 rows = source[rows]
@@ -256,24 +249,67 @@ class CloudSegmenter:
             table = metrics.instance_table(instance, semantic, probability, where=f"cloud {name}", num_classes=num_classes)
         return CloudPrediction(semantic, instance, score, offset, len(tiles), table)
 
-    def _tile_blocks(self, room, tile_of, grid, tile, k):
-        """(indices of the cloud's points near tile k, those points as a room, the blocks ((i, j,
-        members), members indices into those points) that hold one of the tile's points, in
-        serpentine order)."""
+    def run_tile(self, part, tile_near, tile, k, grid, limit, seed, progress, merger, kept):
+        """Runs tile k: `part` (an s3dis.Room) holds the cloud's points near it (`near_tile`), in
+        the cloud's order, `tile_near` their tiles. Every block holding one of the tile's points
+        runs; the blocks whose first point is the tile's go to `kept` (KeptBlocks) as grid cells of
+        `merger`. Returns, for the tile's own points in order, their mean class probabilities
+        ((n, C) float32), visits (int32) and row weights (float64: num_points / block points,
+        summed over their blocks)."""
+        segmenter = self.segmenter
+        own = np.flatnonzero(tile_near == k)
+        mean_p = np.zeros((len(own), segmenter.model.num_classes), np.float32)  # sums until divided below
+        visits = np.zeros(len(own), np.int32)
+        weights = np.zeros(len(own), np.float64)
+        normalised = (part.xyz.astype(np.float64) / limit).astype(np.float32)  # evaluation._normalised
+        blocks = self._tile_blocks(part, tile_near, grid, tile, k)
+        for (i, j, _), points, block_p, labels, classes in segmenter.block_outputs(part, blocks, seed, limit, progress):
+            mine = tile_near[points] == k  # points: ascending, the block's first point is points[0]
+            slots = np.searchsorted(own, points[mine])
+            mean_p[slots] += block_p[mine]
+            visits[slots] += 1
+            weights[slots] += segmenter.num_points / len(points)
+            if mine[0]:
+                kept.add((i, j if i % 2 == 0 else -j), merger.cells(normalised[points]), labels, classes)
+        mean_p /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
+        return mean_p, visits, weights
+
+    def merge_kept(self, kept, merger):
+        """Merges every tile's kept blocks in the single pass's order; a cloud without any block
+        is an error."""
+        if not kept:
+            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
+            raise PredictError(
+                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                "are the coordinates in metres?"
+            )
+        kept.merge_into(merger)
+
+    def tile_window(self, tile):
+        """(low, high): the half-open ranges of block columns and rows (x, y) that may hold a point of
+        the tile, as (2,) int64 each."""
         size, stride = self.segmenter.block_size, self.stride
         reach = int(np.ceil(size / stride - 1e-9)) + 1
         low = np.rint(tile.origin / stride).astype(np.int64) - reach
         high = np.rint((tile.origin + tile.side) / stride).astype(np.int64) + 2
-        # A superset of the blocks' points in float32, as the coordinates (float32(t) rounds to nearest:
-        # no float32 x <= t lies above it).
-        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
-        x, y = room.xyz[:, 0], room.xyz[:, 1]
-        near = np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
-        from jsnet_tf.data import s3dis
+        return low, high
 
-        part = s3dis.Room(room.name, room.xyz[near], room.rgb[near], room.semantic[near], room.instance[near])
+    def near_tile(self, xyz, tile):
+        """Which of the points (float32 shifted coordinates) lie near the tile: a superset of the
+        points of the blocks that may hold one of its points (indices, ascending)."""
+        low, high = self.tile_window(tile)
+        size, stride = self.segmenter.block_size, self.stride
+        # float32(t) rounds to nearest: no float32 x <= t lies above it.
+        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
+        x, y = xyz[:, 0], xyz[:, 1]
+        return np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
+
+    def _tile_blocks(self, part, tile_near, grid, tile, k):
+        """The blocks ((i, j, members), members indices into `part`, the points near tile k) that
+        hold one of the tile's points, in serpentine order."""
+        low, high = self.tile_window(tile)
         blocks = self.segmenter.blocks(part, grid, (low[0], high[0]), (low[1], high[1]))
-        return near, part, [(i, j, m) for i, j, m in blocks if (tile_of[near[m]] == k).any()]
+        return [(i, j, m) for i, j, m in blocks if (tile_near[m] == k).any()]
 
     @staticmethod
     def _cloud_room(xyz, rgb, offset, name):
@@ -282,9 +318,50 @@ class CloudSegmenter:
 
         count = len(xyz)
         colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
-        no_label = np.broadcast_to(np.int32(-1), (count,))  # read-only views: no memory per point
         return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
-                          semantic=no_label, instance=no_label)
+                          semantic=_no_label(count), instance=_no_label(count))
+
+
+def _no_label(count):
+    """-1 for every point, as a read-only view: no memory per point."""
+    return np.broadcast_to(np.int32(-1), (count,))
+
+
+def _part(room, near):
+    """The points `near` of a room, as a room."""
+    from jsnet_tf.data import s3dis
+
+    return s3dis.Room(room.name, room.xyz[near], room.rgb[near], _no_label(len(near)), _no_label(len(near)))
+
+
+class KeptBlocks:
+    """The clusters of the blocks each tile keeps, as grid cells of a RoomMerger, spilled to a file
+    (`path`) until all are merged in the single pass's serpentine order (`merge_into`); only a
+    small index per block is held."""
+
+    def __init__(self, path, merger):
+        self.path = pathlib.Path(path)
+        self.cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
+        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by merge_into
+        self._index = []  # (serpentine position, offset, points, cluster classes) of every block
+
+    def __len__(self):
+        return len(self._index)
+
+    def add(self, position, cells, labels, classes):
+        self._index.append((position, self._file.tell(), len(cells), np.asarray(classes)))
+        self._file.write(np.asarray(cells, self.cell_type).tobytes())
+        self._file.write(np.asarray(labels, np.int32).tobytes())
+
+    def merge_into(self, merger):
+        self._file.close()
+        self._index.sort(key=lambda block: block[0])
+        with open(self.path, "rb") as f:
+            for _, offset, count, classes in self._index:
+                f.seek(offset)
+                cells = np.fromfile(f, self.cell_type, count)
+                merger.merge_cells(cells, np.fromfile(f, np.int32, count), classes)
+        self.path.unlink()
 
 
 def _tile_of(count, tiles):
