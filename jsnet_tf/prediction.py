@@ -439,9 +439,16 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
                     instance_classes=table.classes, instance_confidences=table.confidences,
                     instance_points=table.points,
                 )
-        for name in ("las", "laz"):
-            if name in formats:
-                write_las_labels(staged[f"_labels.{name}"], xyz, rgb, prediction, class_names, las_source)
+        if "las" in formats or "laz" in formats:
+            confidence = instance_confidence_of_points(prediction.instance, prediction.instances)
+
+            def point_labels(start, stop):
+                return (prediction.semantic[start:stop], prediction.instance[start:stop], confidence[start:stop],
+                        prediction.score[start:stop])
+
+            for name in ("las", "laz"):
+                if name in formats:
+                    write_las_labels(staged[f"_labels.{name}"], class_names, point_labels, las_source, xyz, rgb)
         if pictures:
             _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
                            prediction.semantic, class_names)
@@ -449,51 +456,53 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
     return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
 
 
-def instance_confidence_of_points(prediction):
-    """Each point's instance's confidence (float32), 0 for points without an instance."""
-    table = prediction.instances
+def instance_confidence_of_points(instance, table):
+    """Each point's instance's confidence (float32), 0 for points without an instance; `table` the
+    instances (metrics.InstanceTable)."""
     ids = np.asarray(table.ids)
-    confidence = np.zeros(len(prediction.instance), np.float32)
-    held = prediction.instance >= 0
+    confidence = np.zeros(len(instance), np.float32)
+    held = instance >= 0
     if held.any():
-        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, prediction.instance[held])]
+        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, instance[held])]
     return confidence
 
 
-def write_las_labels(path, xyz, rgb, prediction, class_names, las_source=None):
+def write_las_labels(path, class_names, labels, las_source=None, xyz=None, rgb=None):
     """A LAS / LAZ output (jsnet_tf.scan_formats.LasLabelWriter), written LAS_WRITE_CHUNK points at a
     time: the points of the LAS / LAZ file `las_source`, copied, or `xyz` (float64, at
-    millimetres from its rounded minimum corner) and `rgb`."""
+    millimetres from its rounded minimum corner) and `rgb`; `labels(start, stop)` gives the
+    (semantic, instance, confidence, score) of those points."""
     from jsnet_tf import scan_formats
-
-    confidence = instance_confidence_of_points(prediction)
-
-    def labels(rows):
-        return prediction.semantic[rows], prediction.instance[rows], confidence[rows], prediction.score[rows]
 
     if las_source is not None:
         header = scan_formats.las_header(las_source)
         with scan_formats.LasLabelWriter(path, class_names, source_header=header) as writer:
             for start, chunk in scan_formats.las_chunks(las_source, LAS_WRITE_CHUNK):
-                writer.write(*labels(slice(start, start + len(chunk))), source_points=chunk)
+                writer.write(*labels(start, start + len(chunk)), source_points=chunk)
         return
     with scan_formats.LasLabelWriter(path, class_names, origin=xyz.min(axis=0), has_rgb=rgb is not None) as writer:
         for start in range(0, len(xyz), LAS_WRITE_CHUNK):
             rows = slice(start, start + LAS_WRITE_CHUNK)
-            writer.write(*labels(rows), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
+            writer.write(*labels(start, start + LAS_WRITE_CHUNK), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
 
 
 def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
                      header="x y z semantic instance score"):
     """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `# <header>` line;
     formatted with vectorised digit arithmetic, a million rows at a time."""
+    chunks = ([xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+              for rows in (slice(start, start + rows_per_write) for start in range(0, len(xyz), rows_per_write)))
+    write_labels_txt_chunks(path, chunks, header)
+
+
+def write_labels_txt_chunks(path, chunks, header="x y z semantic instance score"):
+    """`write_labels_txt` of a cloud given as chunks of its six columns (x, y, z, semantic,
+    instance, score), in order."""
     from jsnet_tf.metrics import format_lines
 
     with open(path, "wb") as f:
         f.write(f"# {header}\n".encode())
-        for start in range(0, len(xyz), rows_per_write):
-            rows = slice(start, start + rows_per_write)
-            columns = [xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+        for columns in chunks:
             f.write(format_lines(columns, "fffddf"))
 
 
@@ -520,6 +529,10 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
     from jsnet_tf import scan_formats
 
+    if path.suffix.lower() in scan_formats.LAS_SUFFIXES and _larger_than_a_pass(path, cloud_segmenter):
+        from jsnet_tf import out_of_core
+
+        return out_of_core.predict_las(path, cloud_segmenter, class_names, palette, seed, out_dir, options)
     cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max,
                                 e57_scan=options.extra.get("e57_scan"))
     las_source = path if path.suffix.lower() in scan_formats.LAS_SUFFIXES else None
@@ -528,11 +541,7 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
         notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
     rgb = cloud.rgb if options.color else None
     if rgb is None:
-        why = "colours ignored (--nocolor)" if cloud.rgb is not None else "no colours"
-        print(
-            f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
-            "the network was trained with colour", file=sys.stderr, flush=True,
-        )
+        warn_grey(path, cloud.rgb is not None)
     plan = cloud_segmenter.plan(cloud.xyz)
     offset, tiles = plan
     extent = cloud.xyz.max(axis=0) - offset
@@ -557,3 +566,24 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
     return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "
             f"({time.time() - started:.1f} s)")
+
+
+def warn_grey(path, has_colour):
+    """The warning of a cloud labelled without colour (`has_colour`: it had some, --nocolor)."""
+    why = "colours ignored (--nocolor)" if has_colour else "no colours"
+    print(f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
+          "the network was trained with colour", file=sys.stderr, flush=True)
+
+
+def _larger_than_a_pass(path, cloud_segmenter):
+    """Whether a LAS / LAZ file declares more points than one pass takes (then it is labelled out of
+    core, jsnet_tf.out_of_core); a file that cannot be opened is left to the reader's errors."""
+    from jsnet_tf import scan_formats
+
+    limit = cloud_segmenter.max_points_per_pass
+    try:
+        if limit == 0 or not path.is_file() or path.stat().st_size == 0:
+            return False
+        return int(scan_formats.las_header(path).point_count) > limit
+    except OSError:
+        return False

@@ -814,3 +814,70 @@ def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, 
                                   txt=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     assert [p.name for p in written][-1] == "shape_labels.npz" and len(written) == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# LAS / LAZ clouds larger than one pass, out of core
+# ------------------------------------------------------------------------------------------------
+
+
+def _write_las(path, xyz, rgb):
+    """A LAS 1.4 file (point format 7, millimetres) of float64 points and 8-bit colours, by laspy."""
+    import laspy
+
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.scales, header.offsets = np.full(3, 0.001), np.floor(xyz.min(axis=0))
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    las.red, las.green, las.blue = (rgb[:, k].astype(np.uint16) for k in range(3))
+    las.write(str(path))
+
+
+def _same_instances(a, a_table, b, b_table):
+    """Whether two instance labelings group the points alike and their instance lists agree
+    (classes and points exactly, confidences to float64 rounding) once renumbered."""
+    if not _same_up_to_renumbering(a, b):
+        return False
+    held = a >= 0
+    match = dict(zip(a[held].tolist(), b[held].tolist()))
+    order = np.searchsorted(b_table.ids, [match[i] for i in a_table.ids.tolist()])
+    np.testing.assert_array_equal(a_table.classes, b_table.classes[order])
+    np.testing.assert_array_equal(a_table.points, b_table.points[order])
+    np.testing.assert_allclose(a_table.confidences, b_table.confidences[order], rtol=1e-12)
+    return len(a_table.ids) == len(b_table.ids)
+
+
+def test_a_las_cloud_out_of_core_gets_the_labels_of_the_in_memory_path(rng, tmp_path):
+    from jsnet_tf import out_of_core
+
+    room, xyz = _oracle_cloud(rng)
+    far = xyz.min(axis=0) + [[9.0, 0.5, 0.3], [9.2, 0.4, 0.3], [1.0, 6.0, 0.0]]  # in no block: nearest point's labels
+    xyz = np.concatenate([xyz, far]) + [512_000.0, 4_100_000.0, 0.0]
+    rgb = np.concatenate([room.rgb, np.zeros((3, 3), np.uint8)])
+    _write_las(tmp_path / "cloud.las", xyz, rgb)
+    cloud = io.read_point_cloud(tmp_path / "cloud.las")
+    segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), config.load(None)["eval"])
+    tiled = CloudSegmenter(segmenter, max_points_per_pass=6000)
+    for max_points in (6000, 0):
+        in_memory = CloudSegmenter(segmenter, max_points).segment(cloud.xyz, cloud.rgb, "cloud", seed=4)
+        folder = tmp_path / f"spill{max_points}"
+        folder.mkdir()
+        steps = []
+        result = out_of_core.segment_las(tiled, out_of_core.LasSpill(tmp_path / "cloud.las", folder), True, "cloud",
+                                         seed=4, progress=steps.append)
+        assert result.num_tiles == len(tiled.plan(cloud.xyz)[1]) > 2 and sum(steps) == tiled.count_blocks(cloud.xyz)
+        semantic, instance, confidence, score = result.labels(0, len(xyz))
+        np.testing.assert_array_equal(semantic, in_memory.semantic)
+        np.testing.assert_array_equal(score, in_memory.score)
+        assert _same_instances(instance, result.instances, in_memory.instance, in_memory.instances)
+        np.testing.assert_allclose(confidence, prediction_confidence(in_memory), rtol=1e-6)
+        np.testing.assert_array_equal(result.offset, cloud.xyz.min(axis=0))
+    np.testing.assert_array_equal(semantic[-3:], semantic[[np.argmin(np.linalg.norm(cloud.xyz[:-3] - p, axis=1))
+                                                           for p in cloud.xyz[-3:]]])
+    assert (instance[-3:] == -1).all() and (semantic[:-3] == room.semantic).all()
+
+
+def prediction_confidence(prediction):
+    from jsnet_tf.prediction import instance_confidence_of_points
+
+    return instance_confidence_of_points(prediction.instance, prediction.instances)
