@@ -42,7 +42,7 @@ import numpy as np
 from jsnet_tf import prediction
 from jsnet_tf.prediction import GREY, PredictError, Tile
 
-CHUNK_POINTS = 250_000  # points per chunk of the passes over the cloud
+CHUNK_POINTS = 100_000  # points per chunk of the passes over the cloud (their temporaries: less than a tile's)
 SPILLED = np.dtype([("row", "<i8"), ("xyz", "<f4", (3,)), ("rgb", "u1", (3,)), ("tile", "<i4")])
 # The row-ordered per-point results on disk.
 COLUMNS = {"semantic": np.int32, "score": np.float32, "covered": np.bool_, "weight": np.float64,

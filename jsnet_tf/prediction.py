@@ -23,7 +23,8 @@ A cloud's outputs appear together at the end or not at all (`publish_outputs`). 
 colour get mid-grey (128/255) for every point and lose accuracy: the networks were trained with
 colour. Clouds of more than `max_points_per_pass` points are cut into x-y tiles whose edges lie on
 block edges, processed one after another with the labels and instances of a single pass
-(`CloudSegmenter`).
+(`CloudSegmenter`); LAS / LAZ inputs of that size are labelled out of core, their memory bounded
+by the tile (jsnet_tf.out_of_core), the others are held in memory.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Tile:
 
     origin: np.ndarray  # (2,) float64, x and y of the corner, multiples of the side
     side: float  # a multiple of the tile unit
-    indices: np.ndarray  # (n,) int64, ascending
+    indices: np.ndarray | None  # (n,) int64, ascending; None for a cloud on disk (jsnet_tf.out_of_core)
 
 
 def tile_unit(block_size, stride):
