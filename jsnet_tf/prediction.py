@@ -344,24 +344,26 @@ class KeptBlocks:
         self.path = pathlib.Path(path)
         self.cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
         self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by merge_into
-        self._index = []  # (serpentine position, offset, points, cluster classes) of every block
+        self._index = []  # (serpentine position, offset, points, clusters) of every block
 
     def __len__(self):
         return len(self._index)
 
     def add(self, position, cells, labels, classes):
-        self._index.append((position, self._file.tell(), len(cells), np.asarray(classes)))
+        self._index.append((position, self._file.tell(), len(cells), len(classes)))
         self._file.write(np.asarray(cells, self.cell_type).tobytes())
         self._file.write(np.asarray(labels, np.int32).tobytes())
+        self._file.write(np.asarray(classes, np.int64).tobytes())
 
     def merge_into(self, merger):
         self._file.close()
         self._index.sort(key=lambda block: block[0])
         with open(self.path, "rb") as f:
-            for _, offset, count, classes in self._index:
+            for _, offset, count, clusters in self._index:
                 f.seek(offset)
                 cells = np.fromfile(f, self.cell_type, count)
-                merger.merge_cells(cells, np.fromfile(f, np.int32, count), classes)
+                labels = np.fromfile(f, np.int32, count)
+                merger.merge_cells(cells, labels, np.fromfile(f, np.int64, clusters))
         self.path.unlink()
 
 
