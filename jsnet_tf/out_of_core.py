@@ -379,31 +379,8 @@ def predict_las(path, cloud_segmenter, class_names, palette, seed, out_dir, opti
     try:
         with _as_user_error(path):
             spill = LasSpill(path, folder, options.color_max)
-        use_color = options.color and spill.has_rgb
-        if not use_color:
-            prediction.warn_grey(path, spill.has_rgb)
-
-        def log(offset, top, num_tiles):
-            notes = [f"{spill.count} points", "extent " + " x ".join(f"{e:.2f}" for e in top) + " m",
-                     "minimum corner (" + ", ".join(f"{o:.3f}" for o in offset) + ") moved to the origin",
-                     f"{num_tiles} tiles (more than --max_points_per_pass={cloud_segmenter.max_points_per_pass} "
-                     "points), out of core"]
-            if options.pictures:
-                notes.append("no picture (out of core)")
-            print(f"{path}: " + "; ".join(notes), flush=True)
-
-        bar = None
-        if options.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(unit="block", desc=path.stem)
-        try:
-            result = segment_las(cloud_segmenter, spill, use_color, path.stem, seed, bar.update if bar else None, log)
-        finally:
-            if bar is not None:
-                bar.close()
-        formats = [f for f in options.extra.get("format", prediction.DEFAULT_FORMATS) if options.txt or f != "txt"]
-        written = write_large_outputs(out_dir, path.stem, spill, result, class_names, palette, formats, path)
+            result, written = _predict_spilled(path, spill, cloud_segmenter, class_names, palette, seed, out_dir,
+                                               options)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     classes = int((result.class_counts > 0).sum())
@@ -411,10 +388,41 @@ def predict_las(path, cloud_segmenter, class_names, palette, seed, out_dir, opti
             f"{', '.join(p.name for p in written)} ({time.time() - started:.1f} s)")
 
 
+def _predict_spilled(path, spill, cloud_segmenter, class_names, palette, seed, out_dir, options):
+    """(LargeCloudPrediction, paths written) of a spilled input: the plan printed, the cloud
+    segmented, the outputs written."""
+    use_color = options.color and spill.has_rgb
+    if not use_color:
+        prediction.warn_grey(path, spill.has_rgb)
+
+    def log(offset, top, num_tiles):
+        notes = [f"{spill.count} points", "extent " + " x ".join(f"{e:.2f}" for e in top) + " m",
+                 "minimum corner (" + ", ".join(f"{o:.3f}" for o in offset) + ") moved to the origin",
+                 f"{num_tiles} tiles (more than --max_points_per_pass={cloud_segmenter.max_points_per_pass} "
+                 "points), out of core"]
+        if options.pictures:
+            notes.append("no picture (out of core)")
+        print(f"{path}: " + "; ".join(notes), flush=True)
+
+    bar = None
+    if options.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="block", desc=path.stem)
+    try:
+        result = segment_las(cloud_segmenter, spill, use_color, path.stem, seed, bar.update if bar else None, log)
+    finally:
+        if bar is not None:
+            bar.close()
+    formats = [f for f in options.extra.get("format", prediction.DEFAULT_FORMATS) if options.txt or f != "txt"]
+    return result, write_large_outputs(out_dir, path.stem, spill, result, class_names, palette, formats, path)
+
+
 @contextlib.contextmanager
 def _as_user_error(path):
-    """An OSError reading the input or writing the scratch files as one line naming the file."""
+    """An OSError reading the input or writing the scratch files or outputs (a full disk, ...) as
+    one line naming the input."""
     try:
         yield
     except OSError as e:
-        raise PredictError(f"{path}: cannot read or spill: {e}") from None
+        raise PredictError(f"{path}: {e}") from None
