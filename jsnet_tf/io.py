@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -397,6 +399,58 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray | None =
                 header = plyfile.PlyData([element], text=True).header
                 stream.write(header.encode("ascii") + b"\n")
                 _write_ascii_rows(stream, vertex)
+
+
+def write_ply_chunks(path: str | os.PathLike, count: int, chunks) -> None:
+    """Writes a binary little-endian PLY of `count` vertices given in chunks, each a dict of
+    per-vertex arrays (`x`, `y`, `z`, then `rgb` (n, 3) uint8 as red / green / blue, then other
+    properties), the layout `write_ply` gives the same arrays; for clouds not held whole."""
+    names = {np.dtype(t).str[1:]: name for name, t in reversed(_PLY_TYPES.items())}  # the short names
+    chunks = iter(chunks)
+    first = next(chunks)
+
+    def vertex(chunk):
+        columns = [(name, values) for name, values in chunk.items() if name != "rgb"]
+        if "rgb" in chunk:
+            colours = [(name, chunk["rgb"][:, k]) for k, name in enumerate(("red", "green", "blue"))]
+            columns = columns[:3] + colours + columns[3:]
+        array = np.empty(len(columns[0][1]), [(name, np.asarray(values).dtype.newbyteorder("<")) for name, values
+                                               in columns])
+        for name, values in columns:
+            array[name] = values
+        return array
+
+    layout = vertex(first).dtype
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {count}"]
+    header += [f"property {names[layout[name].str[1:]]} {name}" for name in layout.names] + ["end_header\n"]
+    written = 0
+    with AtomicTarget(path) as tmp, open(tmp, "wb") as stream:
+        stream.write("\n".join(header).encode("ascii"))
+        for chunk in itertools.chain([first], chunks):
+            data = vertex(chunk).astype(layout, copy=False)
+            stream.write(data.tobytes())
+            written += len(data)
+        if written != count:
+            raise PointCloudError(f"{path}: {written} vertices written, {count} declared")
+
+
+def write_npz_chunks(path: str | os.PathLike, arrays) -> None:
+    """An `.npz` (as np.savez writes, np.load reads) of arrays each given whole or as
+    `(shape, dtype, chunks)`: C-ordered pieces filling it row block by row block, so that no
+    array is held whole."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            if isinstance(value, tuple):
+                shape, dtype, chunks = value
+            else:
+                value = np.asarray(value)
+                shape, dtype, chunks = value.shape, value.dtype, [value]
+            dtype = np.dtype(dtype)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as stream:
+                np.lib.format.write_array_header_1_0(stream, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                              "fortran_order": False, "shape": tuple(shape)})
+                for chunk in chunks:
+                    stream.write(np.ascontiguousarray(chunk, dtype).tobytes())
 
 
 def _vertex_array(path, xyz, rgb, extra) -> np.ndarray:

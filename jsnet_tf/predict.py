@@ -62,7 +62,8 @@ def define_flags():
         "max_points_per_pass", DEFAULT_MAX_POINTS_PER_PASS,
         "room runs: clouds with more points are cut into x-y tiles of at most this many points, processed one after "
         "another (about 300 bytes a point of the tile of working memory); the labels and instances are those of a "
-        "single pass (instances merge across tiles). 0: never tile",
+        "single pass (instances merge across tiles). LAS / LAZ inputs of more points are labelled out of core (scratch "
+        "files in --out, memory bounded by the tile, no picture); other formats are held in memory. 0: never tile",
     )
     flags.DEFINE_list(
         "format", list(DEFAULT_FORMATS),

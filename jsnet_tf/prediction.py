@@ -23,7 +23,8 @@ A cloud's outputs appear together at the end or not at all (`publish_outputs`). 
 colour get mid-grey (128/255) for every point and lose accuracy: the networks were trained with
 colour. Clouds of more than `max_points_per_pass` points are cut into x-y tiles whose edges lie on
 block edges, processed one after another with the labels and instances of a single pass
-(`CloudSegmenter`).
+(`CloudSegmenter`); LAS / LAZ inputs of that size are labelled out of core, their memory bounded
+by the tile (jsnet_tf.out_of_core), the others are held in memory.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Tile:
 
     origin: np.ndarray  # (2,) float64, x and y of the corner, multiples of the side
     side: float  # a multiple of the tile unit
-    indices: np.ndarray  # (n,) int64, ascending
+    indices: np.ndarray | None  # (n,) int64, ascending; None for a cloud on disk (jsnet_tf.out_of_core)
 
 
 def tile_unit(block_size, stride):
@@ -86,17 +87,10 @@ def plan_tiles(xy, max_points, unit):
     """
     xy = np.asarray(xy, np.float64)
     cells = np.floor(xy / unit).astype(np.int64)
-    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
     if max_points > 0 and len(xy) > max_points:
-        occupied, counts = np.unique(cells, axis=0, return_counts=True)
-        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
-        while fits < side:
-            middle = (fits + side + 1) // 2
-            if _largest_tile(occupied, counts, middle) <= max_points:
-                fits = middle
-            else:
-                side = middle - 1
-        side = fits
+        side = tile_side(*np.unique(cells, axis=0, return_counts=True), max_points)
+    else:
+        side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
     keys = cells // side
     span = int(keys[:, 1].max(initial=0)) + 1
     flat = keys[:, 0] * span + keys[:, 1]
@@ -107,6 +101,23 @@ def plan_tiles(xy, max_points, unit):
         key = keys[indices[0]]
         tiles.append(Tile(origin=key * side * unit, side=side * unit, indices=indices))
     return tiles
+
+
+def tile_side(cells, counts, max_points):
+    """The side, in units, of `plan_tiles`' tiles for the occupied unit cells `cells` ((K, 2) int)
+    holding `counts` points: the largest a bisection finds for which no tile holds more than
+    `max_points` (0: no limit), at least one unit."""
+    side = int(cells.max(initial=0)) + 1  # in units: one tile holds everything
+    if max_points > 0 and int(np.sum(counts)) > max_points:
+        fits, side = 1, side - 1  # bisect between a unit (the fallback) and the largest side that may fit
+        while fits < side:
+            middle = (fits + side + 1) // 2
+            if _largest_tile(cells, counts, middle) <= max_points:
+                fits = middle
+            else:
+                side = middle - 1
+        side = fits
+    return side
 
 
 def _largest_tile(cells, counts, side):
@@ -175,8 +186,12 @@ class CloudSegmenter:
         tile_of = _tile_of(len(xyz), tiles)
         grid = self.segmenter.grid_shape(room.xyz.max(axis=0))
         num_points = self.segmenter.num_points
-        return sum(-(-len(m) // num_points) for k, tile in enumerate(tiles)
-                   for _, _, m in self._tile_blocks(room, tile_of, grid, tile, k)[2])
+        count = 0
+        for k, tile in enumerate(tiles):
+            near = self.near_tile(room.xyz, tile)
+            count += sum(-(-len(m) // num_points) for _, _, m in self._tile_blocks(_part(room, near), tile_of[near], grid,
+                                                                                   tile, k))
+        return count
 
     def segment(self, xyz, rgb, name="cloud", seed=0, progress=None, plan=None):
         """Labels every point of a cloud: xyz (N, 3) float64 metres, rgb (N, 3) uint8 or None.
@@ -192,7 +207,6 @@ class CloudSegmenter:
         room = self._cloud_room(xyz, rgb, offset, name)
         limit = s3dis.room_limit(room)
         grid = segmenter.grid_shape(room.xyz.max(axis=0))
-        normalised = evaluation._normalised(room, limit)
         tile_of = _tile_of(len(xyz), tiles)
         num_classes = segmenter.model.num_classes
         semantic = np.zeros(len(room), np.int32)
@@ -200,48 +214,28 @@ class CloudSegmenter:
         covered = np.zeros(len(room), bool)
         rows_per_point = np.zeros(len(room), np.float64)
         merger = segmenter._merger()
-        cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
-        kept = []  # (serpentine position, grid cells, cluster labels, cluster classes) of every block
         with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
             spill = pathlib.Path(spill)
+            kept = KeptBlocks(spill / "blocks.bin", merger)
             for k, tile in enumerate(tiles):
-                # The tile's own points' probability sums and visits, in the order of tile.indices.
-                sums = np.zeros((len(tile.indices), num_classes), np.float32)
-                visits = np.zeros(len(tile.indices), np.int32)
-                near, part, blocks = self._tile_blocks(room, tile_of, grid, tile, k)
-                for (i, j, _), members, block_p, labels, classes in segmenter.block_outputs(
-                        part, blocks, seed, limit, progress):
-                    points = near[members]  # ascending: the block's first point is points[0]
-                    mine = tile_of[points] == k
-                    slots = np.searchsorted(tile.indices, points[mine])
-                    sums[slots] += block_p[mine]
-                    visits[slots] += 1
-                    rows_per_point[points[mine]] += segmenter.num_points / len(points)
-                    if mine[0]:
-                        cells = merger.cells(normalised[points]).astype(cell_type)
-                        kept.append(((i, j if i % 2 == 0 else -j), cells, labels.astype(np.int32), classes))
-                sums /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
-                semantic[tile.indices] = sums.argmax(axis=1)
-                score[tile.indices] = sums.max(axis=1)
+                near = self.near_tile(room.xyz, tile)
+                mean_p, visits, weights = self.run_tile(_part(room, near), tile_of[near], tile, k, grid, limit, seed,
+                                                        progress, merger, kept)
+                semantic[tile.indices] = mean_p.argmax(axis=1)
+                score[tile.indices] = mean_p.max(axis=1)
                 covered[tile.indices] = visits > 0
-                np.save(spill / f"{k}.npy", sums)
-                del sums
-            if not kept:
-                size, needed = segmenter.block_size, segmenter.cfg["min_block_points"]
-                raise PredictError(
-                    f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
-                    "are the coordinates in metres?"
-                )
-            kept.sort(key=lambda block: block[0])
-            for _, cells, labels, classes in kept:
-                merger.merge_cells(cells, labels, classes)
-            del kept
+                rows_per_point[tile.indices] = weights
+                np.save(spill / f"{k}.npy", mean_p)
+                del mean_p
+            self.merge_kept(kept, merger)
             # Points in no block take the probabilities of the nearest point in one, as in a single pass.
             source = np.arange(len(room))
             if not covered.all():
                 source[~covered] = evaluation.nearest_covered(room.xyz, covered)
                 semantic, score = semantic[source], score[source]
+            normalised = evaluation._normalised(room, limit)
             instance = segmenter.room_instances(merger, normalised, semantic, rows_per_point).astype(np.int32)
+            del normalised
 
             def probability(rows, classes):  # mean_p[rows, classes], read back one tile at a time
                 rows = source[rows]
@@ -256,24 +250,67 @@ class CloudSegmenter:
             table = metrics.instance_table(instance, semantic, probability, where=f"cloud {name}", num_classes=num_classes)
         return CloudPrediction(semantic, instance, score, offset, len(tiles), table)
 
-    def _tile_blocks(self, room, tile_of, grid, tile, k):
-        """(indices of the cloud's points near tile k, those points as a room, the blocks ((i, j,
-        members), members indices into those points) that hold one of the tile's points, in
-        serpentine order)."""
+    def run_tile(self, part, tile_near, tile, k, grid, limit, seed, progress, merger, kept):
+        """Runs tile k: `part` (an s3dis.Room) holds the cloud's points near it (`near_tile`), in
+        the cloud's order, `tile_near` their tiles. Every block holding one of the tile's points
+        runs; the blocks whose first point is the tile's go to `kept` (KeptBlocks) as grid cells of
+        `merger`. Returns, for the tile's own points in order, their mean class probabilities
+        ((n, C) float32), visits (int32) and row weights (float64: num_points / block points,
+        summed over their blocks)."""
+        segmenter = self.segmenter
+        own = np.flatnonzero(tile_near == k)
+        mean_p = np.zeros((len(own), segmenter.model.num_classes), np.float32)  # sums until divided below
+        visits = np.zeros(len(own), np.int32)
+        weights = np.zeros(len(own), np.float64)
+        normalised = (part.xyz.astype(np.float64) / limit).astype(np.float32)  # evaluation._normalised
+        blocks = self._tile_blocks(part, tile_near, grid, tile, k)
+        for (i, j, _), points, block_p, labels, classes in segmenter.block_outputs(part, blocks, seed, limit, progress):
+            mine = tile_near[points] == k  # points: ascending, the block's first point is points[0]
+            slots = np.searchsorted(own, points[mine])
+            mean_p[slots] += block_p[mine]
+            visits[slots] += 1
+            weights[slots] += segmenter.num_points / len(points)
+            if mine[0]:
+                kept.add((i, j if i % 2 == 0 else -j), merger.cells(normalised[points]), labels, classes)
+        mean_p /= np.maximum(visits, 1)[:, None]  # mean probabilities, as a single pass divides them
+        return mean_p, visits, weights
+
+    def merge_kept(self, kept, merger):
+        """Merges every tile's kept blocks in the single pass's order; a cloud without any block
+        is an error."""
+        if not kept:
+            size, needed = self.segmenter.block_size, self.segmenter.cfg["min_block_points"]
+            raise PredictError(
+                f"no block of {size} m x {size} m holds {needed} points (eval.min_block_points): nothing to label; "
+                "are the coordinates in metres?"
+            )
+        kept.merge_into(merger)
+
+    def tile_window(self, tile):
+        """(low, high): the half-open ranges of block columns and rows (x, y) that may hold a point of
+        the tile, as (2,) int64 each."""
         size, stride = self.segmenter.block_size, self.stride
         reach = int(np.ceil(size / stride - 1e-9)) + 1
         low = np.rint(tile.origin / stride).astype(np.int64) - reach
         high = np.rint((tile.origin + tile.side) / stride).astype(np.int64) + 2
-        # A superset of the blocks' points in float32, as the coordinates (float32(t) rounds to nearest:
-        # no float32 x <= t lies above it).
-        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
-        x, y = room.xyz[:, 0], room.xyz[:, 1]
-        near = np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
-        from jsnet_tf.data import s3dis
+        return low, high
 
-        part = s3dis.Room(room.name, room.xyz[near], room.rgb[near], room.semantic[near], room.instance[near])
+    def near_tile(self, xyz, tile):
+        """Which of the points (float32 shifted coordinates) lie near the tile: a superset of the
+        points of the blocks that may hold one of its points (indices, ascending)."""
+        low, high = self.tile_window(tile)
+        size, stride = self.segmenter.block_size, self.stride
+        # float32(t) rounds to nearest: no float32 x <= t lies above it.
+        first, last = np.float32(low * stride), np.float32((high - 1) * stride + size)
+        x, y = xyz[:, 0], xyz[:, 1]
+        return np.flatnonzero((x >= first[0]) & (x <= last[0]) & (y >= first[1]) & (y <= last[1]))
+
+    def _tile_blocks(self, part, tile_near, grid, tile, k):
+        """The blocks ((i, j, members), members indices into `part`, the points near tile k) that
+        hold one of the tile's points, in serpentine order."""
+        low, high = self.tile_window(tile)
         blocks = self.segmenter.blocks(part, grid, (low[0], high[0]), (low[1], high[1]))
-        return near, part, [(i, j, m) for i, j, m in blocks if (tile_of[near[m]] == k).any()]
+        return [(i, j, m) for i, j, m in blocks if (tile_near[m] == k).any()]
 
     @staticmethod
     def _cloud_room(xyz, rgb, offset, name):
@@ -282,9 +319,52 @@ class CloudSegmenter:
 
         count = len(xyz)
         colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
-        no_label = np.broadcast_to(np.int32(-1), (count,))  # read-only views: no memory per point
         return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
-                          semantic=no_label, instance=no_label)
+                          semantic=_no_label(count), instance=_no_label(count))
+
+
+def _no_label(count):
+    """-1 for every point, as a read-only view: no memory per point."""
+    return np.broadcast_to(np.int32(-1), (count,))
+
+
+def _part(room, near):
+    """The points `near` of a room, as a room."""
+    from jsnet_tf.data import s3dis
+
+    return s3dis.Room(room.name, room.xyz[near], room.rgb[near], _no_label(len(near)), _no_label(len(near)))
+
+
+class KeptBlocks:
+    """The clusters of the blocks each tile keeps, as grid cells of a RoomMerger, spilled to a file
+    (`path`) until all are merged in the single pass's serpentine order (`merge_into`); only a
+    small index per block is held."""
+
+    def __init__(self, path, merger):
+        self.path = pathlib.Path(path)
+        self.cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
+        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by merge_into
+        self._index = []  # (serpentine position, offset, points, clusters) of every block
+
+    def __len__(self):
+        return len(self._index)
+
+    def add(self, position, cells, labels, classes):
+        self._index.append((position, self._file.tell(), len(cells), len(classes)))
+        self._file.write(np.asarray(cells, self.cell_type).tobytes())
+        self._file.write(np.asarray(labels, np.int32).tobytes())
+        self._file.write(np.asarray(classes, np.int64).tobytes())
+
+    def merge_into(self, merger):
+        self._file.close()
+        self._index.sort(key=lambda block: block[0])
+        with open(self.path, "rb") as f:
+            for _, offset, count, clusters in self._index:
+                f.seek(offset)
+                cells = np.fromfile(f, self.cell_type, count)
+                labels = np.fromfile(f, np.int32, count)
+                merger.merge_cells(cells, labels, np.fromfile(f, np.int64, clusters))
+        self.path.unlink()
 
 
 def _tile_of(count, tiles):
@@ -362,9 +442,16 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
                     instance_classes=table.classes, instance_confidences=table.confidences,
                     instance_points=table.points,
                 )
-        for name in ("las", "laz"):
-            if name in formats:
-                write_las_labels(staged[f"_labels.{name}"], xyz, rgb, prediction, class_names, las_source)
+        if "las" in formats or "laz" in formats:
+            confidence = instance_confidence_of_points(prediction.instance, prediction.instances)
+
+            def point_labels(start, stop):
+                return (prediction.semantic[start:stop], prediction.instance[start:stop], confidence[start:stop],
+                        prediction.score[start:stop])
+
+            for name in ("las", "laz"):
+                if name in formats:
+                    write_las_labels(staged[f"_labels.{name}"], class_names, point_labels, las_source, xyz, rgb)
         if pictures:
             _write_picture(staged[".png"], xyz - prediction.offset, semantic_rgb, instance_rgb, stem,
                            prediction.semantic, class_names)
@@ -372,51 +459,53 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
     return publish_outputs(out_dir, stem, OUTPUT_SUFFIXES, write)
 
 
-def instance_confidence_of_points(prediction):
-    """Each point's instance's confidence (float32), 0 for points without an instance."""
-    table = prediction.instances
+def instance_confidence_of_points(instance, table):
+    """Each point's instance's confidence (float32), 0 for points without an instance; `table` the
+    instances (metrics.InstanceTable)."""
     ids = np.asarray(table.ids)
-    confidence = np.zeros(len(prediction.instance), np.float32)
-    held = prediction.instance >= 0
+    confidence = np.zeros(len(instance), np.float32)
+    held = instance >= 0
     if held.any():
-        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, prediction.instance[held])]
+        confidence[held] = np.asarray(table.confidences)[np.searchsorted(ids, instance[held])]
     return confidence
 
 
-def write_las_labels(path, xyz, rgb, prediction, class_names, las_source=None):
+def write_las_labels(path, class_names, labels, las_source=None, xyz=None, rgb=None):
     """A LAS / LAZ output (jsnet_tf.scan_formats.LasLabelWriter), written LAS_WRITE_CHUNK points at a
     time: the points of the LAS / LAZ file `las_source`, copied, or `xyz` (float64, at
-    millimetres from its rounded minimum corner) and `rgb`."""
+    millimetres from its rounded minimum corner) and `rgb`; `labels(start, stop)` gives the
+    (semantic, instance, confidence, score) of those points."""
     from jsnet_tf import scan_formats
-
-    confidence = instance_confidence_of_points(prediction)
-
-    def labels(rows):
-        return prediction.semantic[rows], prediction.instance[rows], confidence[rows], prediction.score[rows]
 
     if las_source is not None:
         header = scan_formats.las_header(las_source)
         with scan_formats.LasLabelWriter(path, class_names, source_header=header) as writer:
             for start, chunk in scan_formats.las_chunks(las_source, LAS_WRITE_CHUNK):
-                writer.write(*labels(slice(start, start + len(chunk))), source_points=chunk)
+                writer.write(*labels(start, start + len(chunk)), source_points=chunk)
         return
     with scan_formats.LasLabelWriter(path, class_names, origin=xyz.min(axis=0), has_rgb=rgb is not None) as writer:
         for start in range(0, len(xyz), LAS_WRITE_CHUNK):
             rows = slice(start, start + LAS_WRITE_CHUNK)
-            writer.write(*labels(rows), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
+            writer.write(*labels(start, start + LAS_WRITE_CHUNK), xyz=xyz[rows], rgb=None if rgb is None else rgb[rows])
 
 
 def write_labels_txt(path, xyz, semantic, instance, score, rows_per_write=1_000_000,
                      header="x y z semantic instance score"):
     """`x y z semantic instance score` a line ('%f %f %f %d %d %f'), under a `# <header>` line;
     formatted with vectorised digit arithmetic, a million rows at a time."""
+    chunks = ([xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+              for rows in (slice(start, start + rows_per_write) for start in range(0, len(xyz), rows_per_write)))
+    write_labels_txt_chunks(path, chunks, header)
+
+
+def write_labels_txt_chunks(path, chunks, header="x y z semantic instance score"):
+    """`write_labels_txt` of a cloud given as chunks of its six columns (x, y, z, semantic,
+    instance, score), in order."""
     from jsnet_tf.metrics import format_lines
 
     with open(path, "wb") as f:
         f.write(f"# {header}\n".encode())
-        for start in range(0, len(xyz), rows_per_write):
-            rows = slice(start, start + rows_per_write)
-            columns = [xyz[rows, 0], xyz[rows, 1], xyz[rows, 2], semantic[rows], instance[rows], score[rows]]
+        for columns in chunks:
             f.write(format_lines(columns, "fffddf"))
 
 
@@ -443,6 +532,10 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
         raise PredictError(f"{existing[0]} exists (pass --overwrite to replace it)")
     from jsnet_tf import scan_formats
 
+    if path.suffix.lower() in scan_formats.LAS_SUFFIXES and _larger_than_a_pass(path, cloud_segmenter):
+        from jsnet_tf import out_of_core
+
+        return out_of_core.predict_las(path, cloud_segmenter, class_names, palette, seed, out_dir, options)
     cloud = io.read_point_cloud(path, nan_policy=options.nan_policy, color_max=options.color_max,
                                 e57_scan=options.extra.get("e57_scan"))
     las_source = path if path.suffix.lower() in scan_formats.LAS_SUFFIXES else None
@@ -451,11 +544,7 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
         notes.append(f"dropped {cloud.num_dropped} with NaN or infinite values")
     rgb = cloud.rgb if options.color else None
     if rgb is None:
-        why = "colours ignored (--nocolor)" if cloud.rgb is not None else "no colours"
-        print(
-            f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
-            "the network was trained with colour", file=sys.stderr, flush=True,
-        )
+        warn_grey(path, cloud.rgb is not None)
     plan = cloud_segmenter.plan(cloud.xyz)
     offset, tiles = plan
     extent = cloud.xyz.max(axis=0) - offset
@@ -480,3 +569,24 @@ def predict_file(path, cloud_segmenter, class_names, palette, seed, out_dir, opt
     instances = len(np.unique(prediction.instance[prediction.instance >= 0]))
     return (f"{path}: {classes} classes, {instances} instances -> {', '.join(p.name for p in written)} "
             f"({time.time() - started:.1f} s)")
+
+
+def warn_grey(path, has_colour):
+    """The warning of a cloud labelled without colour (`has_colour`: it had some, --nocolor)."""
+    why = "colours ignored (--nocolor)" if has_colour else "no colours"
+    print(f"predict: warning: {path}: {why}: every point gets mid-grey ({GREY}/255); expect lower accuracy, "
+          "the network was trained with colour", file=sys.stderr, flush=True)
+
+
+def _larger_than_a_pass(path, cloud_segmenter):
+    """Whether a LAS / LAZ file declares more points than one pass takes (then it is labelled out of
+    core, jsnet_tf.out_of_core); a file that cannot be opened is left to the reader's errors."""
+    from jsnet_tf import scan_formats
+
+    limit = cloud_segmenter.max_points_per_pass
+    try:
+        if limit == 0 or not path.is_file() or path.stat().st_size == 0:
+            return False
+        return int(scan_formats.las_header(path).point_count) > limit
+    except OSError:
+        return False

@@ -93,16 +93,23 @@ def las_colors(path, red, green, blue, color_max=None) -> np.ndarray:
     most 255) are kept, others scaled by 255 / 65535 and rounded; `color_max` (255 or 65535)
     overrides."""
     rgb = np.stack([np.asarray(red), np.asarray(green), np.asarray(blue)], axis=1)
-    if color_max is None:
-        color_max = 255 if rgb.size == 0 or rgb.max() <= 255 else 65535
-    if color_max not in (255, 65535):
-        raise _error(f"{path}: LAS colours are 8-bit (--color_max 255) or 16-bit (65535), not {color_max:g}")
-    if rgb.size and rgb.max() > color_max:
-        raise _error(f"{path}: colour value {int(rgb.max())} beyond --color_max {color_max:g}")
+    color_max = las_color_max(path, int(rgb.max(initial=0)), color_max)
     if color_max == 255:
         return rgb.astype(np.uint8)
     # rint(v * 255 / 65535) = rint(v / 257), in integers (no ties: 257 is odd).
     return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def las_color_max(path, largest, color_max=None):
+    """The full-intensity value (255 or 65535) of LAS colours whose largest value is `largest`:
+    `color_max` if given (checked), else 255 when every value fits 8 bits."""
+    if color_max is None:
+        color_max = 255 if largest <= 255 else 65535
+    if color_max not in (255, 65535):
+        raise _error(f"{path}: LAS colours are 8-bit (--color_max 255) or 16-bit (65535), not {color_max:g}")
+    if largest > color_max:
+        raise _error(f"{path}: colour value {largest} beyond --color_max {color_max:g}")
+    return color_max
 
 
 def open_las(path):

@@ -814,3 +814,144 @@ def test_a_failing_shape_output_leaves_none_of_the_files(tmp_path, monkeypatch, 
                                   txt=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     assert [p.name for p in written][-1] == "shape_labels.npz" and len(written) == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# LAS / LAZ clouds larger than one pass, out of core
+# ------------------------------------------------------------------------------------------------
+
+
+def _write_las(path, xyz, rgb):
+    """A LAS 1.4 file (point format 7, millimetres) of float64 points and 8-bit colours, by laspy."""
+    import laspy
+
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.scales, header.offsets = np.full(3, 0.001), np.floor(xyz.min(axis=0))
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    las.red, las.green, las.blue = (rgb[:, k].astype(np.uint16) for k in range(3))
+    las.write(str(path))
+
+
+def _same_instances(a, a_table, b, b_table):
+    """Whether two instance labelings group the points alike and their instance lists agree
+    (classes and points exactly, confidences to float64 rounding) once renumbered."""
+    if not _same_up_to_renumbering(a, b):
+        return False
+    held = a >= 0
+    match = dict(zip(a[held].tolist(), b[held].tolist()))
+    order = np.searchsorted(b_table.ids, [match[i] for i in a_table.ids.tolist()])
+    np.testing.assert_array_equal(a_table.classes, b_table.classes[order])
+    np.testing.assert_array_equal(a_table.points, b_table.points[order])
+    np.testing.assert_allclose(a_table.confidences, b_table.confidences[order], rtol=1e-12)
+    return len(a_table.ids) == len(b_table.ids)
+
+
+def test_a_las_cloud_out_of_core_gets_the_labels_of_the_in_memory_path(rng, tmp_path):
+    from jsnet_tf import out_of_core
+
+    room, xyz = _oracle_cloud(rng)
+    far = xyz.min(axis=0) + [[9.0, 0.5, 0.3], [9.2, 0.4, 0.3], [1.0, 6.0, 0.0]]  # in no block: nearest point's labels
+    xyz = np.concatenate([xyz, far]) + [512_000.0, 4_100_000.0, 0.0]
+    rgb = np.concatenate([room.rgb, np.zeros((3, 3), np.uint8)])
+    _write_las(tmp_path / "cloud.las", xyz, rgb)
+    cloud = io.read_point_cloud(tmp_path / "cloud.las")
+    segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), config.load(None)["eval"])
+    tiled = CloudSegmenter(segmenter, max_points_per_pass=6000)
+    for max_points in (6000, 0):
+        in_memory = CloudSegmenter(segmenter, max_points).segment(cloud.xyz, cloud.rgb, "cloud", seed=4)
+        folder = tmp_path / f"spill{max_points}"
+        folder.mkdir()
+        steps = []
+        result = out_of_core.segment_las(tiled, out_of_core.LasSpill(tmp_path / "cloud.las", folder), True, "cloud",
+                                         seed=4, progress=steps.append)
+        assert result.num_tiles == len(tiled.plan(cloud.xyz)[1]) > 2 and sum(steps) == tiled.count_blocks(cloud.xyz)
+        semantic, instance, confidence, score = result.labels(0, len(xyz))
+        np.testing.assert_array_equal(semantic, in_memory.semantic)
+        np.testing.assert_array_equal(score, in_memory.score)
+        assert _same_instances(instance, result.instances, in_memory.instance, in_memory.instances)
+        np.testing.assert_allclose(confidence, prediction_confidence(in_memory), rtol=1e-6)
+        np.testing.assert_array_equal(result.offset, cloud.xyz.min(axis=0))
+    np.testing.assert_array_equal(semantic[-3:], semantic[[np.argmin(np.linalg.norm(cloud.xyz[:-3] - p, axis=1))
+                                                           for p in cloud.xyz[-3:]]])
+    assert (instance[-3:] == -1).all() and (semantic[:-3] == room.semantic).all()
+
+
+def prediction_confidence(prediction):
+    from jsnet_tf.prediction import instance_confidence_of_points
+
+    return instance_confidence_of_points(prediction.instance, prediction.instances)
+
+
+@pytest.fixture(scope="module")
+def large_predicted(run, scans_predicted, tmp_path_factory):
+    """predict of the LAZ of `scans_predicted` in one pass in memory, and out of core in tiles of
+    1000 points with the bad LAS / LAZ files (which then go out of core too)."""
+    folder, _, _ = scans_predicted
+    outputs = {}
+    for name, limit, inputs in (("memory", 0, ["site.laz"]), ("core", 1000, ["site.laz", "cut.laz", "count.las"])):
+        out = tmp_path_factory.mktemp(f"large_{name}")
+        outputs[name] = out, _predict("--workdir", run, "--area", 2, "--format", "ply,txt,npz,laz",
+                                      "--max_points_per_pass", limit, *(folder / n for n in inputs), "--out", out)
+    return folder, outputs
+
+
+@pytest.mark.slow
+def test_a_laz_out_of_core_gets_the_outputs_of_the_in_memory_path(large_predicted):
+    import laspy
+    import plyfile
+
+    folder, outputs = large_predicted
+    (memory, in_memory), (core, out_of_core) = outputs["memory"], outputs["core"]
+    assert in_memory.returncode == 0 and "Traceback" not in out_of_core.stderr
+    assert "out of core" in out_of_core.stdout and "no picture (out of core)" in out_of_core.stdout
+    with np.load(memory / "site_labels.npz") as a, np.load(core / "site_labels.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in ("xyz", "offset", "classes", "semantic"):
+            np.testing.assert_array_equal(a[name], b[name])
+            assert a[name].dtype == b[name].dtype
+        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5)  # the network's batches differ in tiles
+        semantic, instance = b["semantic"], b["instance"]
+        assert _same_up_to_renumbering(a["instance"], instance) and (instance >= 0).any()
+        mine = metrics.InstanceTable(b["instance_ids"], b["instance_classes"], b["instance_confidences"],
+                                     b["instance_points"])
+        theirs = metrics.InstanceTable(a["instance_ids"], a["instance_classes"], a["instance_confidences"],
+                                       a["instance_points"])
+        held = instance >= 0
+        match = dict(zip(instance[held].tolist(), a["instance"][held].tolist()))
+        order = np.searchsorted(theirs.ids, [match[i] for i in mine.ids.tolist()])
+        np.testing.assert_array_equal(mine.classes, theirs.classes[order])
+        np.testing.assert_array_equal(mine.points, theirs.points[order])
+        np.testing.assert_allclose(mine.confidences, theirs.confidences[order], rtol=1e-5)
+    listed = metrics.read_instance_list(core / "site_instances.txt")
+    np.testing.assert_array_equal(listed.ids, mine.ids)
+    np.testing.assert_array_equal(listed.confidences, mine.confidences)
+    for suffix in ("_semantic.ply", "_instance.ply"):
+        a, b = (plyfile.PlyData.read(str(out / f"site{suffix}"))["vertex"].data for out in (memory, core))
+        assert a.dtype == b.dtype
+        for name in ("x", "y", "z", "semantic") + (("red", "green", "blue") if suffix == "_semantic.ply" else ()):
+            np.testing.assert_array_equal(a[name], b[name])
+        np.testing.assert_array_equal(b["instance"], instance)
+    np.testing.assert_array_equal(np.loadtxt(core / "site_labels.txt")[:, :5],
+                                  np.concatenate([b["x"][:, None], b["y"][:, None], b["z"][:, None],
+                                                  semantic[:, None], instance[:, None]], axis=1).round(6))
+    source, las = laspy.read(str(folder / "site.laz")), laspy.read(str(core / "site_labels.laz"))
+    for name in ("X", "Y", "Z", "red", "green", "blue", "intensity"):
+        np.testing.assert_array_equal(las[name], source[name])
+    np.testing.assert_array_equal(las.classification, semantic + 64)
+    np.testing.assert_array_equal(las.instance, instance)
+    assert (memory / "site.png").exists() and not (core / "site.png").exists()
+
+
+@pytest.mark.slow
+def test_bad_las_files_out_of_core_are_one_line_each_and_leave_nothing(large_predicted):
+    folder, outputs = large_predicted
+    out, result = outputs["core"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error:")]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"predict: error: {folder / 'cut.laz'}: truncated or corrupt LAS/LAZ point data")
+    assert errors[1] == f"predict: error: {folder / 'count.las'}: the LAS header declares 2100 points, the file holds 2000"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"site{suffix}" for suffix in ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", "_labels.laz",
+                                       "_instances.txt"))

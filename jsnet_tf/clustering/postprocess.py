@@ -279,11 +279,18 @@ def finalize_instances(room_ids, semantic_pred, mean_ins_size, size_fraction=0.2
                         weights=None if weights is None else weights[member], minlength=num * num_classes)
     votes = votes.reshape(num, num_classes)
     present = np.bincount(compact, minlength=num) > 0
+    out[member] = kept_instance_ids(votes, present, mean_ins_size, size_fraction)[compact]
+    return out
+
+
+def kept_instance_ids(votes, present, mean_ins_size, size_fraction):
+    """`finalize_instances`' new id of each room instance (-1: dropped) from its (K, C) class
+    votes (point counts or weights) and whether it holds a point: kept when its size exceeds
+    size_fraction * mean_ins_size[its most voted class], numbered in order. Clouds counted
+    chunk by chunk give their sums here."""
     size = votes.sum(axis=1)
     keep = present & (size > size_fraction * mean_ins_size[votes.argmax(axis=1)])
-    renumbered = np.where(keep, np.cumsum(keep) - 1, -1)
-    out[member] = renumbered[compact]
-    return out
+    return np.where(keep, np.cumsum(keep) - 1, -1)
 
 
 def _blocks(name, value, trailing):
