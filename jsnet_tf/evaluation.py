@@ -489,8 +489,7 @@ def _occupied_windows(values, size, stride, count, within=None):
 def _normalised(room, limit=None):
     """Room coordinates divided by the room's max per axis (the blocks' channels 6:9), or by
     `limit`, a larger cloud's."""
-    limit = s3dis.room_limit(room) if limit is None else limit
-    return (room.xyz.astype(np.float64) / limit).astype(np.float32)
+    return s3dis.normalised_xyz(room.xyz, s3dis.room_limit(room) if limit is None else limit)
 
 
 def _chunks(indices, num_points, rng):

@@ -446,11 +446,18 @@ def write_npz_chunks(path: str | os.PathLike, arrays) -> None:
                 value = np.asarray(value)
                 shape, dtype, chunks = value.shape, value.dtype, [value]
             dtype = np.dtype(dtype)
+            if dtype.hasobject:
+                raise ValueError(f"{path}: {name} is an array of Python objects; .npz files here hold plain data")
             with archive.open(f"{name}.npy", "w", force_zip64=True) as stream:
                 np.lib.format.write_array_header_1_0(stream, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                               "fortran_order": False, "shape": tuple(shape)})
+                written = 0
                 for chunk in chunks:
-                    stream.write(np.ascontiguousarray(chunk, dtype).tobytes())
+                    chunk = np.ascontiguousarray(chunk, dtype)
+                    stream.write(chunk.tobytes())
+                    written += chunk.size
+            if written != int(np.prod(shape)):
+                raise PointCloudError(f"{path}: {written} values of {name} written, {int(np.prod(shape))} declared")
 
 
 def _vertex_array(path, xyz, rgb, extra) -> np.ndarray:

@@ -32,6 +32,7 @@ ties between tiles go to the first tile.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ import time
 import numpy as np
 
 from jsnet_tf import prediction
+from jsnet_tf.data import s3dis
 from jsnet_tf.prediction import GREY, PredictError, Tile
 
 CHUNK_POINTS = 100_000  # points per chunk of the passes over the cloud (their temporaries: less than a tile's)
@@ -97,8 +99,10 @@ class DiskColumns:
     def __init__(self, folder, count):
         self.folder, self.count = pathlib.Path(folder), int(count)
         for name, dtype in COLUMNS.items():
-            with open(self._path(name), "wb") as f:
-                f.truncate(self.count * np.dtype(dtype).itemsize)
+            with open(self._path(name), "wb") as f:  # reserved, not sparse: a full disk is an OSError here,
+                size = self.count * np.dtype(dtype).itemsize  # not a SIGBUS when a mapped page is written
+                if size:
+                    os.posix_fallocate(f.fileno(), 0, size)
 
     def _path(self, name):
         return self.folder / f"{name}.column"
@@ -149,33 +153,33 @@ def segment_las(cloud_segmenter, spill, use_color, name, seed=0, progress=None, 
     segmenter, folder = cloud_segmenter.segmenter, spill.folder
     offset = spill.minimum
     top, tiles, tile_keys, span, side = _plan(cloud_segmenter, spill, offset)
-    limit = np.where(top > 0, top, 1.0)  # s3dis.room_limit
+    limit = s3dis.extent_limit(top)
     grid = segmenter.grid_shape(top.astype(np.float32))
     if log is not None:
         log(offset, top, len(tiles))
     _spill_tiles(cloud_segmenter, spill, offset, tiles, tile_keys, span, side, use_color)
     columns = DiskColumns(folder, spill.count)
     merger = segmenter._merger()
-    kept = prediction.KeptBlocks(folder / "blocks.bin", merger)
     uncovered = []  # (tile, slots in the tile, xyz) of points in no block
-    for k, tile in enumerate(tiles):
-        spilled = _tile_points(folder, k)
-        part = _spilled_room(spilled, name)
-        mean_p, visits, weights = cloud_segmenter.run_tile(part, spilled["tile"], tile, k, grid, limit, seed, progress,
-                                                           merger, kept)
-        own = spilled["tile"] == k
-        rows = spilled["row"][own]
-        columns.put("semantic", rows, mean_p.argmax(axis=1))
-        columns.put("score", rows, mean_p.max(axis=1))
-        columns.put("covered", rows, visits > 0)
-        columns.put("weight", rows, weights)
-        np.save(folder / f"tile{k}.rows.npy", rows)
-        np.save(folder / f"tile{k}.p.npy", mean_p)
-        if not (visits > 0).all():
-            slots = np.flatnonzero(visits == 0)
-            uncovered.append((k, slots, spilled["xyz"][own][slots]))
-        del spilled, part, mean_p
-    cloud_segmenter.merge_kept(kept, merger)
+    with prediction.KeptBlocks(folder / "blocks.bin", merger) as kept:
+        for k, tile in enumerate(tiles):
+            spilled = _tile_points(folder, k)
+            part = _spilled_room(spilled, name)
+            mean_p, visits, weights = cloud_segmenter.run_tile(part, spilled["tile"], tile, k, grid, limit, seed,
+                                                               progress, merger, kept)
+            own = spilled["tile"] == k
+            rows = spilled["row"][own]
+            columns.put("semantic", rows, mean_p.argmax(axis=1))
+            columns.put("score", rows, mean_p.max(axis=1))
+            columns.put("covered", rows, visits > 0)
+            columns.put("weight", rows, weights)
+            np.save(folder / f"tile{k}.rows.npy", rows)
+            np.save(folder / f"tile{k}.p.npy", mean_p)
+            if not (visits > 0).all():
+                slots = np.flatnonzero(visits == 0)
+                uncovered.append((k, slots, spilled["xyz"][own][slots]))
+            del spilled, part, mean_p
+        cloud_segmenter.merge_kept(kept, merger)
     if uncovered:
         _label_uncovered(folder, columns, tiles, uncovered)
     num_classes = segmenter.model.num_classes
@@ -210,15 +214,13 @@ def _plan(cloud_segmenter, spill, offset):
     the side in units): the tiles `CloudSegmenter.plan` cuts, from a histogram of unit cells."""
     unit = cloud_segmenter.unit
     top = np.zeros(3)
-    occupied, counts = [], []
+    occupied, counts = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)  # the histogram so far
     for _, xyz, _ in spill.chunks():
         top = np.maximum(top, (xyz - offset).astype(np.float32).max(axis=0))
-        cells, count = np.unique(np.floor((xyz[:, :2] - offset[:2]) / unit).astype(np.int64), axis=0,
-                                 return_counts=True)
-        occupied.append(cells)
-        counts.append(count)
-    occupied, inverse = np.unique(np.concatenate(occupied), axis=0, return_inverse=True)
-    counts = np.bincount(inverse.reshape(-1), weights=np.concatenate(counts)).astype(np.int64)
+        cells = np.floor((xyz[:, :2] - offset[:2]) / unit).astype(np.int64)
+        occupied, inverse = np.unique(np.concatenate([occupied, cells]), axis=0, return_inverse=True)
+        weights = np.concatenate([counts, np.ones(len(cells), np.int64)])
+        counts = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(occupied)).astype(np.int64)
     side = prediction.tile_side(occupied, counts, cloud_segmenter.max_points_per_pass)
     keys = np.unique(occupied // side, axis=0)  # ordered as plan_tiles orders its tiles
     span = int(keys[:, 1].max(initial=0)) + 1
@@ -230,6 +232,7 @@ def _spill_tiles(cloud_segmenter, spill, offset, tiles, tile_keys, span, side, u
     """Writes the points near each tile (`near_tile`) to its file: row, float32 shifted coordinates,
     the colour the network sees, the point's own tile."""
     unit = cloud_segmenter.unit
+    neighbours = _neighbouring_tiles(cloud_segmenter, tiles, tile_keys, span)
     for k in range(len(tiles)):
         _tile_path(spill.folder, k).touch()
     for start, xyz, rgb in spill.chunks():
@@ -239,11 +242,36 @@ def _spill_tiles(cloud_segmenter, spill, offset, tiles, tile_keys, span, side, u
         records["rgb"] = rgb if use_color and rgb is not None else GREY
         keys = np.floor((xyz[:, :2] - offset[:2]) / unit).astype(np.int64) // side
         records["tile"] = np.searchsorted(tile_keys, keys[:, 0] * span + keys[:, 1])
-        for k, tile in enumerate(tiles):
-            near = cloud_segmenter.near_tile(records["xyz"], tile)
+        # A tile's window is tested on the points of the tiles it can reach only (its neighbours),
+        # kept in the chunk's order.
+        by_tile = np.argsort(records["tile"], kind="stable")
+        bounds = np.searchsorted(records["tile"][by_tile], np.arange(len(tiles) + 1))
+        for k in np.unique(np.concatenate([neighbours[j] for j in np.unique(records["tile"])])):
+            candidates = np.sort(np.concatenate([by_tile[bounds[j]:bounds[j + 1]] for j in neighbours[k]]))
+            near = candidates[cloud_segmenter.near_tile(records["xyz"][candidates], tiles[k])]
             if len(near):
                 with open(_tile_path(spill.folder, k), "ab") as f:
                     f.write(records[near].tobytes())
+
+
+def _neighbouring_tiles(cloud_segmenter, tiles, tile_keys, span):
+    """For each tile, the tiles (itself included) whose points can lie in its window (`tile_window`),
+    a symmetric relation: the window reaches past the tile's edges by less than (reach + 1) tiles."""
+    size, stride = cloud_segmenter.segmenter.block_size, cloud_segmenter.stride
+    length, origin = tiles[0].side, tiles[0].origin  # every tile has the same side and window reach
+    low, high = cloud_segmenter.tile_window(tiles[0])
+    beyond = max(float((origin - low * stride).max()), float(((high - 1) * stride + size - origin - length).max()))
+    reach = int(np.floor(beyond / length + 1e-6)) + 1
+    kx, ky = tile_keys // span, tile_keys % span
+    found = [[] for _ in tiles]
+    for dx in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            wanted = (kx + dx) * span + (ky + dy)
+            slot = np.minimum(np.searchsorted(tile_keys, wanted), len(tiles) - 1)
+            hit = (tile_keys[slot] == wanted) & (ky + dy >= 0) & (ky + dy < span)
+            for k in np.flatnonzero(hit):
+                found[k].append(slot[k])
+    return [np.array(sorted(f), np.int64) for f in found]
 
 
 def _tile_path(folder, k):
@@ -255,8 +283,6 @@ def _tile_points(folder, k):
 
 
 def _spilled_room(spilled, name):
-    from jsnet_tf.data import s3dis
-
     count = len(spilled)
     return s3dis.Room(name, np.ascontiguousarray(spilled["xyz"]), np.ascontiguousarray(spilled["rgb"]),
                       prediction._no_label(count), prediction._no_label(count))
@@ -310,7 +336,7 @@ def _room_instances(segmenter, spill, columns, merger, offset, limit, num_classe
     class_counts = np.zeros(num_classes, np.int64)
     for start, xyz, _ in spill.chunks():
         stop = start + len(xyz)
-        normalised = ((xyz - offset).astype(np.float32).astype(np.float64) / limit).astype(np.float32)
+        normalised = s3dis.normalised_xyz((xyz - offset).astype(np.float32), limit)
         room_ids = merger.assign(normalised)
         columns.put("room_instance", np.arange(start, stop), room_ids)
         semantic = columns.read("semantic", start, stop)
@@ -375,7 +401,9 @@ def predict_las(path, cloud_segmenter, class_names, palette, seed, out_dir, opti
     its one-line summary."""
     started = time.time()
     out_dir = pathlib.Path(out_dir)
+    _remove_abandoned_scratch(out_dir, path.stem)
     folder = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.stem}.", suffix=".spill", dir=out_dir))
+    (folder / "owner").write_text(str(os.getpid()))
     try:
         with _as_user_error(path):
             spill = LasSpill(path, folder, options.color_max)
@@ -416,6 +444,18 @@ def _predict_spilled(path, spill, cloud_segmenter, class_names, palette, seed, o
             bar.close()
     formats = [f for f in options.extra.get("format", prediction.DEFAULT_FORMATS) if options.txt or f != "txt"]
     return result, write_large_outputs(out_dir, path.stem, spill, result, class_names, palette, formats, path)
+
+
+def _remove_abandoned_scratch(out_dir, stem):
+    """Removes the scratch folders of earlier runs on `stem` that were killed (their process is gone)."""
+    for folder in out_dir.glob(f".{stem}.*.spill"):
+        try:
+            owner = int((folder / "owner").read_text())
+            os.kill(owner, 0)  # raises ProcessLookupError when no such process runs
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # no owner file yet (a run just starting), or not ours to judge
+            continue
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ import time
 
 import numpy as np
 
+from jsnet_tf.data import s3dis
 from jsnet_tf.errors import UserError
 
 GREY = 128  # the colour (0..255, all three channels) given to clouds without colour
@@ -200,8 +201,6 @@ class CloudSegmenter:
         nearest labelled point and no instance; a cloud with no such block at all is an error.
         """
         from jsnet_tf import evaluation, metrics
-        from jsnet_tf.data import s3dis
-
         offset, tiles = self.plan(xyz) if plan is None else plan
         segmenter = self.segmenter
         room = self._cloud_room(xyz, rgb, offset, name)
@@ -216,24 +215,24 @@ class CloudSegmenter:
         merger = segmenter._merger()
         with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
             spill = pathlib.Path(spill)
-            kept = KeptBlocks(spill / "blocks.bin", merger)
-            for k, tile in enumerate(tiles):
-                near = self.near_tile(room.xyz, tile)
-                mean_p, visits, weights = self.run_tile(_part(room, near), tile_of[near], tile, k, grid, limit, seed,
-                                                        progress, merger, kept)
-                semantic[tile.indices] = mean_p.argmax(axis=1)
-                score[tile.indices] = mean_p.max(axis=1)
-                covered[tile.indices] = visits > 0
-                rows_per_point[tile.indices] = weights
-                np.save(spill / f"{k}.npy", mean_p)
-                del mean_p
-            self.merge_kept(kept, merger)
+            with KeptBlocks(spill / "blocks.bin", merger) as kept:
+                for k, tile in enumerate(tiles):
+                    near = self.near_tile(room.xyz, tile)
+                    mean_p, visits, weights = self.run_tile(_part(room, near), tile_of[near], tile, k, grid, limit,
+                                                            seed, progress, merger, kept)
+                    semantic[tile.indices] = mean_p.argmax(axis=1)
+                    score[tile.indices] = mean_p.max(axis=1)
+                    covered[tile.indices] = visits > 0
+                    rows_per_point[tile.indices] = weights
+                    np.save(spill / f"{k}.npy", mean_p)
+                    del mean_p
+                self.merge_kept(kept, merger)
             # Points in no block take the probabilities of the nearest point in one, as in a single pass.
             source = np.arange(len(room))
             if not covered.all():
                 source[~covered] = evaluation.nearest_covered(room.xyz, covered)
                 semantic, score = semantic[source], score[source]
-            normalised = evaluation._normalised(room, limit)
+            normalised = s3dis.normalised_xyz(room.xyz, limit)
             instance = segmenter.room_instances(merger, normalised, semantic, rows_per_point).astype(np.int32)
             del normalised
 
@@ -262,7 +261,7 @@ class CloudSegmenter:
         mean_p = np.zeros((len(own), segmenter.model.num_classes), np.float32)  # sums until divided below
         visits = np.zeros(len(own), np.int32)
         weights = np.zeros(len(own), np.float64)
-        normalised = (part.xyz.astype(np.float64) / limit).astype(np.float32)  # evaluation._normalised
+        normalised = s3dis.normalised_xyz(part.xyz, limit)
         blocks = self._tile_blocks(part, tile_near, grid, tile, k)
         for (i, j, _), points, block_p, labels, classes in segmenter.block_outputs(part, blocks, seed, limit, progress):
             mine = tile_near[points] == k  # points: ascending, the block's first point is points[0]
@@ -315,8 +314,6 @@ class CloudSegmenter:
     @staticmethod
     def _cloud_room(xyz, rgb, offset, name):
         """The cloud as one room: float32 coordinates from its minimum corner, grey without colour."""
-        from jsnet_tf.data import s3dis
-
         count = len(xyz)
         colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
         return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
@@ -330,21 +327,25 @@ def _no_label(count):
 
 def _part(room, near):
     """The points `near` of a room, as a room."""
-    from jsnet_tf.data import s3dis
-
     return s3dis.Room(room.name, room.xyz[near], room.rgb[near], _no_label(len(near)), _no_label(len(near)))
 
 
 class KeptBlocks:
     """The clusters of the blocks each tile keeps, as grid cells of a RoomMerger, spilled to a file
     (`path`) until all are merged in the single pass's serpentine order (`merge_into`); only a
-    small index per block is held."""
+    small index per block is held. A context manager: its file is closed on leaving, merged or not."""
 
     def __init__(self, path, merger):
         self.path = pathlib.Path(path)
         self.cell_type = np.int32 if merger.grid_size**3 <= np.iinfo(np.int32).max else np.int64
-        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by merge_into
+        self._file = open(self.path, "wb")  # noqa: SIM115 -- closed by merge_into or on leaving the block
         self._index = []  # (serpentine position, offset, points, clusters) of every block
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
 
     def __len__(self):
         return len(self._index)

@@ -507,3 +507,25 @@ def test_instance_colors_are_stable_and_distinct(rng):
     other = pio.instance_colors(ids, seed=1)
     assert (other != colors).any(axis=1).mean() > 0.9
     np.testing.assert_array_equal(pio.instance_colors(ids, seed=1), other)
+
+
+def test_npz_and_ply_written_in_chunks_read_back_as_numpy_and_plyfile_read_whole_files(tmp_path):
+    rng = np.random.default_rng(0)
+    xyz, label = rng.normal(size=(10, 3)), rng.integers(0, 13, 10).astype(np.int32)
+    pio.write_npz_chunks(tmp_path / "a.npz", {"xyz": ((10, 3), np.float64, (xyz[:4], xyz[4:])),
+                                              "label": ((10,), np.int32, (label[:7], label[7:])),
+                                              "classes": np.array(["wall", "door"])})
+    with np.load(tmp_path / "a.npz") as loaded:
+        np.testing.assert_array_equal(loaded["xyz"], xyz)
+        np.testing.assert_array_equal(loaded["label"], label)
+        assert list(loaded["classes"]) == ["wall", "door"]
+    pio.write_ply_chunks(tmp_path / "a.ply", 10, ({"x": xyz[s, 0], "y": xyz[s, 1], "z": xyz[s, 2], "label": label[s]}
+                                                  for s in (slice(0, 3), slice(3, 10))))
+    vertex = PlyData.read(str(tmp_path / "a.ply"))["vertex"]
+    np.testing.assert_array_equal(np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1), xyz.astype(vertex["x"].dtype))
+    np.testing.assert_array_equal(vertex["label"], label)
+
+
+def test_chunks_short_of_the_declared_size_are_an_error_naming_the_file(tmp_path):
+    with pytest.raises(pio.PointCloudError, match=r"a\.npz: 7 values of label written, 10 declared"):
+        pio.write_npz_chunks(tmp_path / "a.npz", {"label": ((10,), np.int32, (np.arange(7),))})

@@ -858,15 +858,16 @@ def test_a_las_cloud_out_of_core_gets_the_labels_of_the_in_memory_path(rng, tmp_
     cloud = io.read_point_cloud(tmp_path / "cloud.las")
     segmenter = RoomSegmenter(OracleNet(), 256, np.full(13, 100.0), config.load(None)["eval"])
     tiled = CloudSegmenter(segmenter, max_points_per_pass=6000)
-    for max_points in (6000, 0):
+    steps = []
+    result = out_of_core.segment_las(tiled, out_of_core.LasSpill(tmp_path / "cloud.las", tmp_path), True, "cloud",
+                                     seed=4, progress=steps.append)
+    assert result.num_tiles == len(tiled.plan(cloud.xyz)[1]) > 2 and sum(steps) == tiled.count_blocks(cloud.xyz)
+    semantic, instance, confidence, score = result.labels(0, len(xyz))
+    shifted = (cloud.xyz - result.offset).astype(np.float32)
+    for k, tile in enumerate(tiled.plan(cloud.xyz)[1]):  # each tile's file: exactly the points near it
+        np.testing.assert_array_equal(out_of_core._tile_points(tmp_path, k)["row"], tiled.near_tile(shifted, tile))
+    for max_points in (6000, 0):  # tiled and single-pass in memory
         in_memory = CloudSegmenter(segmenter, max_points).segment(cloud.xyz, cloud.rgb, "cloud", seed=4)
-        folder = tmp_path / f"spill{max_points}"
-        folder.mkdir()
-        steps = []
-        result = out_of_core.segment_las(tiled, out_of_core.LasSpill(tmp_path / "cloud.las", folder), True, "cloud",
-                                         seed=4, progress=steps.append)
-        assert result.num_tiles == len(tiled.plan(cloud.xyz)[1]) > 2 and sum(steps) == tiled.count_blocks(cloud.xyz)
-        semantic, instance, confidence, score = result.labels(0, len(xyz))
         np.testing.assert_array_equal(semantic, in_memory.semantic)
         np.testing.assert_array_equal(score, in_memory.score)
         assert _same_instances(instance, result.instances, in_memory.instance, in_memory.instances)
@@ -955,3 +956,23 @@ def test_bad_las_files_out_of_core_are_one_line_each_and_leave_nothing(large_pre
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"site{suffix}" for suffix in ("_semantic.ply", "_instance.ply", "_labels.txt", "_labels.npz", "_labels.laz",
                                        "_instances.txt"))
+
+
+def test_the_scratch_folder_of_a_killed_run_is_removed_by_the_next_run_on_that_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from jsnet_tf import out_of_core
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owners = {"killed": finished.stdout.strip(), "running": str(os.getpid()), "starting": None}
+    for name, owner in owners.items():
+        (tmp_path / f".site.{name}.spill").mkdir()
+        if owner is not None:
+            (tmp_path / f".site.{name}.spill" / "owner").write_text(owner)
+    (tmp_path / ".other.killed.spill").mkdir()
+    (tmp_path / ".other.killed.spill" / "owner").write_text(owners["killed"])
+    out_of_core._remove_abandoned_scratch(tmp_path, "site")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.killed.spill", ".site.running.spill",
+                                                          ".site.starting.spill"]

@@ -236,8 +236,17 @@ def test_block_origins(limit_xy: Sequence[float], block_size: float = 1.0,
 
 def room_limit(room: Room) -> np.ndarray:
     """The room's max x, y, z (float64), 1 where it is 0: the divisor of the normalised channels."""
-    limit = room.xyz.astype(np.float64).max(axis=0) if len(room) else np.ones(3)
-    return np.where(limit > 0, limit, 1.0)
+    return extent_limit(room.xyz.astype(np.float64).max(axis=0) if len(room) else np.ones(3))
+
+
+def extent_limit(top: np.ndarray) -> np.ndarray:
+    """`room_limit` of a cloud whose max x, y, z is `top` (float64)."""
+    return np.where(top > 0, top, 1.0)
+
+
+def normalised_xyz(xyz: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Room coordinates (float32) divided by `limit` in float64, as float32: the normalised channels."""
+    return (np.asarray(xyz).astype(np.float64) / limit).astype(np.float32)
 
 
 def block_channels(room: Room, chosen: np.ndarray, limit: np.ndarray, block_size: float = 1.0) -> np.ndarray:
