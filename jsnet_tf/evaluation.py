@@ -246,7 +246,8 @@ class RoomSegmenter:
         for key, _, embeddings, probabilities in self.inference.outputs(rows, where, progress, stage):
             yield key, probabilities, embeddings
 
-    def _merger(self):
+    def new_merger(self):
+        """An empty BlockMerging grid of the room, with this segmenter's gap and overlap rules."""
         return postprocess.RoomMerger(self.cfg["gap"], self.cfg["min_overlap"], self.cfg["min_new_points"])
 
     def _cluster_into(self, merger, normalised_xyz, embeddings, semantic, stage):
@@ -341,7 +342,7 @@ class RoomSegmenter:
         mean_p = np.zeros((len(room), self.model.num_classes), np.float32)  # sums until divided below
         visits = np.zeros(len(room), np.int32)
         rows_per_point = np.zeros(len(room), np.float64)
-        merger = self._merger()
+        merger = self.new_merger()
         for _, points, block_p, labels, classes in self.block_outputs(room, blocks, seed, limit, progress, stage):
             with stage("merging"):
                 merger.merge(normalised[points], labels, classes)
@@ -407,7 +408,7 @@ class RoomSegmenter:
             )
         if len(blocks.data) == 0:
             raise self._nothing_to_label(room)
-        merger = self._merger()
+        merger = self.new_merger()
         probabilities = []
         block_rows = ((b, block) for b, block in enumerate(blocks.data))
         for b, p, e in self._network_outputs(block_rows, f"room {room.name}", progress, stage):

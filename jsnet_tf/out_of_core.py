@@ -62,7 +62,9 @@ class LasSpill:
         self.path, self.folder = pathlib.Path(path), pathlib.Path(folder)
         header = scan_formats.las_header(path)
         if int(header.point_count) == 0:
-            raise scan_formats._error(f"{path}: zero points (the LAS header declares none)")
+            from jsnet_tf.io import PointCloudError
+
+            raise PointCloudError(f"{path}: zero points (the LAS header declares none)")
         self.has_rgb = scan_formats.las_has_rgb(header.point_format)
         minimum, largest, count = np.full(3, np.inf), 0, 0
         with open(self.folder / "xyz.f64", "wb") as xyz_file, open(self.folder / "rgb.u16", "wb") as rgb_file:
@@ -159,7 +161,7 @@ def segment_las(cloud_segmenter, spill, use_color, name, seed=0, progress=None, 
         log(offset, top, len(tiles))
     _spill_tiles(cloud_segmenter, spill, offset, tiles, tile_keys, span, side, use_color)
     columns = DiskColumns(folder, spill.count)
-    merger = segmenter._merger()
+    merger = segmenter.new_merger()
     uncovered = []  # (tile, slots in the tile, xyz) of points in no block
     with prediction.KeptBlocks(folder / "blocks.bin", merger) as kept:
         for k, tile in enumerate(tiles):
@@ -285,7 +287,7 @@ def _tile_points(folder, k):
 def _spilled_room(spilled, name):
     count = len(spilled)
     return s3dis.Room(name, np.ascontiguousarray(spilled["xyz"]), np.ascontiguousarray(spilled["rgb"]),
-                      prediction._no_label(count), prediction._no_label(count))
+                      prediction.no_label(count), prediction.no_label(count))
 
 
 def _label_uncovered(folder, columns, tiles, uncovered):

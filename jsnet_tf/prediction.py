@@ -212,7 +212,7 @@ class CloudSegmenter:
         score = np.zeros(len(room), np.float32)
         covered = np.zeros(len(room), bool)
         rows_per_point = np.zeros(len(room), np.float64)
-        merger = segmenter._merger()
+        merger = segmenter.new_merger()
         with tempfile.TemporaryDirectory(prefix="jsnet-tiles-") as spill:
             spill = pathlib.Path(spill)
             with KeptBlocks(spill / "blocks.bin", merger) as kept:
@@ -317,17 +317,17 @@ class CloudSegmenter:
         count = len(xyz)
         colour = np.full((count, 3), GREY, np.uint8) if rgb is None else rgb
         return s3dis.Room(name=name, xyz=(xyz - offset).astype(np.float32), rgb=colour,
-                          semantic=_no_label(count), instance=_no_label(count))
+                          semantic=no_label(count), instance=no_label(count))
 
 
-def _no_label(count):
+def no_label(count):
     """-1 for every point, as a read-only view: no memory per point."""
     return np.broadcast_to(np.int32(-1), (count,))
 
 
 def _part(room, near):
     """The points `near` of a room, as a room."""
-    return s3dis.Room(room.name, room.xyz[near], room.rgb[near], _no_label(len(near)), _no_label(len(near)))
+    return s3dis.Room(room.name, room.xyz[near], room.rgb[near], no_label(len(near)), no_label(len(near)))
 
 
 class KeptBlocks:

@@ -538,7 +538,7 @@ def _segment_all_rows_first(segmenter, room, seed):
     sums = np.zeros((len(room), probabilities.shape[-1]), np.float32)
     visits = np.zeros(len(room))
     rows_per_point = np.zeros(len(room))
-    merger = segmenter._merger()
+    merger = segmenter.new_merger()
     owners = np.array(owners)
     for b in range(len(members)):
         rows = np.flatnonzero(owners == b)
