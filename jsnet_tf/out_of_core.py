@@ -69,12 +69,11 @@ class LasSpill:
         minimum, largest, count = np.full(3, np.inf), 0, 0
         with open(self.folder / "xyz.f64", "wb") as xyz_file, open(self.folder / "rgb.u16", "wb") as rgb_file:
             for _, chunk in scan_formats.las_chunks(path, CHUNK_POINTS):
-                xyz = np.stack([np.asarray(chunk[name], np.float64) for name in "xyz"], axis=1)
+                xyz, rgb = scan_formats.las_chunk_columns(chunk, self.has_rgb)
                 xyz_file.write(xyz.tobytes())
                 minimum = np.minimum(minimum, xyz.min(axis=0))
                 count += len(xyz)
                 if self.has_rgb:
-                    rgb = np.stack([np.asarray(chunk[name], np.uint16) for name in ("red", "green", "blue")], axis=1)
                     rgb_file.write(rgb.tobytes())
                     largest = max(largest, int(rgb.max(initial=0)))
         self.count, self.minimum = count, minimum
@@ -444,7 +443,7 @@ def _predict_spilled(path, spill, cloud_segmenter, class_names, palette, seed, o
     finally:
         if bar is not None:
             bar.close()
-    formats = [f for f in options.extra.get("format", prediction.DEFAULT_FORMATS) if options.txt or f != "txt"]
+    formats = prediction.output_formats(options.extra.get("format", prediction.DEFAULT_FORMATS), options.txt)
     return result, write_large_outputs(out_dir, path.stem, spill, result, class_names, palette, formats, path)
 
 

@@ -413,6 +413,11 @@ def publish_outputs(out_dir, stem, suffixes, write):
     return moved
 
 
+def output_formats(formats, txt):
+    """The label formats to write: `formats` without "txt" when `txt` is off (--notxt)."""
+    return [f for f in formats if txt or f != "txt"]
+
+
 def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True, pictures=True,
                   formats=DEFAULT_FORMATS, rgb=None, las_source=None):
     """Writes one cloud's outputs, the label files of `formats` (FORMAT_SUFFIXES), the instance list
@@ -421,7 +426,7 @@ def write_outputs(out_dir, stem, xyz, prediction, class_names, palette, txt=True
     path of a LAS / LAZ input, read again chunk by chunk) or else hold `xyz` and `rgb`."""
     from jsnet_tf import io, metrics
 
-    formats = [f for f in formats if txt or f != "txt"]
+    formats = output_formats(formats, txt)
 
     def write(staged):
         labels = {"semantic": prediction.semantic, "instance": prediction.instance, "score": prediction.score}

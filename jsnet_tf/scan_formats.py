@@ -122,6 +122,14 @@ def open_las(path):
         raise _error(f"{path}: not a readable LAS/LAZ file: {_first_line(e)}") from None
 
 
+def las_chunk_columns(chunk, has_rgb):
+    """(xyz (n, 3) float64 in the file's frame, rgb (n, 3) uint16 or None) of a laspy chunk."""
+    xyz = np.stack([np.asarray(chunk[name], np.float64) for name in "xyz"], axis=1)
+    if not has_rgb:
+        return xyz, None
+    return xyz, np.stack([np.asarray(chunk[name], np.uint16) for name in ("red", "green", "blue")], axis=1)
+
+
 def las_chunks(path, chunk_points=READ_CHUNK_POINTS):
     """Yields (start index, laspy ScaleAwarePointRecord) chunks of a LAS / LAZ file; checks that
     the file holds exactly the points its header declares (a truncated LAZ, a wrong count: one
@@ -179,11 +187,9 @@ def read_las(path, color_max=None):
         rows = slice(start, start + len(chunk))
         if rows.stop > count:  # more points than declared: las_chunks names the file below
             continue
-        for k, name in enumerate("xyz"):
-            xyz[rows, k] = chunk[name]
+        xyz[rows], chunk_rgb = las_chunk_columns(chunk, has_rgb)
         if has_rgb:
-            for k, name in enumerate(("red", "green", "blue")):
-                rgb[rows, k] = chunk[name]
+            rgb[rows] = chunk_rgb
         intensity[rows] = chunk.intensity
     colors = None if rgb is None else las_colors(path, rgb[:, 0], rgb[:, 1], rgb[:, 2], color_max)
     return xyz, colors, {"intensity": intensity}
