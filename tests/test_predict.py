@@ -29,7 +29,11 @@ from tests.test_evaluation import OracleNet, oracle_room
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 S3DIS = S3DISTask()
-TINY_MODEL = [f"data.num_points={TINY_POINTS}", "model.npoints=[256, 64, 32, 16]", "data.areas=[2]", "eval.batch_size=4"]
+# One block a network call: a row's outputs then depend on the row alone. In a batch of several,
+# TensorFlow's CPU matmuls can round a row differently at another position, and this tiny model
+# (batch-norm statistics of one random batch) magnifies that to 1e-4, so tiled and single-pass
+# runs, which batch blocks differently, would agree only that far.
+TINY_MODEL = [f"data.num_points={TINY_POINTS}", "model.npoints=[256, 64, 32, 16]", "data.areas=[2]", "eval.batch_size=1"]
 OUTPUTS = ("_semantic.ply", "_instance.ply", "_labels.txt", "_instances.txt", "_labels.npz", ".png")
 
 
@@ -396,7 +400,7 @@ def test_a_tiled_network_run_gives_the_labels_of_a_single_pass(rng):
     a = tiled.segment(xyz, rgb, "cloud", seed=3)
     b = CloudSegmenter(segmenter, max_points_per_pass=0).segment(xyz, rgb, "cloud", seed=3)
     np.testing.assert_array_equal(a.semantic, b.semantic)
-    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
+    np.testing.assert_array_equal(a.score, b.score)  # one block a call (TINY_MODEL)
     assert _same_up_to_renumbering(a.instance, b.instance) and (a.instance >= 0).any()
 
 
@@ -911,7 +915,7 @@ def test_a_laz_out_of_core_gets_the_outputs_of_the_in_memory_path(large_predicte
         for name in ("xyz", "offset", "classes", "semantic"):
             np.testing.assert_array_equal(a[name], b[name])
             assert a[name].dtype == b[name].dtype
-        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5)  # the network's batches differ in tiles
+        np.testing.assert_array_equal(a["score"], b["score"])  # one block a call (TINY_MODEL)
         semantic, instance = b["semantic"], b["instance"]
         assert _same_up_to_renumbering(a["instance"], instance) and (instance >= 0).any()
         mine = metrics.InstanceTable(b["instance_ids"], b["instance_classes"], b["instance_confidences"],
