@@ -157,7 +157,8 @@ class CloudSegmenter:
     tile of its first point, and all are merged into the cloud's instances in the single pass's
     order at the end. A tiled run therefore gives the single pass's labels and instances, while
     the network and mean-shift work on one tile at a time. Network outputs can differ in their
-    last bits with the batches a block shares (TensorFlow's kernels), which may move a label where
+    last bits with the batch a block runs in, its size and the block's place in it (TensorFlow's
+    kernels), which may move a label where
     two classes tie to that precision.
 
     Args:
