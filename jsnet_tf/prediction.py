@@ -158,8 +158,7 @@ class CloudSegmenter:
     order at the end. A tiled run therefore gives the single pass's labels and instances, while
     the network and mean-shift work on one tile at a time. Network outputs can differ in their
     last bits with the batch a block runs in, its size and the block's place in it (TensorFlow's
-    kernels), which may move a label where
-    two classes tie to that precision.
+    kernels), which may move a label where two classes tie to that precision.
 
     Args:
       segmenter: a `jsnet_tf.evaluation.RoomSegmenter` labelling every point (eval.label_all_points).
