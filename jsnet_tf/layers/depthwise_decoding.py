@@ -10,6 +10,7 @@ from jsnet_tf.layers.batch_norm import PointBatchNorm
 from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack, dense
 from jsnet_tf.layers.feature_propagation import interpolate
 
+
 @keras.saving.register_keras_serializable(package="jsnet_tf")
 class SumPool(keras.layers.Layer):
     """Sum over the neighbour axis + bias + scalar-moment batch norm + ReLU (the original's

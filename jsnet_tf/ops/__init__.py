@@ -202,7 +202,8 @@ def gather_weight_net_sum(points, idx, hidden, kernel, bias):
         raise checks.invalid(op, f"hidden {hidden.shape} must have shape (batch, npoint, nsample, units) with {idx.shape} of idx")
     channels = points.shape[2:]
     if not kernel.shape.is_compatible_with(hidden.shape[3:].concatenate(channels)):
-        raise checks.invalid(op, f"kernel {kernel.shape} must have shape (units, channels) of hidden {hidden.shape} and points {points.shape}")
+        layout = f"(units, channels) of hidden {hidden.shape} and points {points.shape}"
+        raise checks.invalid(op, f"kernel {kernel.shape} must have shape {layout}")
     if not bias.shape.is_compatible_with(channels):
         raise checks.invalid(op, f"bias {bias.shape} must have shape (channels,) of points {points.shape}")
     checks.check_same_batch(op, "points", points, "idx", idx)
