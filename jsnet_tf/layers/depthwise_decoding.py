@@ -78,7 +78,9 @@ class DepthwiseDecoding(PointOpLayer):
         # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation);
         # the feature channels' weights made, the features gathered, weighted and summed in one op
         # (no (B, N, K, C) channel weights or grouped features, in training neither); the first
-        # conv's weights split over the pooled and the skip features.
+        # conv's weights split over the pooled and the skip features. The relative xyz stay out of
+        # the op: through it they would come out as sum_s x_j w - c sum_s w, a difference of large
+        # terms that loses float32 digits where neighbours are close.
         kernel, bias = self.channel_weights.affine(training)
         xyz_sums = tf.reduce_sum(grouped_xyz * dense(hidden, kernel[:, :3], bias[:3]), axis=2)
         feature_sums = ops.gather_weight_net_sum(interpolated, neighbours, hidden, kernel[:, 3:], bias[3:])

@@ -82,8 +82,8 @@ CPU_SIGNATURES = {
     "jsnet_gather_weight_net_sum_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP]),
     "jsnet_gather_weight_net_sum_grad_points_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, VP, VP, VP, VP,
                                                            VP, VP]),
-    "jsnet_gather_weight_net_sum_grad_blocks": (I64, [CI, CI]),
-    "jsnet_gather_weight_net_sum_grad_workspace_floats": (I64, [CI, CI, CI, CI]),
+    "jsnet_gather_weight_net_sum_grad_blocks_cpu": (I64, [CI, CI]),
+    "jsnet_gather_weight_net_sum_grad_workspace_floats_cpu": (I64, [CI, CI, CI, CI]),
     "jsnet_gather_weight_net_sum_grad_weight_net_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, CI, VP, VP,
                                                                VP, VP, VP, VP, VP]),
     "jsnet_gather_weight_net_sum_grad_reduce_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP]),
@@ -699,9 +699,9 @@ def cpu_call(lib, case: Case, out: dict, begin: int, end: int):
                                                         hp(x["grad_out"]), hp(x["idx"]),
                                                         hp(x["hidden"]), hp(x["kernel"]),
                                                         hp(x["bias"]), hp(out["grad_points"]))
-        blocks = lib.jsnet_gather_weight_net_sum_grad_blocks(b, m)
+        blocks = lib.jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m)
         if begin == 0:
-            floats = lib.jsnet_gather_weight_net_sum_grad_workspace_floats(b, m, c, units)
+            floats = lib.jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(b, m, c, units)
             out["workspace"] = np.full(max(floats, 1), np.nan, F32)
         workspace = out["workspace"]
         lib.jsnet_gather_weight_net_sum_grad_weight_net_cpu(

@@ -476,10 +476,10 @@ struct Backend<CPUDevice> {
     Tensor workspace;
     TF_RETURN_IF_ERROR(ctx->allocate_temp(
         ::tensorflow::DT_FLOAT,
-        TensorShape({jsnet_gather_weight_net_sum_grad_workspace_floats(b, m, c, units)}),
+        TensorShape({jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(b, m, c, units)}),
         &workspace));
     float* partials = workspace.flat<float>().data();
-    const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks(b, m);
+    const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m);
     const int64_t rows_per_block = blocks > 0 ? (int64_t{b} * m + blocks - 1) / blocks : 0;
     Parallel(ctx, blocks, 2 * rows_per_block * row_cycles, [&](int64_t s, int64_t e) {
       jsnet_gather_weight_net_sum_grad_weight_net_cpu(s, e, b, n, c, m, nsample, units, points,

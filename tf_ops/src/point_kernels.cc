@@ -734,13 +734,13 @@ void jsnet_gather_weight_net_sum_grad_points_cpu(int64_t begin, int64_t end, int
                                             hidden, kernel, bias, grad_points);
 }
 
-int64_t jsnet_gather_weight_net_sum_grad_blocks(int b, int m) {
+int64_t jsnet_gather_weight_net_sum_grad_blocks_cpu(int b, int m) {
   const int64_t rows = static_cast<int64_t>(b) * m;
   return rows <= 0 ? 0 : (rows + WeightNetRowsPerBlock(rows) - 1) / WeightNetRowsPerBlock(rows);
 }
 
-int64_t jsnet_gather_weight_net_sum_grad_workspace_floats(int b, int m, int c, int units) {
-  return jsnet_gather_weight_net_sum_grad_blocks(b, m) * (units + 1) * WeightNetStride(c);
+int64_t jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(int b, int m, int c, int units) {
+  return jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m) * (units + 1) * WeightNetStride(c);
 }
 
 void jsnet_gather_weight_net_sum_grad_weight_net_cpu(int64_t begin, int64_t end, int b, int n,
@@ -758,7 +758,7 @@ void jsnet_gather_weight_net_sum_grad_weight_net_cpu(int64_t begin, int64_t end,
 void jsnet_gather_weight_net_sum_grad_reduce_cpu(int64_t begin, int64_t end, int b, int c, int m,
                                                  int units, const float* workspace,
                                                  float* grad_kernel, float* grad_bias) {
-  const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks(b, m);
+  const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m);
   const int64_t stride = WeightNetStride(c);
   for (int64_t row = begin; row < end; ++row) {  // kernel rows 0 .. units - 1, then the bias
     float* out = row < units ? grad_kernel + row * c : grad_bias;

@@ -100,12 +100,12 @@ void jsnet_gather_weight_net_sum_grad_points_cpu(int64_t begin, int64_t end, int
                                                  const int* idx, const float* hidden,
                                                  const float* kernel, const float* bias,
                                                  float* grad_points);
-// 2. work items: the jsnet_gather_weight_net_sum_grad_blocks(b, m) blocks of consecutive rows.
+// 2. work items: the jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m) blocks of consecutive rows.
 //    With u[s, ch] = grad_out[b, m, ch] * points[b, idx[b, m, s], ch]: grad_hidden (B, M, nsample,
 //    units) = u @ kernel^T per row, and per block the sums of hidden^T @ u and of u over its rows
-//    into the workspace (jsnet_gather_weight_net_sum_grad_workspace_floats floats).
-int64_t jsnet_gather_weight_net_sum_grad_blocks(int b, int m);
-int64_t jsnet_gather_weight_net_sum_grad_workspace_floats(int b, int m, int c, int units);
+//    into the workspace (jsnet_gather_weight_net_sum_grad_workspace_floats_cpu floats).
+int64_t jsnet_gather_weight_net_sum_grad_blocks_cpu(int b, int m);
+int64_t jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(int b, int m, int c, int units);
 void jsnet_gather_weight_net_sum_grad_weight_net_cpu(int64_t begin, int64_t end, int b, int n,
                                                      int c, int m, int nsample, int units,
                                                      const float* points, const int* idx,
