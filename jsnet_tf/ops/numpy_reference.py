@@ -74,14 +74,14 @@ def three_interpolate(points, idx, weight):
 
 def gather_weight_net_sum(points, idx, hidden, kernel, bias):
     weights = hidden.astype(np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
-    return np.einsum("bmsc,bmsc->bmc", group_point(points, idx).astype(np.float64), weights)
+    return np.einsum("bmsc,bmsc->bmc", group_point(points, idx), weights)
 
 
 def gather_weight_net_sum_grads(upstream, points, idx, hidden, kernel, bias):
     """(d points, d hidden, d kernel, d bias) of sum(gather_weight_net_sum(...) * upstream)."""
     up = upstream.astype(np.float64)[:, :, None, :]
     weights = hidden.astype(np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
-    u = up * group_point(points, idx).astype(np.float64)  # d out / d weights
+    u = up * group_point(points, idx)  # d out / d weights
     grad_points = scatter_add(up * weights, idx, points.shape[1])
     grad_kernel = np.einsum("bmsh,bmsc->hc", hidden.astype(np.float64), u)
     return grad_points, u @ kernel.astype(np.float64).T, grad_kernel, u.sum(axis=(0, 1, 2))
