@@ -9,8 +9,10 @@ composition of the original graph.
         split part that is interpolated is mapped before the interpolation (3-NN interpolation is
         linear), a per-point attention scale after the map (W (s x) = s (W x));
       - PointConv scales the weight net's output by the density instead of the grouped features;
-      - the depthwise decoding gathers, weights and sums its features over the neighbours in one
-        op (`ops.gather_weight_sum`), which holds no grouped features, not even for the gradient;
+      - the depthwise decoding makes its features' channel weights (the weight net's last
+        convolution), gathers, weights and sums the features over the neighbours in one op
+        (`ops.gather_weight_net_sum`), which holds neither the channel weights nor the grouped
+        features, not even for the gradient;
       - in inference (training=False) every batch norm is folded into the convolution (or the
         sum pool's bias) before it.
     Training-mode batch norms see the same values as in the plain arithmetic; the variables are

@@ -10,39 +10,6 @@ from jsnet_tf.layers.batch_norm import PointBatchNorm
 from jsnet_tf.layers.conv import ConvBlock, apply_stack, build_stack, conv_stack, dense
 from jsnet_tf.layers.feature_propagation import interpolate
 
-# The gradient of weighted_sum_recomputing_weights runs over this many slices of the points, one
-# after the other, so that only a slice of the channel weights and of their gradient exist at once.
-RECOMPUTE_SLICES = 4
-
-
-def weighted_sum_recomputing_weights(points, idx, hidden, kernel, bias):
-    """ops.gather_weight_sum(points, idx, dense(hidden, kernel, bias)) whose gradient computes the
-    (B, N, K, C) channel weights again from `hidden`, a slice of the N points at a time, instead of
-    keeping them from the forward pass: neither they nor their gradient, the largest tensors of a
-    training step, are then held whole, at the cost of one more small matmul and gather per level."""
-
-    @tf.custom_gradient
-    def weighted_sum(points, hidden, kernel, bias):
-        def gradient(upstream):
-            n = tf.shape(idx)[1]
-            bounds = [n * i // RECOMPUTE_SLICES for i in range(RECOMPUTE_SLICES + 1)]
-            shared, hidden_grads, done = None, [], []  # shared: the gradients of points, kernel, bias
-            for start, stop in zip(bounds[:-1], bounds[1:]):
-                with tf.control_dependencies(done), tf.GradientTape() as tape:  # slice after slice
-                    part = hidden[:, start:stop]
-                    tape.watch([points, part, kernel, bias])
-                    sums = ops.gather_weight_sum(points, idx[:, start:stop], dense(part, kernel, bias))
-                got = tape.gradient(sums, [points, part, kernel, bias], output_gradients=upstream[:, start:stop])
-                hidden_grads.append(got[1])
-                got = [got[0], got[2], got[3]]
-                shared = got if shared is None else [a + b for a, b in zip(shared, got)]
-                done = [*got, hidden_grads[-1]]
-            return shared[0], tf.concat(hidden_grads, axis=1), shared[1], shared[2]
-
-        return ops.gather_weight_sum(points, idx, dense(hidden, kernel, bias)), gradient
-
-    return weighted_sum(points, hidden, kernel, bias)
-
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
 class SumPool(keras.layers.Layer):
@@ -109,15 +76,14 @@ class DepthwiseDecoding(PointOpLayer):
             pooled = self.sumpool(grouped * channel_weights, training=training)
             return apply_stack(self.convs, tf.concat([pooled, skip], axis=-1), training)
         # The xyz and feature channels weighted and summed apart (no (B, N, K, 3 + C) concatenation);
-        # the features gathered, weighted and summed in one op (no (B, N, K, C) grouped features),
-        # in training with the channel weights recomputed for the gradient, not kept; the first
-        # conv's weights split over the pooled and the skip features.
+        # the feature channels' weights made, the features gathered, weighted and summed in one op
+        # (no (B, N, K, C) channel weights or grouped features, in training neither); the first
+        # conv's weights split over the pooled and the skip features. The relative xyz stay out of
+        # the op: through it they would come out as sum_s x_j w - c sum_s w, a difference of large
+        # terms that loses float32 digits where neighbours are close.
         kernel, bias = self.channel_weights.affine(training)
         xyz_sums = tf.reduce_sum(grouped_xyz * dense(hidden, kernel[:, :3], bias[:3]), axis=2)
-        if training:
-            feature_sums = weighted_sum_recomputing_weights(interpolated, neighbours, hidden, kernel[:, 3:], bias[3:])
-        else:
-            feature_sums = ops.gather_weight_sum(interpolated, neighbours, dense(hidden, kernel[:, 3:], bias[3:]))
+        feature_sums = ops.gather_weight_net_sum(interpolated, neighbours, hidden, kernel[:, 3:], bias[3:])
         pooled = self.sumpool.finish(tf.concat([xyz_sums, feature_sums], axis=-1), training)
         x = self.convs[0].call_parts([pooled, skip], training)
         return apply_stack(self.convs[1:], x, training)

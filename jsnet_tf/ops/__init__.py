@@ -1,5 +1,6 @@
 """The point ops of JSNet: the original's seven, with its names and argument order, and
-gather_weight_sum, the gather, weight and reduce of the depthwise decoding in one op.
+gather_weight_net_sum, the depthwise decoding's weight net output layer, gather, weight and
+reduce in one op.
 
 Two implementations with identical semantics:
   * ``custom``: compiled CPU (multithreaded) and CUDA kernels from ``tf_ops/`` (fast; the
@@ -29,7 +30,7 @@ __all__ = [
     "UnknownImplementationError",
     "farthest_point_sample",
     "gather_point",
-    "gather_weight_sum",
+    "gather_weight_net_sum",
     "group_point",
     "implementation",
     "knn_point",
@@ -180,22 +181,30 @@ def three_interpolate(points, idx, weight):
     return _impl().three_interpolate(points, idx, weight)
 
 
-def gather_weight_sum(points, idx, weights):
-    """points (B, N, C), idx (B, M, S), weights (B, M, S, C) -> (B, M, C):
-    out[b, m] = sum_s points[b, idx[b, m, s]] * weights[b, m, s], the products channel-wise.
+def gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    """points (B, N, C), idx (B, M, S), hidden (B, M, S, H), kernel (H, C), bias (C,) -> (B, M, C):
+    out[b, m] = sum_s points[b, idx[b, m, s]] * (hidden[b, m, s] @ kernel + bias), the products
+    channel-wise.
 
-    group_point, a product and a sum over S in one op that never holds the (B, M, S, C) grouped
-    points, not even for the gradient (it gathers them again). Differentiable w.r.t. points and
-    weights.
+    A weight net's last linear map, group_point, a product and a sum over S in one op that never
+    holds the (B, M, S, C) channel weights or grouped points, not even for the gradient (it makes
+    them again, a few at a time). Differentiable w.r.t. points, hidden, kernel and bias.
     """
-    op = "gather_weight_sum"
-    points, idx, weights = checks.as_float32(points), checks.as_int32(idx), checks.as_float32(weights)
+    op = "gather_weight_net_sum"
+    points, idx = checks.as_float32(points), checks.as_int32(idx)
+    hidden, kernel, bias = checks.as_float32(hidden), checks.as_float32(kernel), checks.as_float32(bias)
     checks.check_points(op, "points", points, channels=None)
     checks.check_rank(op, "idx", idx, 3, "(batch, npoint, nsample)")
-    checks.check_rank(op, "weights", weights, 4, "(batch, npoint, nsample, channels)")
-    grouped = idx.shape.concatenate(points.shape[2:]) if idx.shape.rank == 3 and points.shape.rank == 3 else None
-    if grouped is not None and not weights.shape.is_compatible_with(grouped):
-        layout = f"(batch, npoint, nsample, channels) = {grouped} of idx and points"
-        raise checks.invalid(op, f"weights {weights.shape} must have shape {layout}")
+    checks.check_rank(op, "hidden", hidden, 4, "(batch, npoint, nsample, units)")
+    checks.check_rank(op, "kernel", kernel, 2, "(units, channels)")
+    checks.check_rank(op, "bias", bias, 1, "(channels,)")
+    if not hidden.shape[:3].is_compatible_with(idx.shape):
+        raise checks.invalid(op, f"hidden {hidden.shape} must have shape (batch, npoint, nsample, units) with {idx.shape} of idx")
+    channels = points.shape[2:]
+    if not kernel.shape.is_compatible_with(hidden.shape[3:].concatenate(channels)):
+        layout = f"(units, channels) of hidden {hidden.shape} and points {points.shape}"
+        raise checks.invalid(op, f"kernel {kernel.shape} must have shape {layout}")
+    if not bias.shape.is_compatible_with(channels):
+        raise checks.invalid(op, f"bias {bias.shape} must have shape (channels,) of points {points.shape}")
     checks.check_same_batch(op, "points", points, "idx", idx)
-    return _impl().gather_weight_sum(points, idx, weights)
+    return _impl().gather_weight_net_sum(points, idx, hidden, kernel, bias)

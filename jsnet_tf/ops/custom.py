@@ -2,8 +2,9 @@
 
 The library is loaded on first use (`library.load`), so importing this module never fails; the
 kernels validate shapes, indices and coordinates themselves and raise InvalidArgumentError.
-Gradients: gather_point, group_point, three_interpolate (w.r.t. points) and gather_weight_sum
-(w.r.t. points and weights) are differentiable; the search ops are not, as in the original.
+Gradients: gather_point, group_point, three_interpolate (w.r.t. points) and gather_weight_net_sum
+(w.r.t. points, hidden, kernel and bias) are differentiable; the search ops are not, as in the
+original.
 """
 
 import tensorflow as tf
@@ -39,8 +40,8 @@ def three_interpolate(points, idx, weight):
     return library.load().jsnet_three_interpolate(points, idx, weight)
 
 
-def gather_weight_sum(points, idx, weights):
-    return library.load().jsnet_gather_weight_sum(points, idx, weights)
+def gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    return library.load().jsnet_gather_weight_net_sum(points, idx, hidden, kernel, bias)
 
 
 @tf.RegisterGradient("JsnetGatherPoint")
@@ -59,12 +60,12 @@ def _three_interpolate_grad(op, grad):
     return [library.load().jsnet_three_interpolate_grad(points, idx, weight, grad), None, None]
 
 
-@tf.RegisterGradient("JsnetGatherWeightSum")
-def _gather_weight_sum_grad(op, grad):
-    """The gathered points are recomputed from points and idx, not kept from the forward pass."""
-    points, idx, weights = op.inputs
-    grad_points, grad_weights = library.load().jsnet_gather_weight_sum_grad(points, idx, weights, grad)
-    return [grad_points, None, grad_weights]
+@tf.RegisterGradient("JsnetGatherWeightNetSum")
+def _gather_weight_net_sum_grad(op, grad):
+    """The gathered points and the channel weights are made again, not kept from the forward pass."""
+    points, idx, hidden, kernel, bias = op.inputs
+    grads = library.load().jsnet_gather_weight_net_sum_grad(points, idx, hidden, kernel, bias, grad)
+    return [grads[0], None, grads[1], grads[2], grads[3]]
 
 
 for _name in ("JsnetFarthestPointSample", "JsnetQueryBallPoint", "JsnetKnnPoint", "JsnetThreeNN"):

@@ -72,13 +72,19 @@ def three_interpolate(points, idx, weight):
     return out
 
 
-def gather_weight_sum(points, idx, weights):
-    out = np.zeros(idx.shape[:2] + points.shape[2:], np.float64)
-    for b in range(len(points)):
-        for i in range(idx.shape[1]):
-            for s in range(idx.shape[2]):
-                out[b, i] += weights[b, i, s].astype(np.float64) * points[b, idx[b, i, s]].astype(np.float64)
-    return out
+def gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    weights = hidden.astype(np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
+    return np.einsum("bmsc,bmsc->bmc", group_point(points, idx), weights)
+
+
+def gather_weight_net_sum_grads(upstream, points, idx, hidden, kernel, bias):
+    """(d points, d hidden, d kernel, d bias) of sum(gather_weight_net_sum(...) * upstream)."""
+    up = upstream.astype(np.float64)[:, :, None, :]
+    weights = hidden.astype(np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
+    u = up * group_point(points, idx)  # d out / d weights
+    grad_points = scatter_add(up * weights, idx, points.shape[1])
+    grad_kernel = np.einsum("bmsh,bmsc->hc", hidden.astype(np.float64), u)
+    return grad_points, u @ kernel.astype(np.float64).T, grad_kernel, u.sum(axis=(0, 1, 2))
 
 
 def scatter_add(grad_out, idx, n):

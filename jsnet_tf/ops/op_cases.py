@@ -60,11 +60,6 @@ def _interpolate_grad(upstream, points, idx, weight):
     return sum(ref.scatter_add(upstream * weight[:, :, s : s + 1], idx[:, :, s], points.shape[1]) for s in range(3))
 
 
-def _gather_weight_sum_grad(upstream, points, idx, weights):
-    grouped = ref.group_point(points, idx)
-    return ref.scatter_add(upstream[:, :, None, :] * weights, idx, points.shape[1]), upstream[:, :, None, :] * grouped
-
-
 def _normal(rng, shape):
     return rng.standard_normal(shape).astype(np.float32)
 
@@ -78,7 +73,7 @@ def _weights(rng, shape):
     return weight / weight.sum(-1, keepdims=True)
 
 
-BATCH, POINTS, QUERIES, CHANNELS = 2, 64, 16, 4
+BATCH, POINTS, QUERIES, CHANNELS, UNITS = 2, 64, 16, 4, 5
 
 CASES = (
     OpCase(
@@ -128,15 +123,19 @@ CASES = (
         reference_grad=_interpolate_grad,
     ),
     OpCase(
-        "gather_weight_sum",
+        "gather_weight_net_sum",
         draw=lambda rng: (
             _normal(rng, (BATCH, POINTS, CHANNELS)),
             _indices(rng, POINTS, (BATCH, QUERIES, 8)),
-            _normal(rng, (BATCH, QUERIES, 8, CHANNELS)),
+            _normal(rng, (BATCH, QUERIES, 8, UNITS)),
+            _normal(rng, (UNITS, CHANNELS)),
+            _normal(rng, (CHANNELS,)),
         ),
-        reference=lambda points, idx, weights: (ref.gather_weight_sum(points, idx, weights),),
-        grad_arg=(0, 2),
-        reference_grad=_gather_weight_sum_grad,
+        reference=lambda *args: (ref.gather_weight_net_sum(*args),),
+        grad_arg=(0, 2, 3, 4),
+        reference_grad=ref.gather_weight_net_sum_grads,
+        rtol=1e-4,  # sums of up to 8 * (UNITS + 1) float32 products, in an order of each kernel's choosing
+        atol=1e-5,
     ),
 )
 

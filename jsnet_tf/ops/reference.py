@@ -7,8 +7,8 @@ which makes them the reference in tests and the implementation of exported Saved
 Arguments arrive converted and statically checked by `jsnet_tf.ops`; what only the data can
 reveal is asserted here with `tf.debugging` (a no-op under XLA). Like the compiled ops, the
 search ops (sampling, ball query, kNN, three_nn) are not differentiable, three_interpolate is
-differentiable with respect to `points` only, and gather_weight_sum with respect to `points` and
-`weights`.
+differentiable with respect to `points` only, and gather_weight_net_sum with respect to all but
+`idx`.
 """
 
 import numpy as np
@@ -147,20 +147,24 @@ def three_interpolate(points, idx, weight):
     return out
 
 
-def gather_weight_sum(points, idx, weights):
-    op = "gather_weight_sum"
+def gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    op = "gather_weight_net_sum"
     points = _points(op, "points", points, channels=None)
     idx = checks.ensure_shape(op, "idx", idx, [None, None, None], "(batch, npoint, nsample)")
-    weights = checks.ensure_shape(op, "weights", weights, [None, None, None, None], "(batch, npoint, nsample, channels)")
+    hidden = checks.ensure_shape(op, "hidden", hidden, [None, None, None, None], "(batch, npoint, nsample, units)")
+    kernel = checks.ensure_shape(op, "kernel", kernel, [None, None], "(units, channels)")
+    bias = checks.ensure_shape(op, "bias", bias, [None], "(channels,)")
     assertions = checks.assert_indices_in_range(op, "idx", idx, tf.shape(points)[1], "points")
     assertions.append(checks.assert_same_batch(op, "points", points, "idx", idx))
-    grouped_shape = tf.concat([tf.shape(idx), tf.shape(points)[2:]], 0)
-    assertions.append(
-        tf.debugging.assert_equal(
-            tf.shape(weights), grouped_shape, message=f"{op}: weights must have shape (batch, npoint, nsample, channels) of idx and points"
-        )
-    )
-    points, idx, weights = checks.after(assertions, points, idx, weights)
+    expected = {
+        "hidden": (tf.shape(hidden)[:3], tf.shape(idx), "(batch, npoint, nsample, units) of idx"),
+        "kernel": (tf.shape(kernel), tf.stack([tf.shape(hidden)[3], tf.shape(points)[2]]), "(units, channels) of hidden and points"),
+        "bias": (tf.shape(bias), tf.shape(points)[2:], "(channels,) of points"),
+    }
+    for name, (shape, want, layout) in expected.items():
+        assertions.append(tf.debugging.assert_equal(shape, want, message=f"{op}: {name} must have shape {layout}"))
+    points, idx, hidden, kernel, bias = checks.after(assertions, points, idx, hidden, kernel, bias)
+    weights = tf.tensordot(hidden, kernel, 1) + bias
     return weighted_neighbour_sum(tf.gather(points, idx, batch_dims=1), weights)
 
 

@@ -6,7 +6,7 @@ to the inputs and every weight, and the moving statistics that training-mode bat
 
 Float64 throughout: the layers under keras' float64 dtype policy and exact float64 stand-ins for the four
 point ops that move values (gather_point, group_point: selections; three_interpolate and
-gather_weight_sum: weighted sums; tests/ops checks each op against its float64 brute force); the
+gather_weight_net_sum: weighted sums; tests/ops checks each op against its float64 brute force); the
 neighbour searches, which give indices only, stay the library's. Equal to 1e-9 relative,
 far below float32's 1e-7, so a rewrite that is not exact in real arithmetic cannot pass.
 """
@@ -43,8 +43,8 @@ def _three_interpolate(points, idx, weight):
     return tf.einsum("bnk,bnkc->bnc", tf.cast(weight, points.dtype), _gather(points, idx))
 
 
-def _gather_weight_sum(points, idx, weights):
-    return tf.reduce_sum(_gather(points, idx) * weights, axis=2)
+def _gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    return tf.reduce_sum(_gather(points, idx) * (tf.tensordot(hidden, kernel, 1) + bias), axis=2)
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def float64(monkeypatch):
     monkeypatch.setattr(ops, "gather_point", _gather)
     monkeypatch.setattr(ops, "group_point", _gather)
     monkeypatch.setattr(ops, "three_interpolate", _three_interpolate)
-    monkeypatch.setattr(ops, "gather_weight_sum", _gather_weight_sum)
+    monkeypatch.setattr(ops, "gather_weight_net_sum", _gather_weight_net_sum)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
     try:
@@ -128,7 +128,7 @@ def test_pointconv_encoding(float64, rng, training):
 
 
 @TRAINING
-@pytest.mark.parametrize("points", [32, 30, 3])  # 30, 3: the training gradient's slices uneven, empty
+@pytest.mark.parametrize("points", [32, 30, 3])  # 3: fewer points than the 6 neighbours asked (K = 3)
 def test_depthwise_decoding(float64, rng, training, points):
     xyz, skip = _cloud(rng, 2, points, 3)
     coarse_xyz = xyz[:, rng.permutation(points)[: min(8, points)]]

@@ -21,9 +21,15 @@ def idx(shape, value=0):
     return np.full(shape, value, np.int32)
 
 
-def weights(shape):
-    return np.ones(shape, np.float32)
+def weight_net(hidden_shape, channels, units=None, bias=None):
+    """hidden, kernel and bias of gather_weight_net_sum: kernel (units, channels), bias (bias,),
+    both by default of hidden_shape's last size and `channels`."""
+    units = hidden_shape[-1] if units is None else units
+    bias = channels if bias is None else bias
+    return np.ones(hidden_shape, np.float32), np.ones((units, channels), np.float32), np.ones(bias, np.float32)
 
+
+GWNS = ops.gather_weight_net_sum
 
 # (name, function, arguments, message pattern). Tensors among the arguments are fed through a
 # tf.function with fully unknown shapes in the "dynamic" variant.
@@ -64,13 +70,15 @@ CASES = [
     ("interp idx last dim", ops.three_interpolate, (xyz(c=4), idx((1, 5, 2)), xyz(n=5, c=2)), r"idx must have shape"),
     ("interp weight shape", ops.three_interpolate, (xyz(c=4), idx((1, 5, 3)), xyz(n=6)), r"idx .* and weight .* same shape|weight"),
     ("interp batch", ops.three_interpolate, (xyz(b=2, c=4), idx((1, 5, 3)), xyz(n=5)), r"batch sizes"),
-    ("gws idx rank", ops.gather_weight_sum, (xyz(c=4), idx((1, 2)), weights((1, 2, 2, 4))), r"idx must have shape \(batch, npoint,"),
-    ("gws idx >= N", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2), 8), weights((1, 2, 2, 4))), r"out of range"),
-    ("gws idx < 0", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2), -1), weights((1, 2, 2, 4))), r"out of range"),
-    ("gws weights rank", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 2))), r"weights.*must have shape"),
-    ("gws weights channels", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 2, 5))), r"weights.*must have shape"),
-    ("gws weights nsample", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 3, 4))), r"weights.*must have shape"),
-    ("gws batch", ops.gather_weight_sum, (xyz(b=2, c=4), idx((1, 2, 2)), weights((1, 2, 2, 4))), r"batch sizes"),
+    ("gwns idx rank", GWNS, (xyz(c=4), idx((1, 2)), *weight_net((1, 2, 2, 3), 4)), r"idx must have shape \(batch, npoint,"),
+    ("gwns idx >= N", GWNS, (xyz(c=4), idx((1, 2, 2), 8), *weight_net((1, 2, 2, 3), 4)), r"out of range"),
+    ("gwns idx < 0", GWNS, (xyz(c=4), idx((1, 2, 2), -1), *weight_net((1, 2, 2, 3), 4)), r"out of range"),
+    ("gwns hidden rank", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2), 4)), r"hidden.*must have shape"),
+    ("gwns hidden nsample", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 3, 3), 4)), r"hidden.*must have shape"),
+    ("gwns kernel units", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 4, units=5)), r"kernel.*must have shape"),
+    ("gwns kernel channels", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 5, bias=4)), r"kernel.*must have shape"),
+    ("gwns bias channels", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 4, bias=5)), r"bias.*must have shape"),
+    ("gwns batch", GWNS, (xyz(b=2, c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 4)), r"batch sizes"),
 ]
 
 # Cases whose problem only a static check can see (a bad attribute value or a rank that no

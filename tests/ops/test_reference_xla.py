@@ -74,21 +74,22 @@ def test_gather_ops_and_gradients(jit, rng):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["tf.function", "jit_compile"])
-def test_gather_weight_sum_and_gradients(jit, rng):
-    points = tf.constant(rng.standard_normal((2, 50, 6)).astype(np.float32))
+def test_gather_weight_net_sum_and_gradients(jit, rng):
+    points = rng.standard_normal((2, 50, 6)).astype(np.float32)
     idx = rng.integers(0, 50, (2, 10, 8)).astype(np.int32)
-    weights = tf.constant(rng.standard_normal((2, 10, 8, 6)).astype(np.float32))
+    hidden = rng.standard_normal((2, 10, 8, 5)).astype(np.float32)
+    kernel, bias = rng.standard_normal((5, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
     upstream = rng.standard_normal((2, 10, 6)).astype(np.float32)
 
     @tf.function(jit_compile=jit)
-    def run(p, w):
+    def run(*args):
         with tf.GradientTape() as tape:
-            tape.watch([p, w])
-            out = ops.gather_weight_sum(p, idx, w)
-        return out, *tape.gradient(out, [p, w], output_gradients=upstream)
+            tape.watch(args)
+            out = ops.gather_weight_net_sum(args[0], idx, *args[1:])
+        return out, *tape.gradient(out, args, output_gradients=upstream)
 
-    out, grad_points, grad_weights = [t.numpy() for t in run(points, weights)]
-    p, w = points.numpy(), weights.numpy()
-    np.testing.assert_allclose(out, ref.gather_weight_sum(p, idx, w), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grad_points, ref.scatter_add(upstream[:, :, None, :] * w, idx, 50), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grad_weights, upstream[:, :, None, :] * ref.group_point(p, idx), rtol=1e-6, atol=1e-6)
+    got = [t.numpy() for t in run(*[tf.constant(a) for a in (points, hidden, kernel, bias)])]
+    want = [ref.gather_weight_net_sum(points, idx, hidden, kernel, bias)]
+    want += ref.gather_weight_net_sum_grads(upstream, points, idx, hidden, kernel, bias)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)

@@ -11,9 +11,10 @@ edge cases, then compares them:
   * kNN / three_nn distances: bit-identical expected (no FMA on either side); otherwise within
     1e-6 relative is accepted and reported;
   * copies (gather / group): bit-identical expected, else rtol 1e-5 / atol 1e-6;
-  * three_interpolate, gather_weight_sum and its weights' gradient: rtol 1e-5 / atol 1e-6
-    (bit-identity reported; expected, as both sides round every product and sum in one order);
-  * gradients (atomics, any summation order): |a - b| <= 1e-6 + 1e-5 * sum(|terms|).
+  * three_interpolate: rtol 1e-5 / atol 1e-6 (bit-identity reported; expected, as both sides
+    round every product and sum in one order);
+  * gradients (atomics, any summation order) and gather_weight_net_sum with its four gradients
+    (fused multiply-adds, each side in its own order): |a - b| <= 1e-6 + 1e-5 * sum(|terms|).
 
 The CPU results are also checked against an independent NumPy brute force (squared distances in
 float32 in the contract's order, so indices can be compared exactly; sums in float64). With
@@ -78,9 +79,14 @@ CPU_SIGNATURES = {
     "jsnet_three_nn_cpu": (None, [I64, I64, CI, CI, VP, VP, VP, VP]),
     "jsnet_three_interpolate_cpu": (None, [I64, I64, CI, CI, CI, VP, VP, VP, VP]),
     "jsnet_three_interpolate_grad_cpu": (None, [I64, I64, CI, CI, CI, VP, VP, VP, VP]),
-    "jsnet_gather_weight_sum_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
-    "jsnet_gather_weight_sum_grad_points_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
-    "jsnet_gather_weight_sum_grad_weights_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
+    "jsnet_gather_weight_net_sum_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_net_sum_grad_points_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, VP, VP, VP, VP,
+                                                           VP, VP]),
+    "jsnet_gather_weight_net_sum_grad_blocks_cpu": (I64, [CI, CI]),
+    "jsnet_gather_weight_net_sum_grad_workspace_floats_cpu": (I64, [CI, CI, CI, CI]),
+    "jsnet_gather_weight_net_sum_grad_weight_net_cpu": (None, [I64, I64, CI, CI, CI, CI, CI, CI, VP, VP,
+                                                               VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_net_sum_grad_reduce_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP]),
     "jsnet_first_non_finite_cpu": (I64, [I64, VP]),
     "jsnet_first_out_of_range_cpu": (I64, [I64, VP, CI]),
 }
@@ -97,8 +103,9 @@ CUDA_SIGNATURES = {
     "jsnet_three_nn_cuda": (CI, [CI, CI, CI, VP, VP, VP, VP, VP]),
     "jsnet_three_interpolate_cuda": (CI, [CI, CI, CI, CI, VP, VP, VP, VP, VP]),
     "jsnet_three_interpolate_grad_cuda": (CI, [CI, CI, CI, CI, VP, VP, VP, VP, VP]),
-    "jsnet_gather_weight_sum_cuda": (CI, [CI, CI, CI, CI, CI, VP, VP, VP, VP, VP]),
-    "jsnet_gather_weight_sum_grad_cuda": (CI, [CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_net_sum_cuda": (CI, [CI, CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP, VP]),
+    "jsnet_gather_weight_net_sum_grad_cuda": (CI, [CI, CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP, VP, VP,
+                                                   VP, VP, VP]),
     "jsnet_first_non_finite_cuda": (CI, [I64, VP, VP, VP]),
     "jsnet_first_out_of_range_cuda": (CI, [I64, VP, CI, VP, VP]),
 }
@@ -263,21 +270,36 @@ def ref_interp_grad(grad_out, idx, weight, m):
     return {"grad": tot.reshape(b, m, c)}, {"grad": abs_tot.reshape(b, m, c)}
 
 
-def ref_gather_weight_sum(points, idx, weights):
+def _weight_net_terms(points, idx, hidden, kernel, bias):
+    """(gathered points, channel weights, |gathered points|, sums of |terms| of the weights)."""
     b = points.shape[0]
     g = points.astype(np.float64)[np.arange(b)[:, None, None], idx]  # (B, M, S, C)
-    terms = weights.astype(np.float64) * g
-    return {"out": terms.sum(axis=2)}, {"out": np.abs(terms).sum(axis=2)}
+    k = kernel.astype(np.float64)
+    w = hidden.astype(np.float64) @ k + bias.astype(np.float64)
+    w_abs = np.abs(hidden.astype(np.float64)) @ np.abs(k) + np.abs(bias.astype(np.float64))
+    return g, w, np.abs(g), w_abs
 
 
-def ref_gather_weight_sum_grad(points, idx, weights, grad_out):
+def ref_gather_weight_net_sum(points, idx, hidden, kernel, bias):
+    g, w, g_abs, w_abs = _weight_net_terms(points, idx, hidden, kernel, bias)
+    return {"out": (g * w).sum(axis=2)}, {"out": (g_abs * w_abs).sum(axis=2)}
+
+
+def ref_gather_weight_net_sum_grad(points, idx, hidden, kernel, bias, grad_out):
     b, n, c = points.shape
+    g, w, g_abs, w_abs = _weight_net_terms(points, idx, hidden, kernel, bias)
     up = grad_out.astype(np.float64)[:, :, None, :]
     flat = (np.arange(b)[:, None, None] * n + idx).reshape(-1)  # (B*M*S)
-    tot, abs_tot = _scatter_add(b * n, flat, (up * weights.astype(np.float64)).reshape(-1, c), c)
-    grad_weights = up * points.astype(np.float64)[np.arange(b)[:, None, None], idx]
-    return ({"grad_points": tot.reshape(b, n, c), "grad_weights": grad_weights},
-            {"grad_points": abs_tot.reshape(b, n, c), "grad_weights": np.abs(grad_weights)})
+    grad_points, _ = _scatter_add(b * n, flat, (up * w).reshape(-1, c), c)
+    grad_points_abs, _ = _scatter_add(b * n, flat, (np.abs(up) * w_abs).reshape(-1, c), c)
+    u, u_abs = up * g, np.abs(up) * g_abs
+    h = hidden.astype(np.float64)
+    k = kernel.astype(np.float64)
+    return ({"grad_points": grad_points.reshape(b, n, c), "grad_hidden": u @ k.T,
+             "grad_kernel": np.einsum("bmsh,bmsc->hc", h, u), "grad_bias": u.sum(axis=(0, 1, 2))},
+            {"grad_points": grad_points_abs.reshape(b, n, c), "grad_hidden": u_abs @ np.abs(k).T,
+             "grad_kernel": np.einsum("bmsh,bmsc->hc", np.abs(h), u_abs),
+             "grad_bias": u_abs.sum(axis=(0, 1, 2))})
 
 
 def ref_first_non_finite(values):
@@ -495,22 +517,25 @@ def make_cases(rng, quick=False) -> list[Case]:
         add("three_interpolate_grad", f"B{b} M{m} C{c} N{n}", timed, grad_out=grad, idx=idx,
             weight=weight, m=m)
 
-    # ---------------------------------------------------------------- gather_weight_sum (+grad)
-    # b, n, c, m, nsample, timed: the depthwise decodings' sizes at batch 8 are timed
-    gws_sizes = [(1, 1, 1, 1, 1, False), (2, 3, 5, 2, 4, False), (2, 100, 7, 33, 16, False),
-                 (3, 1000, 67, 100, 32, False), (1, 50, 300, 10, 1, False),
-                 (8, 256, 259, 256, 16, True), (8, 1024, 259, 1024, 16, True),
-                 (8, 4096, 131, 4096, 16, True)]
-    for b, n, c, m, s, timed in gws_sizes:
+    # ---------------------------------------------------------------- gather_weight_net_sum (+grad)
+    # b, n, c, m, nsample, units, timed: C off the SIMD widths, K = 1, units off the widths; the
+    # depthwise decodings' sizes at batch 8 (fa_layer3, fa_layer2, fa_layer1) are timed
+    gwns_sizes = [(1, 1, 1, 1, 1, 1, False), (2, 3, 5, 2, 4, 3, False),
+                  (2, 100, 7, 33, 16, 32, False), (3, 1000, 67, 100, 32, 9, False),
+                  (1, 50, 300, 10, 1, 32, False), (4, 64, 515, 1, 16, 32, False),
+                  (8, 1024, 259, 1024, 16, 32, True), (8, 256, 515, 256, 16, 32, True),
+                  (8, 64, 515, 64, 16, 32, True)]
+    for b, n, c, m, s, units, timed in gwns_sizes:
         points = rng.standard_normal((b, n, c)).astype(F32)
         idx = rng.integers(0, n, size=(b, m, s)).astype(I32)
         idx[:, :, s // 2:] = idx[:, :, :1]  # repeated indices: the gradient's scatter adds up
-        weights = rng.standard_normal((b, m, s, c)).astype(F32)
-        add("gather_weight_sum", f"B{b} N{n} C{c} M{m} S{s}", timed, points=points, idx=idx,
-            weights=weights)
+        net = {"hidden": rng.standard_normal((b, m, s, units)).astype(F32),
+               "kernel": rng.standard_normal((units, c)).astype(F32),
+               "bias": rng.standard_normal(c).astype(F32)}
+        shape = f"B{b} N{n} C{c} M{m} S{s} H{units}"
+        add("gather_weight_net_sum", shape, timed, points=points, idx=idx, **net)
         grad = rng.standard_normal((b, m, c)).astype(F32)
-        add("gather_weight_sum_grad", f"B{b} N{n} C{c} M{m} S{s}", timed, points=points, idx=idx,
-            weights=weights, grad_out=grad)
+        add("gather_weight_net_sum_grad", shape, timed, points=points, idx=idx, grad_out=grad, **net)
 
     # ---------------------------------------------------------------- validation helpers
     for count, bad_pos in [(0, []), (1, []), (1, [0]), (1000, []), (1000, [999]),
@@ -571,12 +596,14 @@ def op_outputs(case: Case) -> dict:
     if case.op == "three_interpolate_grad":
         b, n, c = x["grad_out"].shape
         return {"grad": ((b, x["m"], c), F32, "grad")}
-    if case.op == "gather_weight_sum":
+    if case.op == "gather_weight_net_sum":
         b, m, _ = x["idx"].shape
-        return {"out": ((b, m, x["points"].shape[2]), F32, "float")}
-    if case.op == "gather_weight_sum_grad":
+        return {"out": ((b, m, x["points"].shape[2]), F32, "grad")}
+    if case.op == "gather_weight_net_sum_grad":
         return {"grad_points": (x["points"].shape, F32, "grad"),
-                "grad_weights": (x["weights"].shape, F32, "float")}
+                "grad_hidden": (x["hidden"].shape, F32, "grad"),
+                "grad_kernel": (x["kernel"].shape, F32, "grad"),
+                "grad_bias": (x["bias"].shape, F32, "grad")}
     if case.op in ("first_non_finite", "first_out_of_range"):
         return {"pos": ((1,), np.int64, "int")}
     raise KeyError(case.op)
@@ -595,9 +622,9 @@ def cpu_work_items(case: Case) -> int:
     if op in ("farthest_point_sample",):
         return x["xyz"].shape[0]
     if op in ("gather_point_grad", "group_point_grad", "three_interpolate_grad",
-              "gather_weight_sum_grad"):
+              "gather_weight_net_sum_grad"):
         return x["grad_out"].shape[0]
-    if op == "gather_weight_sum":
+    if op == "gather_weight_net_sum":
         return x["idx"].shape[0] * x["idx"].shape[1]
     if op == "gather_point":
         return x["idx"].size
@@ -657,20 +684,35 @@ def cpu_call(lib, case: Case, out: dict, begin: int, end: int):
         b, n, c = x["grad_out"].shape
         lib.jsnet_three_interpolate_grad_cpu(begin, end, x["m"], c, n, hp(x["grad_out"]),
                                              hp(x["idx"]), hp(x["weight"]), hp(out["grad"]))
-    elif op == "gather_weight_sum":
+    elif op == "gather_weight_net_sum":
         b, n, c = x["points"].shape
-        _, m, s = x["idx"].shape
-        lib.jsnet_gather_weight_sum_cpu(begin, end, n, c, m, s, hp(x["points"]), hp(x["idx"]),
-                                        hp(x["weights"]), hp(out["out"]))
-    elif op == "gather_weight_sum_grad":  # work items: batch elements, so rows b * M + m for the weights
+        _, m, s, units = x["hidden"].shape
+        lib.jsnet_gather_weight_net_sum_cpu(begin, end, n, c, m, s, units, hp(x["points"]),
+                                            hp(x["idx"]), hp(x["hidden"]), hp(x["kernel"]),
+                                            hp(x["bias"]), hp(out["out"]))
+    elif op == "gather_weight_net_sum_grad":
+        # work items: batch elements for the points' gradient; the row blocks of the weight net's
+        # gradients in the same proportion, and their sum over the blocks after the last range
         b, n, c = x["points"].shape
-        _, m, s = x["idx"].shape
-        lib.jsnet_gather_weight_sum_grad_points_cpu(begin, end, n, c, m, s, hp(x["grad_out"]),
-                                                    hp(x["idx"]), hp(x["weights"]),
-                                                    hp(out["grad_points"]))
-        lib.jsnet_gather_weight_sum_grad_weights_cpu(begin * m, end * m, n, c, m, s,
-                                                     hp(x["points"]), hp(x["idx"]),
-                                                     hp(x["grad_out"]), hp(out["grad_weights"]))
+        _, m, s, units = x["hidden"].shape
+        lib.jsnet_gather_weight_net_sum_grad_points_cpu(begin, end, n, c, m, s, units,
+                                                        hp(x["grad_out"]), hp(x["idx"]),
+                                                        hp(x["hidden"]), hp(x["kernel"]),
+                                                        hp(x["bias"]), hp(out["grad_points"]))
+        blocks = lib.jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m)
+        if begin == 0:
+            floats = lib.jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(b, m, c, units)
+            out["workspace"] = np.full(max(floats, 1), np.nan, F32)
+        workspace = out["workspace"]
+        lib.jsnet_gather_weight_net_sum_grad_weight_net_cpu(
+            begin * blocks // b, end * blocks // b, b, n, c, m, s, units, hp(x["points"]),
+            hp(x["idx"]), hp(x["hidden"]), hp(x["kernel"]), hp(x["grad_out"]),
+            hp(out["grad_hidden"]), hp(workspace))
+        if end == b:
+            lib.jsnet_gather_weight_net_sum_grad_reduce_cpu(0, units + 1, b, c, m, units,
+                                                            hp(workspace), hp(out["grad_kernel"]),
+                                                            hp(out["grad_bias"]))
+            del out["workspace"]
     elif op == "first_non_finite":
         out["pos"][0] = lib.jsnet_first_non_finite_cpu(x["values"].size, hp(x["values"]))
     elif op == "first_out_of_range":
@@ -717,10 +759,11 @@ def reference(case: Case):
         return ref_interp(x["points"], x["idx"], x["weight"])
     if op == "three_interpolate_grad":
         return ref_interp_grad(x["grad_out"], x["idx"], x["weight"], x["m"])
-    if op == "gather_weight_sum":
-        return ref_gather_weight_sum(x["points"], x["idx"], x["weights"])
-    if op == "gather_weight_sum_grad":
-        return ref_gather_weight_sum_grad(x["points"], x["idx"], x["weights"], x["grad_out"])
+    if op == "gather_weight_net_sum":
+        return ref_gather_weight_net_sum(x["points"], x["idx"], x["hidden"], x["kernel"], x["bias"])
+    if op == "gather_weight_net_sum_grad":
+        return ref_gather_weight_net_sum_grad(x["points"], x["idx"], x["hidden"], x["kernel"],
+                                              x["bias"], x["grad_out"])
     if op == "first_non_finite":
         return ref_first_non_finite(x["values"]), None
     if op == "first_out_of_range":
@@ -802,17 +845,19 @@ class CudaRunner:
             return lib.jsnet_three_interpolate_grad_cuda(b, x["m"], c, n, dp(d["grad_out"]),
                                                          dp(d["idx"]), dp(d["weight"]),
                                                          dp(o["grad"]), s)
-        if op in ("gather_weight_sum", "gather_weight_sum_grad"):
+        if op in ("gather_weight_net_sum", "gather_weight_net_sum_grad"):
             b, n, c = x["points"].shape
-            _, m, ns = x["idx"].shape
-            if op == "gather_weight_sum":
-                return lib.jsnet_gather_weight_sum_cuda(b, n, c, m, ns, dp(d["points"]),
-                                                        dp(d["idx"]), dp(d["weights"]),
-                                                        dp(o["out"]), s)
-            return lib.jsnet_gather_weight_sum_grad_cuda(b, n, c, m, ns, dp(d["points"]),
-                                                         dp(d["idx"]), dp(d["weights"]),
-                                                         dp(d["grad_out"]), dp(o["grad_points"]),
-                                                         dp(o["grad_weights"]), s)
+            _, m, ns, units = x["hidden"].shape
+            net = (dp(d["points"]), dp(d["idx"]), dp(d["hidden"]), dp(d["kernel"]), dp(d["bias"]))
+            if op == "gather_weight_net_sum":
+                return lib.jsnet_gather_weight_net_sum_cuda(b, n, c, m, ns, units, *net,
+                                                            dp(o["out"]), s)
+            return lib.jsnet_gather_weight_net_sum_grad_cuda(b, n, c, m, ns, units, *net,
+                                                             dp(d["grad_out"]),
+                                                             dp(o["grad_points"]),
+                                                             dp(o["grad_hidden"]),
+                                                             dp(o["grad_kernel"]),
+                                                             dp(o["grad_bias"]), s)
         if op == "first_non_finite":
             return lib.jsnet_first_non_finite_cuda(x["values"].size, dp(d["values"]),
                                                    dp(o["pos"]), s)

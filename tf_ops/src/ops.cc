@@ -214,35 +214,49 @@ REGISTER_OP("JsnetThreeInterpolateGrad")
       return absl::OkStatus();
     });
 
-REGISTER_OP("JsnetGatherWeightSum")
+REGISTER_OP("JsnetGatherWeightNetSum")
     .Input("points: float32")
     .Input("idx: int32")
-    .Input("weights: float32")
+    .Input("hidden: float32")
+    .Input("kernel: float32")
+    .Input("bias: float32")
     .Output("out: float32")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle points, idx, weights;
+      ShapeHandle points, idx, hidden, kernel, bias;
       TF_RETURN_IF_ERROR(PointsShape(c, 0, -1, &points));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &idx));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &weights));
-      ShapeHandle grouped = c->MakeShape({c->Dim(idx, 0), c->Dim(idx, 1), c->Dim(idx, 2), c->Dim(points, 2)});
-      TF_RETURN_IF_ERROR(c->Merge(weights, grouped, &weights));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &hidden));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &kernel));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &bias));
+      ShapeHandle rows = c->MakeShape({c->Dim(idx, 0), c->Dim(idx, 1), c->Dim(idx, 2), c->Dim(kernel, 0)});
+      TF_RETURN_IF_ERROR(c->Merge(hidden, rows, &hidden));
+      DimensionHandle channels;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(points, 2), c->Dim(kernel, 1), &channels));
+      TF_RETURN_IF_ERROR(c->Merge(channels, c->Dim(bias, 0), &channels));
       DimensionHandle batch;
-      TF_RETURN_IF_ERROR(SameBatch(c, points, weights, &batch));
-      c->set_output(0, c->MakeShape({batch, c->Dim(weights, 1), c->Dim(weights, 3)}));
+      TF_RETURN_IF_ERROR(SameBatch(c, points, hidden, &batch));
+      c->set_output(0, c->MakeShape({batch, c->Dim(hidden, 1), channels}));
       return absl::OkStatus();
     })
-    .Doc("out[b, m] = sum_s points[b, idx[b, m, s]] * weights[b, m, s] (channel-wise products).");
+    .Doc("out[b, m] = sum_s points[b, idx[b, m, s]] * (bias + hidden[b, m, s] @ kernel), the "
+         "products channel-wise.");
 
-REGISTER_OP("JsnetGatherWeightSumGrad")
+REGISTER_OP("JsnetGatherWeightNetSumGrad")
     .Input("points: float32")
     .Input("idx: int32")
-    .Input("weights: float32")
+    .Input("hidden: float32")
+    .Input("kernel: float32")
+    .Input("bias: float32")
     .Input("grad_out: float32")
     .Output("grad_points: float32")
-    .Output("grad_weights: float32")
+    .Output("grad_hidden: float32")
+    .Output("grad_kernel: float32")
+    .Output("grad_bias: float32")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(2));
+      c->set_output(2, c->input(3));
+      c->set_output(3, c->input(4));
       return absl::OkStatus();
     });
 
@@ -436,26 +450,45 @@ struct Backend<CPUDevice> {
     return absl::OkStatus();
   }
 
-  static Status GatherWeightSum(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
-                                const float* points, const int* idx, const float* weights,
-                                float* out) {
-    Parallel(ctx, int64_t{b} * m, int64_t{3} * nsample * c + 4, [&](int64_t s, int64_t e) {
-      jsnet_gather_weight_sum_cpu(s, e, n, c, m, nsample, points, idx, weights, out);
+  static Status GatherWeightNetSum(OpKernelContext* ctx, int b, int n, int c, int m,
+                                   int nsample, int units, const float* points, const int* idx,
+                                   const float* hidden, const float* kernel, const float* bias,
+                                   float* out) {
+    const int64_t row_cycles = int64_t{nsample} * (units + 1) * c / 4 + 4;
+    Parallel(ctx, int64_t{b} * m, row_cycles, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_net_sum_cpu(s, e, n, c, m, nsample, units, points, idx, hidden, kernel,
+                                      bias, out);
     });
     return absl::OkStatus();
   }
 
-  static Status GatherWeightSumGrad(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
-                                    const float* points, const int* idx, const float* weights,
-                                    const float* grad_out, float* grad_points,
-                                    float* grad_weights) {
-    Parallel(ctx, b, int64_t{3} * c * (n + int64_t{m} * nsample), [&](int64_t s, int64_t e) {
-      jsnet_gather_weight_sum_grad_points_cpu(s, e, n, c, m, nsample, grad_out, idx, weights,
-                                              grad_points);
+  static Status GatherWeightNetSumGrad(OpKernelContext* ctx, int b, int n, int c, int m,
+                                       int nsample, int units, const float* points,
+                                       const int* idx, const float* hidden, const float* kernel,
+                                       const float* bias, const float* grad_out,
+                                       float* grad_points, float* grad_hidden,
+                                       float* grad_kernel, float* grad_bias) {
+    const int64_t row_cycles = int64_t{nsample} * (units + 1) * c / 4 + 4;
+    Parallel(ctx, b, int64_t{m} * row_cycles + int64_t{n} * c, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_net_sum_grad_points_cpu(s, e, n, c, m, nsample, units, grad_out, idx,
+                                                  hidden, kernel, bias, grad_points);
     });
-    Parallel(ctx, int64_t{b} * m, int64_t{3} * nsample * c + 4, [&](int64_t s, int64_t e) {
-      jsnet_gather_weight_sum_grad_weights_cpu(s, e, n, c, m, nsample, points, idx, grad_out,
-                                               grad_weights);
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(
+        ::tensorflow::DT_FLOAT,
+        TensorShape({jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(b, m, c, units)}),
+        &workspace));
+    float* partials = workspace.flat<float>().data();
+    const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m);
+    const int64_t rows_per_block = blocks > 0 ? (int64_t{b} * m + blocks - 1) / blocks : 0;
+    Parallel(ctx, blocks, 2 * rows_per_block * row_cycles, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_net_sum_grad_weight_net_cpu(s, e, b, n, c, m, nsample, units, points,
+                                                      idx, hidden, kernel, grad_out, grad_hidden,
+                                                      partials);
+    });
+    Parallel(ctx, units + 1, blocks * c + 4, [&](int64_t s, int64_t e) {
+      jsnet_gather_weight_net_sum_grad_reduce_cpu(s, e, b, c, m, units, partials, grad_kernel,
+                                                  grad_bias);
     });
     return absl::OkStatus();
   }
@@ -599,23 +632,27 @@ struct Backend<GPUDevice> {
                  "three_interpolate_grad");
   }
 
-  static Status GatherWeightSum(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
-                                const float* points, const int* idx, const float* weights,
-                                float* out) {
-    return Check(jsnet_gather_weight_sum_cuda(b, n, c, m, nsample, points, idx, weights, out,
-                                              Stream(ctx)),
-                 "gather_weight_sum");
+  static Status GatherWeightNetSum(OpKernelContext* ctx, int b, int n, int c, int m,
+                                   int nsample, int units, const float* points, const int* idx,
+                                   const float* hidden, const float* kernel, const float* bias,
+                                   float* out) {
+    return Check(jsnet_gather_weight_net_sum_cuda(b, n, c, m, nsample, units, points, idx, hidden,
+                                                  kernel, bias, out, Stream(ctx)),
+                 "gather_weight_net_sum");
   }
 
-  static Status GatherWeightSumGrad(OpKernelContext* ctx, int b, int n, int c, int m, int nsample,
-                                    const float* points, const int* idx, const float* weights,
-                                    const float* grad_out, float* grad_points,
-                                    float* grad_weights) {
-    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the gather_weight_sum gradient"));
-    return Check(jsnet_gather_weight_sum_grad_cuda(b, n, c, m, nsample, points, idx, weights,
-                                                   grad_out, grad_points, grad_weights,
-                                                   Stream(ctx)),
-                 "gather_weight_sum_grad");
+  static Status GatherWeightNetSumGrad(OpKernelContext* ctx, int b, int n, int c, int m,
+                                       int nsample, int units, const float* points,
+                                       const int* idx, const float* hidden, const float* kernel,
+                                       const float* bias, const float* grad_out,
+                                       float* grad_points, float* grad_hidden,
+                                       float* grad_kernel, float* grad_bias) {
+    TF_RETURN_IF_ERROR(RefuseUnderDeterminism("the gather_weight_net_sum gradient"));
+    return Check(jsnet_gather_weight_net_sum_grad_cuda(b, n, c, m, nsample, units, points, idx,
+                                                       hidden, kernel, bias, grad_out,
+                                                       grad_points, grad_hidden, grad_kernel,
+                                                       grad_bias, Stream(ctx)),
+                 "gather_weight_net_sum_grad");
   }
 
   static int64_t KnnWorkspaceFloats(int b, int n, int m, int k) {
@@ -956,74 +993,86 @@ class ThreeInterpolateGradOp : public OpKernel {
   }
 };
 
-// Shape checks shared by gather_weight_sum and its gradient: weights (B, M, nsample, C) match
-// points (B, N, C) and idx (B, M, nsample).
-Status CheckGatherWeightSumInputs(const std::string& op, const Tensor& points, const Tensor& idx,
-                                  const Tensor& weights) {
+// Shape checks shared by gather_weight_net_sum and its gradient: hidden (B, M, nsample, units)
+// of idx (B, M, nsample), kernel (units, C) and bias (C) of points (B, N, C).
+Status CheckGatherWeightNetSumInputs(const std::string& op, const Tensor& points,
+                                     const Tensor& idx, const Tensor& hidden, const Tensor& kernel,
+                                     const Tensor& bias) {
   TF_RETURN_IF_ERROR(
       CheckGatherInputs(op, "points", points, -1, idx, 3, "(batch, npoint, nsample)"));
-  if (weights.dims() != 4 || weights.dim_size(0) != idx.dim_size(0) ||
-      weights.dim_size(1) != idx.dim_size(1) || weights.dim_size(2) != idx.dim_size(2) ||
-      weights.dim_size(3) != points.dim_size(2)) {
-    return errors::InvalidArgument(op, ": weights must have shape (batch, npoint, nsample, channels) = (",
-                                   idx.dim_size(0), ", ", idx.dim_size(1), ", ", idx.dim_size(2),
-                                   ", ", points.dim_size(2), ") of idx and points, got ",
-                                   ShapeString(weights));
+  if (hidden.dims() != 4 || hidden.dim_size(0) != idx.dim_size(0) ||
+      hidden.dim_size(1) != idx.dim_size(1) || hidden.dim_size(2) != idx.dim_size(2)) {
+    return errors::InvalidArgument(op, ": hidden must have shape (batch, npoint, nsample, units) ",
+                                   "with (", idx.dim_size(0), ", ", idx.dim_size(1), ", ",
+                                   idx.dim_size(2), ") of idx, got ", ShapeString(hidden));
   }
-  return CheckIntSizes(op, weights);
+  if (kernel.dims() != 2 || kernel.dim_size(0) != hidden.dim_size(3) ||
+      kernel.dim_size(1) != points.dim_size(2)) {
+    return errors::InvalidArgument(op, ": kernel must have shape (units, channels) = (",
+                                   hidden.dim_size(3), ", ", points.dim_size(2),
+                                   ") of hidden and points, got ", ShapeString(kernel));
+  }
+  if (bias.dims() != 1 || bias.dim_size(0) != points.dim_size(2)) {
+    return errors::InvalidArgument(op, ": bias must have shape (channels,) = (",
+                                   points.dim_size(2), ",) of points, got ", ShapeString(bias));
+  }
+  TF_RETURN_IF_ERROR(CheckIntSizes(op, hidden));
+  return CheckIntSizes(op, kernel);
 }
 
 template <typename Device>
-class GatherWeightSumOp : public OpKernel {
+class GatherWeightNetSumOp : public OpKernel {
  public:
-  explicit GatherWeightSumOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit GatherWeightNetSumOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     const std::string op = type_string();
-    const Tensor& points = ctx->input(0);
-    const Tensor& idx = ctx->input(1);
-    const Tensor& weights = ctx->input(2);
-    OP_REQUIRES_OK(ctx, CheckGatherWeightSumInputs(op, points, idx, weights));
+    const Tensor &points = ctx->input(0), &idx = ctx->input(1), &hidden = ctx->input(2);
+    const Tensor &kernel = ctx->input(3), &bias = ctx->input(4);
+    OP_REQUIRES_OK(ctx, CheckGatherWeightNetSumInputs(op, points, idx, hidden, kernel, bias));
     const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
-    const int m = idx.dim_size(1), nsample = idx.dim_size(2);
+    const int m = idx.dim_size(1), nsample = idx.dim_size(2), units = hidden.dim_size(3);
     OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of points"));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, m, c}), &out));
     if (out->NumElements() == 0) return;
-    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightSum(
-                            ctx, b, n, c, m, nsample, points.flat<float>().data(),
-                            idx.flat<int>().data(), weights.flat<float>().data(),
+    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightNetSum(
+                            ctx, b, n, c, m, nsample, units, points.flat<float>().data(),
+                            idx.flat<int>().data(), hidden.flat<float>().data(),
+                            kernel.flat<float>().data(), bias.flat<float>().data(),
                             out->flat<float>().data()));
   }
 };
 
 template <typename Device>
-class GatherWeightSumGradOp : public OpKernel {
+class GatherWeightNetSumGradOp : public OpKernel {
  public:
-  explicit GatherWeightSumGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit GatherWeightNetSumGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     const std::string op = type_string();
-    const Tensor& points = ctx->input(0);
-    const Tensor& idx = ctx->input(1);
-    const Tensor& weights = ctx->input(2);
-    const Tensor& grad_out = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckGatherWeightSumInputs(op, points, idx, weights));
+    const Tensor &points = ctx->input(0), &idx = ctx->input(1), &hidden = ctx->input(2);
+    const Tensor &kernel = ctx->input(3), &bias = ctx->input(4), &grad_out = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckGatherWeightNetSumInputs(op, points, idx, hidden, kernel, bias));
     const int b = points.dim_size(0), n = points.dim_size(1), c = points.dim_size(2);
-    const int m = idx.dim_size(1), nsample = idx.dim_size(2);
+    const int m = idx.dim_size(1), nsample = idx.dim_size(2), units = hidden.dim_size(3);
     OP_REQUIRES(ctx, grad_out.shape() == TensorShape({b, m, c}),
                 errors::InvalidArgument(op, ": grad_out must have shape (", b, ", ", m, ", ", c,
                                         "), got ", ShapeString(grad_out)));
     OP_REQUIRES_OK(ctx, CheckIndices<Device>(ctx, op, "idx", idx, n, "points of points"));
-    Tensor *grad_points = nullptr, *grad_weights = nullptr;
+    Tensor *grad_points = nullptr, *grad_hidden = nullptr, *grad_kernel = nullptr,
+           *grad_bias = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, points.shape(), &grad_points));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, weights.shape(), &grad_weights));
-    if (grad_points->NumElements() == 0 && grad_weights->NumElements() == 0) return;
-    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightSumGrad(
-                            ctx, b, n, c, m, nsample, points.flat<float>().data(),
-                            idx.flat<int>().data(), weights.flat<float>().data(),
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, hidden.shape(), &grad_hidden));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, kernel.shape(), &grad_kernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, bias.shape(), &grad_bias));
+    OP_REQUIRES_OK(ctx, Backend<Device>::GatherWeightNetSumGrad(
+                            ctx, b, n, c, m, nsample, units, points.flat<float>().data(),
+                            idx.flat<int>().data(), hidden.flat<float>().data(),
+                            kernel.flat<float>().data(), bias.flat<float>().data(),
                             grad_out.flat<float>().data(), grad_points->flat<float>().data(),
-                            grad_weights->flat<float>().data()));
+                            grad_hidden->flat<float>().data(), grad_kernel->flat<float>().data(),
+                            grad_bias->flat<float>().data()));
   }
 };
 
@@ -1043,8 +1092,8 @@ class GatherWeightSumGradOp : public OpKernel {
   JSNET_REGISTER("JsnetThreeNN", ThreeNNOp, DEVICE, DEVICE_TYPE);                           \
   JSNET_REGISTER("JsnetThreeInterpolate", ThreeInterpolateOp, DEVICE, DEVICE_TYPE);         \
   JSNET_REGISTER("JsnetThreeInterpolateGrad", ThreeInterpolateGradOp, DEVICE, DEVICE_TYPE); \
-  JSNET_REGISTER("JsnetGatherWeightSum", GatherWeightSumOp, DEVICE, DEVICE_TYPE);           \
-  JSNET_REGISTER("JsnetGatherWeightSumGrad", GatherWeightSumGradOp, DEVICE, DEVICE_TYPE)
+  JSNET_REGISTER("JsnetGatherWeightNetSum", GatherWeightNetSumOp, DEVICE, DEVICE_TYPE);     \
+  JSNET_REGISTER("JsnetGatherWeightNetSumGrad", GatherWeightNetSumGradOp, DEVICE, DEVICE_TYPE)
 
 JSNET_REGISTER_ALL(DEVICE_CPU, CPUDevice);
 #if GOOGLE_CUDA

@@ -12,6 +12,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -238,6 +239,9 @@ struct ScalarSimd {
   static F sub(F a, F b) { return a - b; }
   static F add(F a, F b) { return a + b; }
   static F mul(F a, F b) { return a * b; }
+  static F fmadd(F a, F b, F c) { return a * b + c; }  // rounded twice (-ffp-contract=off)
+  static F load_partial(const float* p, int) { return *p; }  // never partial: one lane
+  static void store_partial(float* p, F v, int) { *p = v; }
   static F min(F a, F b) { return a < b ? a : b; }
   static F max(F a, F b) { return a > b ? a : b; }
   static float hmax(F a) { return a; }
@@ -264,7 +268,7 @@ using Simd = ScalarSimd;
 
 #ifdef JSNET_X86_SIMD
 #pragma GCC push_options
-#pragma GCC target("avx2")
+#pragma GCC target("avx2,fma")
 struct Avx2Simd {
   static constexpr int kWidth = 8;
   using F = __m256;
@@ -279,6 +283,12 @@ struct Avx2Simd {
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static __m256i lane_mask(int lanes) {  // the first `lanes` lanes set
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static F load_partial(const float* p, int lanes) { return _mm256_maskload_ps(p, lane_mask(lanes)); }
+  static void store_partial(float* p, F v, int lanes) { _mm256_maskstore_ps(p, lane_mask(lanes), v); }
   static F min(F a, F b) { return _mm256_min_ps(a, b); }  // a < b ? a : b
   static F max(F a, F b) { return _mm256_max_ps(a, b); }  // a > b ? a : b
   using M = __m256;  // a per-lane comparison result (all bits set where true)
@@ -335,6 +345,10 @@ struct Avx512Simd {
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static __mmask16 lane_mask(int lanes) { return static_cast<__mmask16>((1u << lanes) - 1); }
+  static F load_partial(const float* p, int lanes) { return _mm512_maskz_loadu_ps(lane_mask(lanes), p); }
+  static void store_partial(float* p, F v, int lanes) { _mm512_mask_storeu_ps(p, lane_mask(lanes), v); }
   static F min(F a, F b) { return _mm512_min_ps(a, b); }  // a < b ? a : b
   static F max(F a, F b) { return _mm512_max_ps(a, b); }  // a > b ? a : b
   using M = __mmask16;
@@ -373,7 +387,7 @@ Isa DetectIsa() {
   Isa best = Isa::kScalar;
 #ifdef JSNET_X86_SIMD
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) best = Isa::kAvx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
   if (__builtin_cpu_supports("avx512f")) best = Isa::kAvx512;
 #endif
   const char* wanted = std::getenv("JSNET_CPU_ISA");
@@ -515,6 +529,14 @@ void SquaredDistances(const PointColumns& p, int n, const float* q, float* d2) {
     d2[j] = dx * dx + dy * dy + dz * dz;
   }
 }
+
+// gather_weight_net_sum's kernel and bias gradients are summed per block of this many rows, then
+// over the blocks in order: the blocks depend on the number of rows alone, so the sums do not
+// depend on the number of threads.
+int64_t WeightNetRowsPerBlock(int64_t rows) { return std::max<int64_t>(64, (rows + 63) / 64); }
+
+// Row stride of those per-block sums: whole vectors of every instruction set.
+int WeightNetStride(int c) { return (c + 15) / 16 * 16; }
 
 // The variant of a row loop of point_kernels_simd.inc for this CPU's instruction set.
 template <typename Fn>
@@ -695,41 +717,56 @@ void jsnet_three_interpolate_grad_cpu(int64_t begin, int64_t end, int m, int c, 
   }
 }
 
-void jsnet_gather_weight_sum_cpu(int64_t begin, int64_t end, int n, int c, int m, int nsample,
-                                 const float* points, const int* idx, const float* weights,
-                                 float* out) {
-  const auto row_sum = JSNET_FOR_ISA(gather_weight_sum_row);
-  const int64_t row_values = static_cast<int64_t>(nsample) * c;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / m;
-    row_sum(points + b * n * c, idx + row * nsample, weights + row * row_values, nsample, c,
-            out + row * c);
-  }
+void jsnet_gather_weight_net_sum_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                     int nsample, int units, const float* points, const int* idx,
+                                     const float* hidden, const float* kernel, const float* bias,
+                                     float* out) {
+  JSNET_FOR_ISA(weight_net_sum_rows)(begin, end, n, c, m, nsample, units, points, idx, hidden,
+                                     kernel, bias, out);
 }
 
-void jsnet_gather_weight_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
-                                             int nsample, const float* grad_out, const int* idx,
-                                             const float* weights, float* grad_points) {
-  const auto scatter = JSNET_FOR_ISA(scatter_weighted_row);
-  const int64_t row_values = static_cast<int64_t>(nsample) * c;
-  for (int64_t b = begin; b < end; ++b) {
-    float* g = grad_points + b * n * c;
-    std::memset(g, 0, sizeof(float) * static_cast<size_t>(n) * c);
-    for (int64_t row = b * m; row < (b + 1) * m; ++row) {
-      scatter(grad_out + row * c, idx + row * nsample, weights + row * row_values, nsample, c, g);
+void jsnet_gather_weight_net_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                                 int nsample, int units, const float* grad_out,
+                                                 const int* idx, const float* hidden,
+                                                 const float* kernel, const float* bias,
+                                                 float* grad_points) {
+  JSNET_FOR_ISA(weight_net_scatter_batches)(begin, end, n, c, m, nsample, units, grad_out, idx,
+                                            hidden, kernel, bias, grad_points);
+}
+
+int64_t jsnet_gather_weight_net_sum_grad_blocks_cpu(int b, int m) {
+  const int64_t rows = static_cast<int64_t>(b) * m;
+  return rows <= 0 ? 0 : (rows + WeightNetRowsPerBlock(rows) - 1) / WeightNetRowsPerBlock(rows);
+}
+
+int64_t jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(int b, int m, int c, int units) {
+  return jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m) * (units + 1) * WeightNetStride(c);
+}
+
+void jsnet_gather_weight_net_sum_grad_weight_net_cpu(int64_t begin, int64_t end, int b, int n,
+                                                     int c, int m, int nsample, int units,
+                                                     const float* points, const int* idx,
+                                                     const float* hidden, const float* kernel,
+                                                     const float* grad_out, float* grad_hidden,
+                                                     float* workspace) {
+  const int64_t rows = static_cast<int64_t>(b) * m;
+  JSNET_FOR_ISA(weight_net_grad_blocks)(begin, end, rows, WeightNetRowsPerBlock(rows), n, c, m,
+                                        nsample, units, WeightNetStride(c), points, idx, hidden,
+                                        kernel, grad_out, grad_hidden, workspace);
+}
+
+void jsnet_gather_weight_net_sum_grad_reduce_cpu(int64_t begin, int64_t end, int b, int c, int m,
+                                                 int units, const float* workspace,
+                                                 float* grad_kernel, float* grad_bias) {
+  const int64_t blocks = jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m);
+  const int64_t stride = WeightNetStride(c);
+  for (int64_t row = begin; row < end; ++row) {  // kernel rows 0 .. units - 1, then the bias
+    float* out = row < units ? grad_kernel + row * c : grad_bias;
+    std::fill(out, out + c, 0.0f);
+    for (int64_t block = 0; block < blocks; ++block) {
+      const float* partial = workspace + (block * (units + 1) + row) * stride;
+      for (int ch = 0; ch < c; ++ch) out[ch] += partial[ch];
     }
-  }
-}
-
-void jsnet_gather_weight_sum_grad_weights_cpu(int64_t begin, int64_t end, int n, int c, int m,
-                                              int nsample, const float* points, const int* idx,
-                                              const float* grad_out, float* grad_weights) {
-  const auto gather = JSNET_FOR_ISA(gather_scaled_row);
-  const int64_t row_values = static_cast<int64_t>(nsample) * c;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / m;
-    gather(points + b * n * c, idx + row * nsample, grad_out + row * c, nsample, c,
-           grad_weights + row * row_values);
   }
 }
 

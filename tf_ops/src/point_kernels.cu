@@ -18,8 +18,11 @@
 //                          selected keys and a bitonic sort (shared memory for k <= 4096, else in
 //                          place in the output arrays). Needs no workspace.
 //   gather / group /       grid-stride element-wise loops; the gradients zero their output with
-//   three_interpolate /    cudaMemsetAsync and accumulate with atomicAdd (order not deterministic).
-//   gather_weight_sum      (thread per output channel, summing its nsample neighbours in order)
+//   three_interpolate      cudaMemsetAsync and accumulate with atomicAdd (order not deterministic).
+//   gather_weight_net_sum  thread per output channel, each neighbour's channel weight made in a
+//                          register; gradients: thread per (row, neighbour, channel) for the
+//                          points (atomicAdd), per (row, neighbour, unit) for hidden, per (block of
+//                          rows, kernel or bias row, channel) for kernel and bias (atomicAdd).
 //   validation helpers     grid-stride scan with a warp min-reduction and a 64-bit atomicMin into
 //                          *result, which is preset to all-ones bytes (== -1 as int64).
 #include "point_kernels.h"
@@ -295,50 +298,104 @@ __global__ void three_interpolate_grad_kernel(I total, int m, int c, int n,
   }
 }
 
-// ----------------------------------------------------------------------- gather_weight_sum
+// ------------------------------------------------------------------- gather_weight_net_sum
+// 64-bit indexing throughout (the gradients' index spaces, B * M * nsample * C, exceed 2^31 at
+// S3DIS sizes); rows are b * M + m.
 
-// out[row, ch] = sum_s points[b, idx[row, s], ch] * weights[row, s, ch], rows b * M + m, summed in
-// order s = 0, 1, ... with round-to-nearest products and sums: the CPU kernel's value, bit for bit.
-template <typename I>
-__global__ void gather_weight_sum_kernel(I total, int n, int c, int m, int nsample,
-                                         const float* __restrict__ points,
-                                         const int* __restrict__ idx,
-                                         const float* __restrict__ weights,
-                                         float* __restrict__ out) {
-  for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
-       e < total; e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x)) {
-    const I row = e / c;
-    const I ch = e - row * c;
-    const I base = (row / m) * n;
-    const int* nb = idx + row * nsample;
-    const float* w = weights + row * nsample * c + ch;
+// Rows of the kernel and bias gradient summed by one thread before its atomicAdd.
+constexpr int kWeightNetRowsPerThread = 64;
+
+// The channel weight of neighbour row `hid` (units values) for channel ch.
+__device__ inline float channel_weight(const float* __restrict__ hid, int units,
+                                       const float* __restrict__ kernel,
+                                       const float* __restrict__ bias, int c, int64_t ch) {
+  float w = bias[ch];
+  for (int h = 0; h < units; ++h) w = fmaf(hid[h], kernel[h * static_cast<int64_t>(c) + ch], w);
+  return w;
+}
+
+__global__ void gather_weight_net_sum_kernel(int64_t total, int n, int c, int m, int nsample,
+                                             int units, const float* __restrict__ points,
+                                             const int* __restrict__ idx,
+                                             const float* __restrict__ hidden,
+                                             const float* __restrict__ kernel,
+                                             const float* __restrict__ bias,
+                                             float* __restrict__ out) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = e / c, ch = e - row * c, base = row / m * n;
     float acc = 0.0f;
     for (int s = 0; s < nsample; ++s) {
-      acc = __fadd_rn(acc, __fmul_rn(points[(base + nb[s]) * c + ch], w[static_cast<I>(s) * c]));
+      const int64_t pair = row * nsample + s;
+      const float w = channel_weight(hidden + pair * units, units, kernel, bias, c, ch);
+      acc = fmaf(points[(base + idx[pair]) * c + ch], w, acc);
     }
     out[e] = acc;
   }
 }
 
-// Element e = (row * nsample + s) * C + ch of the weights: its gradient grad_out[row, ch] *
-// points[b, idx[row, s], ch], and grad_out[row, ch] * weights[e] added into the point's gradient.
-template <typename I>
-__global__ void gather_weight_sum_grad_kernel(I total, int n, int c, int m, int nsample,
-                                              const float* __restrict__ points,
-                                              const int* __restrict__ idx,
-                                              const float* __restrict__ weights,
+// Element e = (row * nsample + s) * C + ch: grad_out[row, ch] * w added into the point's gradient.
+__global__ void weight_net_grad_points_kernel(int64_t total, int n, int c, int m, int nsample,
+                                              int units, const int* __restrict__ idx,
+                                              const float* __restrict__ hidden,
+                                              const float* __restrict__ kernel,
+                                              const float* __restrict__ bias,
                                               const float* __restrict__ grad_out,
-                                              float* __restrict__ grad_points,
-                                              float* __restrict__ grad_weights) {
-  for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
-       e < total; e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x)) {
-    const I pair = e / c;  // row * nsample + s
-    const I ch = e - pair * c;
-    const I row = pair / nsample;
-    const I point = (row / m) * n + idx[pair];
-    const float g = grad_out[row * c + ch];
-    grad_weights[e] = __fmul_rn(g, points[point * c + ch]);
-    atomicAdd(grad_points + point * c + ch, __fmul_rn(g, weights[e]));
+                                              float* __restrict__ grad_points) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t pair = e / c, ch = e - pair * c, row = pair / nsample;
+    const float w = channel_weight(hidden + pair * units, units, kernel, bias, c, ch);
+    atomicAdd(grad_points + (row / m * n + idx[pair]) * c + ch, grad_out[row * c + ch] * w);
+  }
+}
+
+// Element e = (row * nsample + s) * units + h: sum_ch grad_out[row, ch] points[idx, ch] kernel[h, ch].
+__global__ void weight_net_grad_hidden_kernel(int64_t total, int n, int c, int m, int nsample,
+                                              int units, const float* __restrict__ points,
+                                              const int* __restrict__ idx,
+                                              const float* __restrict__ kernel,
+                                              const float* __restrict__ grad_out,
+                                              float* __restrict__ grad_hidden) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t pair = e / units, h = e - pair * units, row = pair / nsample;
+    const float* p = points + (row / m * n + idx[pair]) * c;
+    const float* g = grad_out + row * c;
+    const float* k = kernel + h * c;
+    float acc = 0.0f;
+    for (int ch = 0; ch < c; ++ch) acc = fmaf(g[ch] * p[ch], k[ch], acc);
+    grad_hidden[e] = acc;
+  }
+}
+
+// Element e = (block * (units + 1) + h) * C + ch: the sum over the block's rows and neighbours
+// of hidden[row, s, h] (1 for h == units, the bias) * grad_out[row, ch] * points[idx, ch].
+__global__ void weight_net_grad_kernel_bias_kernel(int64_t total, int64_t rows, int n, int c,
+                                                   int m, int nsample, int units,
+                                                   const float* __restrict__ points,
+                                                   const int* __restrict__ idx,
+                                                   const float* __restrict__ hidden,
+                                                   const float* __restrict__ grad_out,
+                                                   float* __restrict__ grad_kernel,
+                                                   float* __restrict__ grad_bias) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t line = e / c, ch = e - line * c;
+    const int64_t block = line / (units + 1), h = line - block * (units + 1);
+    const int64_t first = block * kWeightNetRowsPerThread;
+    const int64_t last = min(rows, first + kWeightNetRowsPerThread);
+    float acc = 0.0f;
+    for (int64_t row = first; row < last; ++row) {
+      const float g = grad_out[row * c + ch];
+      const int64_t base = row / m * n;
+      for (int s = 0; s < nsample; ++s) {
+        const int64_t pair = row * nsample + s;
+        const float u = g * points[(base + idx[pair]) * c + ch];
+        acc = h < units ? fmaf(hidden[pair * units + h], u, acc) : acc + u;
+      }
+    }
+    atomicAdd(h < units ? grad_kernel + h * c + ch : grad_bias + ch, acc);
   }
 }
 
@@ -918,43 +975,49 @@ int jsnet_three_interpolate_grad_cuda(int b, int m, int c, int n, const float* g
   return launch_status();
 }
 
-int jsnet_gather_weight_sum_cuda(int b, int n, int c, int m, int nsample, const float* points,
-                                 const int* idx, const float* weights, float* out, void* stream) {
-  if (b <= 0 || c <= 0 || m <= 0) return 0;
-  const cudaStream_t s = as_stream(stream);
+int jsnet_gather_weight_net_sum_cuda(int b, int n, int c, int m, int nsample, int units,
+                                     const float* points, const int* idx, const float* hidden,
+                                     const float* kernel, const float* bias, float* out,
+                                     void* stream) {
   const int64_t total = static_cast<int64_t>(b) * m * c;
-  const int64_t span = static_cast<int64_t>(b) * n * c;
-  const int64_t weight_span = total * nsample;
-  if (fits_int32(weight_span) && fits_int32(span)) {
-    gather_weight_sum_kernel<int><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
-        static_cast<int>(total), n, c, m, nsample, points, idx, weights, out);
-  } else {
-    gather_weight_sum_kernel<int64_t><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
-        total, n, c, m, nsample, points, idx, weights, out);
-  }
+  if (total <= 0) return 0;
+  gather_weight_net_sum_kernel<<<elementwise_blocks(total), kElementwiseThreads, 0,
+                                 as_stream(stream)>>>(total, n, c, m, nsample, units, points, idx,
+                                                      hidden, kernel, bias, out);
   return launch_status();
 }
 
-int jsnet_gather_weight_sum_grad_cuda(int b, int n, int c, int m, int nsample,
-                                      const float* points, const int* idx, const float* weights,
-                                      const float* grad_out, float* grad_points,
-                                      float* grad_weights, void* stream) {
-  if (b <= 0 || n <= 0 || c <= 0) return 0;
+int jsnet_gather_weight_net_sum_grad_cuda(int b, int n, int c, int m, int nsample, int units,
+                                          const float* points, const int* idx,
+                                          const float* hidden, const float* kernel,
+                                          const float* bias, const float* grad_out,
+                                          float* grad_points, float* grad_hidden,
+                                          float* grad_kernel, float* grad_bias, void* stream) {
   const cudaStream_t s = as_stream(stream);
-  const int64_t span = static_cast<int64_t>(b) * n * c;
-  const cudaError_t err =
-      cudaMemsetAsync(grad_points, 0, sizeof(float) * static_cast<size_t>(span), s);
-  if (err != cudaSuccess) return static_cast<int>(err);
-  if (m <= 0 || nsample <= 0) return launch_status();
-  const int64_t total = static_cast<int64_t>(b) * m * nsample * c;
-  if (fits_int32(total) && fits_int32(span)) {
-    gather_weight_sum_grad_kernel<int><<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
-        static_cast<int>(total), n, c, m, nsample, points, idx, weights, grad_out, grad_points,
-        grad_weights);
-  } else {
-    gather_weight_sum_grad_kernel<int64_t>
-        <<<elementwise_blocks(total), kElementwiseThreads, 0, s>>>(
-            total, n, c, m, nsample, points, idx, weights, grad_out, grad_points, grad_weights);
+  const int64_t zeroed[3] = {static_cast<int64_t>(b) * n * c, static_cast<int64_t>(units) * c, c};
+  float* outputs[3] = {grad_points, grad_kernel, grad_bias};
+  for (int i = 0; i < 3; ++i) {
+    if (zeroed[i] <= 0) continue;
+    const cudaError_t err =
+        cudaMemsetAsync(outputs[i], 0, sizeof(float) * static_cast<size_t>(zeroed[i]), s);
+    if (err != cudaSuccess) return static_cast<int>(err);
+  }
+  const int64_t rows = static_cast<int64_t>(b) * m;
+  const int64_t pairs = rows * nsample;
+  if (pairs <= 0) return launch_status();
+  if (c > 0) {
+    weight_net_grad_points_kernel<<<elementwise_blocks(pairs * c), kElementwiseThreads, 0, s>>>(
+        pairs * c, n, c, m, nsample, units, idx, hidden, kernel, bias, grad_out, grad_points);
+    const int64_t blocks = (rows + kWeightNetRowsPerThread - 1) / kWeightNetRowsPerThread;
+    const int64_t lines = blocks * (units + 1) * c;
+    weight_net_grad_kernel_bias_kernel<<<elementwise_blocks(lines), kElementwiseThreads, 0, s>>>(
+        lines, rows, n, c, m, nsample, units, points, idx, hidden, grad_out, grad_kernel,
+        grad_bias);
+  }
+  if (units > 0) {
+    weight_net_grad_hidden_kernel<<<elementwise_blocks(pairs * units), kElementwiseThreads, 0,
+                                    s>>>(pairs * units, n, c, m, nsample, units, points, idx,
+                                         kernel, grad_out, grad_hidden);
   }
   return launch_status();
 }

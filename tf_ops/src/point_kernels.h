@@ -79,23 +79,44 @@ void jsnet_three_interpolate_grad_cpu(int64_t begin, int64_t end, int m, int c, 
                                       const float* grad_out, const int* idx,
                                       const float* weight, float* grad_points);
 
-// out[b, m, ch] = sum_s points[b, idx[b, m, s], ch] * weights[b, m, s, ch], each channel summed
-// in order s = 0, 1, ... with products and sums rounded apart (CPU and CUDA alike).
-// Work items: output rows b * M + m. points (B, N, C), idx (B, M, nsample),
-//   weights (B, M, nsample, C) -> out (B, M, C).
-void jsnet_gather_weight_sum_cpu(int64_t begin, int64_t end, int n, int c, int m, int nsample,
-                                 const float* points, const int* idx, const float* weights,
-                                 float* out);
-// Work items: batch elements. grad_out (B, M, C) -> grad_points (B, N, C) (overwritten), the
-// scatter-add of grad_out * weights into idx.
-void jsnet_gather_weight_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
-                                             int nsample, const float* grad_out, const int* idx,
-                                             const float* weights, float* grad_points);
-// Work items: rows b * M + m. grad_out (B, M, C) -> grad_weights (B, M, nsample, C), grad_out
-// times the gathered points (recomputed from points and idx).
-void jsnet_gather_weight_sum_grad_weights_cpu(int64_t begin, int64_t end, int n, int c, int m,
-                                              int nsample, const float* points, const int* idx,
-                                              const float* grad_out, float* grad_weights);
+// gather_weight_net_sum: a weight net's last linear map, a gather, a channel-wise product and a
+// sum over the neighbours in one op, the channel weights never stored:
+//   out[b, m, ch] = sum_s points[b, idx[b, m, s], ch] * w[b, m, s, ch],
+//   w[b, m, s, ch] = bias[ch] + sum_h hidden[b, m, s, h] * kernel[h, ch].
+// points (B, N, C), idx (B, M, nsample), hidden (B, M, nsample, units), kernel (units, C),
+// bias (C) -> out (B, M, C). Sums in float32 with fused multiply-adds where the CPU has them, in
+// an order of the kernel's choosing (CPU and CUDA agree to rounding, not to the bit).
+//
+// Work items: output rows b * M + m.
+void jsnet_gather_weight_net_sum_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                     int nsample, int units, const float* points, const int* idx,
+                                     const float* hidden, const float* kernel, const float* bias,
+                                     float* out);
+// The gradient, given grad_out (B, M, C), in three calls:
+// 1. work items: batch elements. grad_points (B, N, C) overwritten with the scatter-add of
+//    grad_out * w into idx (w made again).
+void jsnet_gather_weight_net_sum_grad_points_cpu(int64_t begin, int64_t end, int n, int c, int m,
+                                                 int nsample, int units, const float* grad_out,
+                                                 const int* idx, const float* hidden,
+                                                 const float* kernel, const float* bias,
+                                                 float* grad_points);
+// 2. work items: the jsnet_gather_weight_net_sum_grad_blocks_cpu(b, m) blocks of consecutive rows.
+//    With u[s, ch] = grad_out[b, m, ch] * points[b, idx[b, m, s], ch]: grad_hidden (B, M, nsample,
+//    units) = u @ kernel^T per row, and per block the sums of hidden^T @ u and of u over its rows
+//    into the workspace (jsnet_gather_weight_net_sum_grad_workspace_floats_cpu floats).
+int64_t jsnet_gather_weight_net_sum_grad_blocks_cpu(int b, int m);
+int64_t jsnet_gather_weight_net_sum_grad_workspace_floats_cpu(int b, int m, int c, int units);
+void jsnet_gather_weight_net_sum_grad_weight_net_cpu(int64_t begin, int64_t end, int b, int n,
+                                                     int c, int m, int nsample, int units,
+                                                     const float* points, const int* idx,
+                                                     const float* hidden, const float* kernel,
+                                                     const float* grad_out, float* grad_hidden,
+                                                     float* workspace);
+// 3. work items: units + 1 output rows (the kernel's, then the bias). grad_kernel (units, C) and
+//    grad_bias (C), the blocks' sums added in block order (the same for any number of threads).
+void jsnet_gather_weight_net_sum_grad_reduce_cpu(int64_t begin, int64_t end, int b, int c, int m,
+                                                 int units, const float* workspace,
+                                                 float* grad_kernel, float* grad_bias);
 
 // Validation helpers used by every op before it runs (work items: array elements).
 // Return the position of the first offending element, or -1 when all are fine.
@@ -131,13 +152,18 @@ int jsnet_three_interpolate_cuda(int b, int m, int c, int n, const float* points
 int jsnet_three_interpolate_grad_cuda(int b, int m, int c, int n, const float* grad_out,
                                       const int* idx, const float* weight, float* grad_points,
                                       void* stream);
-int jsnet_gather_weight_sum_cuda(int b, int n, int c, int m, int nsample, const float* points,
-                                 const int* idx, const float* weights, float* out, void* stream);
-// Both gradients in one pass; grad_points is zeroed by the launcher, then accumulated.
-int jsnet_gather_weight_sum_grad_cuda(int b, int n, int c, int m, int nsample,
-                                      const float* points, const int* idx, const float* weights,
-                                      const float* grad_out, float* grad_points,
-                                      float* grad_weights, void* stream);
+int jsnet_gather_weight_net_sum_cuda(int b, int n, int c, int m, int nsample, int units,
+                                     const float* points, const int* idx, const float* hidden,
+                                     const float* kernel, const float* bias, float* out,
+                                     void* stream);
+// All four gradients: grad_hidden written, the others zeroed by the launcher, then accumulated
+// with atomics.
+int jsnet_gather_weight_net_sum_grad_cuda(int b, int n, int c, int m, int nsample, int units,
+                                          const float* points, const int* idx,
+                                          const float* hidden, const float* kernel,
+                                          const float* bias, const float* grad_out,
+                                          float* grad_points, float* grad_hidden,
+                                          float* grad_kernel, float* grad_bias, void* stream);
 // Device-side validation: writes to *result (device int64) the first offending position or -1.
 int jsnet_first_non_finite_cuda(int64_t count, const float* values, int64_t* result,
                                 void* stream);
