@@ -4,6 +4,8 @@ The library is loaded on first use (`library.load`), so importing this module ne
 kernels validate shapes, indices and coordinates themselves and raise InvalidArgumentError.
 Gradients: gather_point, group_point, three_interpolate (w.r.t. points) and gather_weight_sum
 (w.r.t. points and weights) are differentiable; the search ops are not, as in the original.
+batch_norm_training is differentiable w.r.t. x, gamma and beta through y; its mean and variance
+outputs are not (stop_gradient).
 """
 
 import tensorflow as tf
@@ -43,6 +45,11 @@ def gather_weight_sum(points, idx, weights):
     return library.load().jsnet_gather_weight_sum(points, idx, weights)
 
 
+def batch_norm_training(x, gamma, beta, epsilon, relu):
+    y, mean, variance = library.load().jsnet_batch_norm_training(x, gamma, beta, epsilon=epsilon, relu=relu)
+    return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
+
+
 @tf.RegisterGradient("JsnetGatherPoint")
 def _gather_point_grad(op, grad):
     return [library.load().jsnet_gather_point_grad(op.inputs[0], op.inputs[1], grad), None]
@@ -65,6 +72,20 @@ def _gather_weight_sum_grad(op, grad):
     points, idx, weights = op.inputs
     grad_points, grad_weights = library.load().jsnet_gather_weight_sum_grad(points, idx, weights, grad)
     return [grad_points, None, grad_weights]
+
+
+@tf.RegisterGradient("JsnetBatchNormTraining")
+def _batch_norm_training_grad(op, grad_y, grad_mean, grad_variance):
+    """Through y only (the moments reach the caller through stop_gradient); the normalisation and
+    the ReLU mask are recomputed from x and the saved moments."""
+    del grad_mean, grad_variance
+    x, gamma, beta = op.inputs
+    _, mean, variance = op.outputs
+    return list(
+        library.load().jsnet_batch_norm_training_grad(
+            grad_y, x, mean, variance, gamma, beta, epsilon=op.get_attr("epsilon"), relu=op.get_attr("relu")
+        )
+    )
 
 
 for _name in ("JsnetFarthestPointSample", "JsnetQueryBallPoint", "JsnetKnnPoint", "JsnetThreeNN"):

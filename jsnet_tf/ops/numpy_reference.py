@@ -81,6 +81,41 @@ def gather_weight_sum(points, idx, weights):
     return out
 
 
+def batch_norm_training(x, gamma, beta, epsilon, relu):
+    """y, mean, variance (biased) in float64 over the rows of x (..., C)."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    mean, variance = flat.mean(axis=0), flat.var(axis=0)
+    y = (flat - mean) / np.sqrt(variance + epsilon) * gamma + beta
+    if relu:
+        y = np.maximum(y, 0.0)
+    return y.reshape(x.shape), mean, variance
+
+
+def batch_norm_training_grad(upstream, x, gamma, beta, epsilon, relu):
+    """Gradients of sum(y * upstream) w.r.t. x, gamma and beta in float64 (the moments depend on x)."""
+    channels = x.shape[-1]
+    flat = x.reshape(-1, channels).astype(np.float64)
+    rows = len(flat)
+    inv_std = 1.0 / np.sqrt(flat.var(axis=0) + epsilon)
+    normalised = (flat - flat.mean(axis=0)) * inv_std
+    g = upstream.reshape(-1, channels).astype(np.float64)
+    if relu:
+        g = np.where(normalised * gamma + beta > 0.0, g, 0.0)
+    grad_beta, grad_gamma = g.sum(axis=0), (g * normalised).sum(axis=0)
+    grad_x = gamma * inv_std * (g - grad_beta / rows - normalised * grad_gamma / rows)
+    return grad_x.reshape(x.shape), grad_gamma, grad_beta
+
+
+def relu_safe_beta(x, gamma):
+    """A beta (C,) that puts the ReLU's threshold of every channel halfway between the two middle
+    normalised values of x (..., C): no output is near 0, so float32 and float64 agree on the mask."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    normalised = np.sort((flat - flat.mean(axis=0)) / (flat.std(axis=0) + 1e-30), axis=0)
+    middle = len(flat) // 2
+    threshold = 0.5 * (normalised[middle - 1] + normalised[middle]) if len(flat) > 1 else normalised[0] - 1.0
+    return (-gamma.astype(np.float64) * threshold).astype(np.float32)
+
+
 def scatter_add(grad_out, idx, n):
     """Gradient of a gather: grad_out (B, ..., C) summed into (B, n, C) at idx (B, ...)."""
     b_size, c = grad_out.shape[0], grad_out.shape[-1]

@@ -80,6 +80,13 @@ def _weights(rng, shape):
 
 BATCH, POINTS, QUERIES, CHANNELS = 2, 64, 16, 4
 
+
+def _batch_norm_inputs(rng):
+    x = (rng.standard_normal((BATCH, POINTS, CHANNELS)) * 2.0 + 3.0).astype(np.float32)
+    gamma = (rng.random(CHANNELS) + 0.5).astype(np.float32)
+    return x, gamma, ref.relu_safe_beta(x, gamma), 1e-3, True
+
+
 CASES = (
     OpCase(
         "farthest_point_sample",
@@ -137,6 +144,13 @@ CASES = (
         reference=lambda points, idx, weights: (ref.gather_weight_sum(points, idx, weights),),
         grad_arg=(0, 2),
         reference_grad=_gather_weight_sum_grad,
+    ),
+    OpCase(
+        "batch_norm_training",
+        draw=_batch_norm_inputs,
+        reference=ref.batch_norm_training,
+        grad_arg=(0, 1, 2),
+        reference_grad=ref.batch_norm_training_grad,
     ),
 )
 
