@@ -107,12 +107,18 @@ def batch_norm_training_grad(upstream, x, gamma, beta, epsilon, relu):
 
 
 def relu_safe_beta(x, gamma):
-    """A beta (C,) that puts the ReLU's threshold of every channel halfway between the two middle
-    normalised values of x (..., C): no output is near 0, so float32 and float64 agree on the mask."""
+    """A beta (C,) that puts each channel's ReLU threshold in the middle of the widest gap between
+    consecutive normalised values of x (..., C) in their central half: about half the outputs are
+    positive and none is near 0, so float32 and float64 agree on the ReLU's mask."""
     flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
     normalised = np.sort((flat - flat.mean(axis=0)) / (flat.std(axis=0) + 1e-30), axis=0)
-    middle = len(flat) // 2
-    threshold = 0.5 * (normalised[middle - 1] + normalised[middle]) if len(flat) > 1 else normalised[0] - 1.0
+    rows = len(flat)
+    if rows == 1:
+        return gamma.astype(np.float32)  # every output is beta: positive where gamma is
+    low, high = rows // 4, max(rows // 4 + 1, 3 * rows // 4)
+    below = low + np.argmax(normalised[low + 1 : high + 1] - normalised[low:high], axis=0)
+    columns = np.arange(flat.shape[1])
+    threshold = 0.5 * (normalised[below, columns] + normalised[below + 1, columns])
     return (-gamma.astype(np.float64) * threshold).astype(np.float32)
 
 
