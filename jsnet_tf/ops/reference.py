@@ -193,9 +193,9 @@ def batch_norm_training(x, gamma, beta, epsilon, relu):
     with tf.control_dependencies(assertions):
         channels = tf.shape(x)[-1:]
     for name, v in (("gamma", gamma), ("beta", beta)):
-        assertions.append(
-            tf.debugging.assert_equal(tf.shape(v), channels, message=f"{op}: {name} must have shape {layout}")
-        )
+        message = f"{op}: {name} must have shape {layout}"
+        assertions.append(tf.debugging.assert_rank(v, 1, message=message))
+        assertions.append(tf.debugging.assert_equal(tf.shape(v), channels, message=message))
     x, gamma, beta = checks.after(assertions, x, gamma, beta)
     flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-1:]], 0))
     mean = tf.reduce_mean(flat, axis=0)

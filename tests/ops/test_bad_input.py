@@ -71,11 +71,21 @@ CASES = [
     ("gws weights channels", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 2, 5))), r"weights.*must have shape"),
     ("gws weights nsample", ops.gather_weight_sum, (xyz(c=4), idx((1, 2, 2)), weights((1, 2, 3, 4))), r"weights.*must have shape"),
     ("gws batch", ops.gather_weight_sum, (xyz(b=2, c=4), idx((1, 2, 2)), weights((1, 2, 2, 4))), r"batch sizes"),
+    ("bn x scalar", ops.batch_norm_training, (weights(()), weights((1,)), weights((1,))), r"x must have shape \(\.\.\., channels\)"),
+    ("bn gamma channels", ops.batch_norm_training, (xyz(), weights((4,)), weights((3,))), r"gamma must have shape \(channels,\)"),
+    ("bn gamma scalar", ops.batch_norm_training, (xyz(), weights(()), weights((3,))), r"gamma must have shape \(channels,\)"),
+    ("bn beta rank", ops.batch_norm_training, (xyz(), weights((3,)), weights((1, 3))), r"beta must have shape \(channels,\)"),
+    ("bn epsilon 0", ops.batch_norm_training, (xyz(), weights((3,)), weights((3,)), 0.0), r"epsilon must be a positive finite"),
+    ("bn epsilon NaN", ops.batch_norm_training, (xyz(), weights((3,)), weights((3,)), float("nan")), r"epsilon must be a positive finite"),
+    ("bn relu 1", ops.batch_norm_training, (xyz(), weights((3,)), weights((3,)), 1e-3, 1), r"relu must be True or False"),
 ]
 
 # Cases whose problem only a static check can see (a bad attribute value or a rank that no
 # kernel would accept) are not repeated in the dynamic variant.
-STATIC_ONLY = {"fps npoint 0", "ball radius 0", "ball radius NaN", "ball nsample 0", "ball nsample -3", "knn k 0"}
+STATIC_ONLY = {
+    "fps npoint 0", "ball radius 0", "ball radius NaN", "ball nsample 0", "ball nsample -3", "knn k 0",
+    "bn epsilon 0", "bn epsilon NaN", "bn relu 1",
+}
 
 
 @pytest.mark.parametrize("name,fn,args,pattern", CASES, ids=[c[0] for c in CASES])
