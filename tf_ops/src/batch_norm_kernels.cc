@@ -116,14 +116,15 @@ void jsnet_batch_norm_grad_sums_cpu(int64_t begin, int64_t end, int64_t rows, in
                                     float epsilon, int relu, double* partial) {
   const auto sum_rows = JSNET_FOR_ISA(grad_sum_rows);
   const std::vector<float> scale = Scales(c, variance, gamma, epsilon);
+  std::vector<float> masked(c);
   for (int64_t b = begin; b < end; ++b) {
     int64_t first, count;
     BlockRows(b, rows, &first, &count);
     double* s1 = partial + b * 2 * c;
     double* s2 = s1 + c;
     std::fill(s1, s2 + c, 0.0);
-    sum_rows(grad_y + first * c, x + first * c, count, c, mean, scale.data(), beta, relu != 0, s1,
-             s2);
+    sum_rows(grad_y + first * c, x + first * c, count, c, mean, scale.data(), beta, relu != 0,
+             masked.data(), s1, s2);
   }
 }
 
