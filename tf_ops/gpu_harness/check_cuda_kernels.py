@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib.util
+import re
 import statistics
 import sys
 import time
@@ -78,6 +79,10 @@ I64 = ctypes.c_int64
 CI = ctypes.c_int
 CF = ctypes.c_float
 
+# Rows of a block of the batch norm's partial sums (JSNET_BATCH_NORM_BLOCK_ROWS).
+BATCH_NORM_BLOCK_ROWS = int(re.search(r"#define JSNET_BATCH_NORM_BLOCK_ROWS (\d+)",
+                                      (HARNESS_DIR.parent / "src" / "batch_norm_kernels.h").read_text())[1])
+
 RTOL = 1e-5
 ATOL = 1e-6
 DIST_RTOL = 1e-6
@@ -99,7 +104,6 @@ CPU_SIGNATURES = {
     "jsnet_gather_weight_sum_grad_points_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
     "jsnet_gather_weight_sum_grad_weights_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP, VP]),
     "jsnet_first_non_finite_cpu": (I64, [I64, VP]),
-    "jsnet_batch_norm_blocks": (I64, [I64]),
     "jsnet_batch_norm_moments_cpu": (None, [I64, I64, I64, CI, VP, VP]),
     "jsnet_batch_norm_combine_moments_cpu": (None, [I64, CI, VP, VP, VP, VP]),
     "jsnet_batch_norm_normalize_cpu": (None, [I64, I64, CI, VP, VP, VP, VP, VP, CF, CI, VP]),
@@ -776,7 +780,7 @@ def run_cpu_batch_norm(lib, case: Case, out: dict, splits: int):
     (in block order), then the rows; each parallel phase in `splits` consecutive ranges."""
     x = case.inputs
     rows, c = x["x"].shape
-    blocks = lib.jsnet_batch_norm_blocks(rows)
+    blocks = -(-rows // BATCH_NORM_BLOCK_ROWS)
     partial = np.full(max(blocks * 2 * c, 1), np.nan)
 
     def ranges(total):

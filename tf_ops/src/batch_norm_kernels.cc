@@ -55,7 +55,7 @@ void SumPartials(int64_t rows, int c, const double* partial, std::vector<double>
                  std::vector<double>* t2) {
   t1->assign(c, 0.0);
   t2->assign(c, 0.0);
-  const int64_t blocks = jsnet_batch_norm_blocks(rows);
+  const int64_t blocks = JSNET_BATCH_NORM_BLOCKS(rows);
   for (int64_t b = 0; b < blocks; ++b) {
     const double* s1 = partial + b * 2 * c;
     const double* s2 = s1 + c;
@@ -69,8 +69,6 @@ void SumPartials(int64_t rows, int c, const double* partial, std::vector<double>
 }  // namespace
 
 extern "C" {
-
-int64_t jsnet_batch_norm_blocks(int64_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
 
 void jsnet_batch_norm_moments_cpu(int64_t begin, int64_t end, int64_t rows, int c, const float* x,
                                   double* partial) {

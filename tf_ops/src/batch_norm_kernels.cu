@@ -174,7 +174,7 @@ __global__ void grad_x_kernel(int64_t rows, int c, const float* __restrict__ gra
 }
 
 dim3 SumGrid(int64_t rows, int c) {
-  return dim3(static_cast<unsigned>(jsnet_batch_norm_blocks(rows)),
+  return dim3(static_cast<unsigned>(JSNET_BATCH_NORM_BLOCKS(rows)),
               static_cast<unsigned>((c + kChannels - 1) / kChannels));
 }
 
@@ -186,7 +186,7 @@ unsigned ChannelBlocks(int c) { return (c + kCombineThreads - 1) / kCombineThrea
 
 // The per-channel float coefficients after the partial sums in the workspace.
 float* Coefficients(double* workspace, int64_t rows, int c) {
-  return reinterpret_cast<float*>(workspace + jsnet_batch_norm_blocks(rows) * 2 * c);
+  return reinterpret_cast<float*>(workspace + JSNET_BATCH_NORM_BLOCKS(rows) * 2 * c);
 }
 
 }  // namespace
@@ -194,7 +194,7 @@ float* Coefficients(double* workspace, int64_t rows, int c) {
 extern "C" {
 
 int64_t jsnet_batch_norm_cuda_workspace_doubles(int64_t rows, int c) {
-  return (jsnet_batch_norm_blocks(rows) * 2 + 2) * static_cast<int64_t>(c);  // 3c floats in 2c
+  return (JSNET_BATCH_NORM_BLOCKS(rows) * 2 + 2) * static_cast<int64_t>(c);  // 3c floats in 2c
 }
 
 int jsnet_batch_norm_cuda(int64_t rows, int c, const float* x, const float* gamma,
@@ -202,7 +202,7 @@ int jsnet_batch_norm_cuda(int64_t rows, int c, const float* x, const float* gamm
                           float* mean, float* variance, void* stream) {
   if (c == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const int64_t blocks = jsnet_batch_norm_blocks(rows);
+  const int64_t blocks = JSNET_BATCH_NORM_BLOCKS(rows);
   float* scale = Coefficients(workspace, rows, c);
   const dim3 lanes(kChannels, kLanes);
   if (blocks > 0) moments_kernel<<<SumGrid(rows, c), lanes, 0, s>>>(rows, c, x, workspace);
@@ -220,7 +220,7 @@ int jsnet_batch_norm_grad_cuda(int64_t rows, int c, const float* grad_y, const f
                                float* grad_x, float* grad_gamma, float* grad_beta, void* stream) {
   if (c == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const int64_t blocks = jsnet_batch_norm_blocks(rows);
+  const int64_t blocks = JSNET_BATCH_NORM_BLOCKS(rows);
   float* scale = Coefficients(workspace, rows, c);
   float* k2 = scale + c;
   float* k3 = scale + 2 * c;

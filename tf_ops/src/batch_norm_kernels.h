@@ -12,7 +12,7 @@
 //   grad_x = scale * (g - grad_beta / R - xhat * grad_gamma / R).
 // mean and variance carry no gradient (they feed the moving averages only).
 //
-// Sums are taken in double over fixed blocks of rows (jsnet_batch_norm_blocks), each block's
+// Sums are taken in double over fixed blocks of rows (JSNET_BATCH_NORM_BLOCKS), each block's
 // rows in order, and the blocks' partial sums are added in block order: the results do not
 // depend on how the blocks are spread over threads. The moments are summed around a shift (the
 // first row), so E[d^2] - E[d]^2 does not cancel when the mean is large against the spread.
@@ -30,11 +30,10 @@
 extern "C" {
 #endif
 
-// Rows of one block of partial sums (the last block may hold fewer).
+// Rows of one block of partial sums (the last block may hold fewer), and the blocks of R rows.
 #define JSNET_BATCH_NORM_BLOCK_ROWS 512
-
-// The number of row blocks of R rows.
-int64_t jsnet_batch_norm_blocks(int64_t rows);
+#define JSNET_BATCH_NORM_BLOCKS(rows) \
+  (((rows) + JSNET_BATCH_NORM_BLOCK_ROWS - 1) / JSNET_BATCH_NORM_BLOCK_ROWS)
 
 // ---------------------------------------------------------- CPU kernels (batch_norm_kernels.cc)
 

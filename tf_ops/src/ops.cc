@@ -1144,12 +1144,12 @@ struct BatchNormBackend<CPUDevice> {
   // Partial sums of every row block: blocks * 2 * C doubles.
   static Status Partials(OpKernelContext* ctx, int64_t rows, int c, Tensor* partial) {
     return ctx->allocate_temp(::tensorflow::DT_DOUBLE,
-                              TensorShape({jsnet_batch_norm_blocks(rows) * 2 * c}), partial);
+                              TensorShape({JSNET_BATCH_NORM_BLOCKS(rows) * 2 * c}), partial);
   }
 
   static void OverBlocks(OpKernelContext* ctx, int64_t rows, int c,
                          const std::function<void(int64_t, int64_t)>& fn) {
-    Backend<CPUDevice>::Parallel(ctx, jsnet_batch_norm_blocks(rows),
+    Backend<CPUDevice>::Parallel(ctx, JSNET_BATCH_NORM_BLOCKS(rows),
                                  kCyclesPerValue * JSNET_BATCH_NORM_BLOCK_ROWS * c, fn);
   }
 
