@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from jsnet_tf import ops
 from jsnet_tf.layers import arithmetic
+from jsnet_tf.layers.base import PointOpLayer
 
 
 class BatchNormDecay:
@@ -41,8 +42,10 @@ class BatchNormDecay:
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
-class PointBatchNorm(keras.layers.Layer):
+class PointBatchNorm(PointOpLayer):
     """Batch norm over all axes but the last (or all axes): (..., C) -> (..., C).
+
+    A PointOpLayer: its training mode calls `ops.batch_norm_training` with the fast arithmetic.
 
     Args:
       scalar_moments: one mean/variance over all axes, scalar moving statistics.

@@ -92,3 +92,23 @@ def test_gather_weight_sum_and_gradients(jit, rng):
     np.testing.assert_allclose(out, ref.gather_weight_sum(p, idx, w), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grad_points, ref.scatter_add(upstream[:, :, None, :] * w, idx, 50), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grad_weights, upstream[:, :, None, :] * ref.group_point(p, idx), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["tf.function", "jit_compile"])
+def test_batch_norm_training_and_gradients(jit, rng):
+    x = (rng.standard_normal((2, 40, 8, 6)) * 2 + 1).astype(np.float32)
+    gamma = (rng.random(6) + 0.5).astype(np.float32)
+    beta = ref.relu_safe_beta(x, gamma)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+
+    @tf.function(jit_compile=jit)
+    def run(x, gamma, beta):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y, mean, variance = ops.batch_norm_training(x, gamma, beta, 1e-3, True)
+        return y, mean, variance, *tape.gradient(y, [x, gamma, beta], output_gradients=upstream)
+
+    got = [t.numpy() for t in run(*(tf.constant(a) for a in (x, gamma, beta)))]
+    want = [*ref.batch_norm_training(x, gamma, beta, 1e-3, True), *ref.batch_norm_training_grad(upstream, x, gamma, beta, 1e-3, True)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
