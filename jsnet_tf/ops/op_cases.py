@@ -151,6 +151,9 @@ CASES = (
         reference=ref.batch_norm_training,
         grad_arg=(0, 1, 2),
         reference_grad=ref.batch_norm_training_grad,
+        # gamma's gradient sums 128 products of size ~1 that cancel to ~0.05: a float32 sum (the
+        # twin's) is off by ~1e-6 of the terms' total, ~1e-4
+        atol=1e-4,
     ),
 )
 
