@@ -222,28 +222,28 @@ def _gammas_of_the_two_branches_exchanged(variables, monkeypatch):
 def _bessel_correction_kept(variables, monkeypatch):
     """The fused kernel reports the batch variance with Bessel's correction; the original's moving
     variance follows the biased one (32 rows in layer4/after_conv: a factor 32/31)."""
-    fused = PointBatchNorm._fused_training
+    per_channel = PointBatchNorm._per_channel_training
 
-    def unbiased(layer, inputs):
-        outputs, mean, variance = fused(layer, inputs)
+    def unbiased(layer, inputs, relu):
+        outputs, mean, variance = per_channel(layer, inputs, relu)
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
         return outputs, mean, variance * count / (count - 1.0)
 
-    monkeypatch.setattr(PointBatchNorm, "_fused_training", unbiased)
+    monkeypatch.setattr(PointBatchNorm, "_per_channel_training", unbiased)
 
 
 def _batch_moments_held_constant(variables, monkeypatch):
     """A hand-written batch norm's classic bug: no gradient through the batch mean and variance.
     Outputs and moving statistics stay right; only the gradients show it."""
-    fused = PointBatchNorm._fused_training
+    per_channel = PointBatchNorm._per_channel_training
 
-    def constant(layer, inputs):
-        _, mean, variance = fused(layer, inputs)
+    def constant(layer, inputs, relu):
+        _, mean, variance = per_channel(layer, inputs, relu)
         mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
         outputs = tf.nn.batch_normalization(inputs, mean, variance, layer.beta, layer.gamma, layer.epsilon)
-        return outputs, mean, variance
+        return (tf.nn.relu(outputs) if relu else outputs), mean, variance
 
-    monkeypatch.setattr(PointBatchNorm, "_fused_training", constant)
+    monkeypatch.setattr(PointBatchNorm, "_per_channel_training", constant)
 
 
 FORWARD = ["outputs", "losses", "moving means"]

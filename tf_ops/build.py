@@ -94,6 +94,8 @@ def compile_commands(work, use_cuda, archs):
     commands = [
         # Framework-free kernels: no TF headers; no FMA contraction so distances match the GPU.
         ["g++", *common, "-ffp-contract=off", "-c", str(src / "point_kernels.cc"), "-o", str(work / "point_kernels.o")],
+        # The batch norm's float32 steps unfused too, so its gradient recomputes the ReLU mask exactly.
+        ["g++", *common, "-ffp-contract=off", "-c", str(src / "batch_norm_kernels.cc"), "-o", str(work / "batch_norm_kernels.o")],
         ["g++", *common, *tf_cflags, *(["-DGOOGLE_CUDA=1", f"-I{CUDA_HOME / 'include'}"] if use_cuda else []),
          "-c", str(src / "ops.cc"), "-o", str(work / "ops.o")],
     ]
@@ -101,6 +103,10 @@ def compile_commands(work, use_cuda, archs):
         commands.append(
             [find_nvcc(), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", *gencode_flags(archs),
              "-c", str(src / "point_kernels.cu"), "-o", str(work / "point_kernels_cu.o")]
+        )
+        commands.append(
+            [find_nvcc(), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", *gencode_flags(archs),
+             "-c", str(src / "batch_norm_kernels.cu"), "-o", str(work / "batch_norm_kernels_cu.o")]
         )
     return commands
 

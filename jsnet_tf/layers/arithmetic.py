@@ -14,11 +14,15 @@ composition of the original graph.
         (`ops.gather_weight_net_sum`), which holds neither the channel weights nor the grouped
         features, not even for the gradient;
       - in inference (training=False) every batch norm is folded into the convolution (or the
-        sum pool's bias) before it.
-    Training-mode batch norms see the same values as in the plain arithmetic; the variables are
-    the same.
+        sum pool's bias) before it;
+      - in training, a per-channel float32 batch norm on one replica is one op with the ReLU after
+        it (`ops.batch_norm_training`, via `PointBatchNorm(..., relu=True)` from `ConvBlock`), whose
+        gradient recomputes what it needs from its input and the batch moments.
+    Training-mode batch norms see the same values as in the plain arithmetic (the same moments,
+    to float32 rounding); the variables are the same.
   * ``plain``: the original graph's composition, op for op (concatenations, grouped features,
-    batch norms as separate ops); the reference of the fast one in tests and benchmarks.
+    batch norms as separate ops, TensorFlow's fused batch-norm kernel then a ReLU in training);
+    the reference of the fast one in tests and benchmarks.
 
 Chosen when a layer is called (for a ``tf.function``, when it is traced): the innermost
 ``use_arithmetic(...)`` block, else ``set_arithmetic(...)``, else the environment variable

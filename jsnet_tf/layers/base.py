@@ -1,4 +1,4 @@
-"""Base class of the layers that call the point ops."""
+"""Base class of the layers that call the ops of `jsnet_tf.ops`."""
 
 import keras
 

@@ -10,12 +10,21 @@ Differences from `keras.layers.BatchNormalization` (facts of the TF1 graph):
 Under tf.distribute with several replicas the batch moments are those of the global batch (summed
 over the replicas), so training on k devices follows the same trajectory as on one.
 
+Training mode, per-channel moments, float32 and one replica: with the fast arithmetic
+(`jsnet_tf.layers.arithmetic`) one op, `ops.batch_norm_training`, takes the moments, normalises
+and applies a ReLU the caller asks for (`relu=True`), forward and backward; with the plain
+arithmetic TensorFlow's fused batch-norm kernel does, then a separate ReLU.
+
 Because the moving statistics start at 0, a network that never ran in training mode divides by
 sqrt(1e-3) at every batch norm in inference and overflows: train (or load trained weights) first.
 """
 
 import keras
 import tensorflow as tf
+
+from jsnet_tf import ops
+from jsnet_tf.layers import arithmetic
+from jsnet_tf.layers.base import PointOpLayer
 
 
 class BatchNormDecay:
@@ -33,8 +42,10 @@ class BatchNormDecay:
 
 
 @keras.saving.register_keras_serializable(package="jsnet_tf")
-class PointBatchNorm(keras.layers.Layer):
+class PointBatchNorm(PointOpLayer):
     """Batch norm over all axes but the last (or all axes): (..., C) -> (..., C).
+
+    A PointOpLayer: its training mode calls `ops.batch_norm_training` with the fast arithmetic.
 
     Args:
       scalar_moments: one mean/variance over all axes, scalar moving statistics.
@@ -68,24 +79,28 @@ class PointBatchNorm(keras.layers.Layer):
     def _current_decay(self):
         return self.decay_source.variable if self.decay_source is not None else self.decay
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, relu=False):
+        """The batch norm of `inputs`, followed by a ReLU when `relu` (fused into the batch norm's op
+        where it can be: see the module docstring)."""
         if not training:
-            return tf.nn.batch_normalization(
+            outputs = tf.nn.batch_normalization(
                 inputs, self.moving_mean, self.moving_variance, self.beta, self.gamma, self.epsilon
             )
+            return tf.nn.relu(outputs) if relu else outputs
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
             mean, variance = self._synchronised_moments(inputs, replica)
             outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
-        elif self.scalar_moments or inputs.dtype != tf.float32:  # the fused kernel takes float32 only
+        elif self.scalar_moments or inputs.dtype != tf.float32:  # the fused kernels take float32 only
             mean, variance = tf.nn.moments(inputs, self._moment_axes(inputs))
             outputs = tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, self.epsilon)
         else:
-            outputs, mean, variance = self._fused_training(inputs)
+            outputs, mean, variance = self._per_channel_training(inputs, relu)
+            relu = False  # applied
         keep = 1.0 - tf.cast(self._current_decay(), self.moving_mean.dtype)
         self.moving_mean.assign(self.moving_mean - keep * (self.moving_mean - mean))
         self.moving_variance.assign(self.moving_variance - keep * (self.moving_variance - variance))
-        return outputs
+        return tf.nn.relu(outputs) if relu else outputs
 
     def _moment_axes(self, inputs):
         rank = len(inputs.shape)
@@ -100,6 +115,15 @@ class PointBatchNorm(keras.layers.Layer):
         mean = total / count
         squares = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(inputs - mean), axes))
         return mean, squares / count
+
+    def _per_channel_training(self, inputs, relu):
+        """Per-channel float32 training-mode batch norm, then the ReLU when `relu`: one op with the
+        fast arithmetic, TensorFlow's fused kernel and a ReLU with the plain one. Returns the
+        outputs, the batch mean and the biased batch variance."""
+        if arithmetic.fast():
+            return ops.batch_norm_training(inputs, self.gamma, self.beta, self.epsilon, relu)
+        outputs, mean, variance = self._fused_training(inputs)
+        return (tf.nn.relu(outputs) if relu else outputs), mean, variance
 
     def _fused_training(self, inputs):
         """Per-channel training-mode batch norm in TensorFlow's fused kernel (a few times faster

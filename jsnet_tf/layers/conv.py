@@ -77,10 +77,14 @@ class ConvBlock(keras.layers.Layer):
         return kernel, bias
 
     def finish(self, outputs, training):
-        """Batch norm (unless `affine` folded it) and activation of the convolution's outputs."""
+        """Batch norm (unless `affine` folded it) and activation of the convolution's outputs; with
+        the fast arithmetic a ReLU goes into the batch norm, whose training-mode op applies it."""
+        activation = self.activation
         if self.bn is not None and not self.folds_batch_norm(training):
-            outputs = self.bn(outputs, training=training)
-        activation = ACTIVATIONS[self.activation]
+            fuse_relu = activation == "relu" and arithmetic.fast()
+            outputs = self.bn(outputs, training=training, relu=fuse_relu)
+            activation = None if fuse_relu else activation
+        activation = ACTIVATIONS[activation]
         return activation(outputs) if activation is not None else outputs
 
     def call_parts(self, parts, training, scale=None):

@@ -1,6 +1,7 @@
 """The point ops of JSNet: the original's seven, with its names and argument order, and
 gather_weight_net_sum, the depthwise decoding's weight net output layer, gather, weight and
-reduce in one op.
+reduce in one op; and batch_norm_training, the training-mode batch norm (+ ReLU) of the layers
+in one op.
 
 Two implementations with identical semantics:
   * ``custom``: compiled CPU (multithreaded) and CUDA kernels from ``tf_ops/`` (fast; the
@@ -28,6 +29,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "OpLibraryError",
     "UnknownImplementationError",
+    "batch_norm_training",
     "farthest_point_sample",
     "gather_point",
     "gather_weight_net_sum",
@@ -115,7 +117,7 @@ def query_ball_point(radius, nsample, xyz, new_xyz):
       pts_cnt (B, M) int32, the number of hits kept (0 <= pts_cnt <= nsample).
     """
     op = "query_ball_point"
-    radius = checks.check_radius(op, radius)
+    radius = checks.check_positive_float(op, "radius", radius)
     nsample = checks.check_positive_int(op, "nsample", nsample)
     xyz, new_xyz = checks.as_float32(xyz), checks.as_float32(new_xyz)
     checks.check_points(op, "xyz", xyz)
@@ -208,3 +210,27 @@ def gather_weight_net_sum(points, idx, hidden, kernel, bias):
         raise checks.invalid(op, f"bias {bias.shape} must have shape (channels,) of points {points.shape}")
     checks.check_same_batch(op, "points", points, "idx", idx)
     return _impl().gather_weight_net_sum(points, idx, hidden, kernel, bias)
+
+
+def batch_norm_training(x, gamma, beta, epsilon=1e-3, relu=False):
+    """Training-mode batch norm over every axis of x but the last, with the ReLU after it when `relu`.
+
+    Args: x (..., C); gamma, beta (C,); epsilon > 0, added to the variance; relu: True or False.
+    Returns: y (..., C) = (x - mean) * rsqrt(variance + epsilon) * gamma + beta, then max(y, 0) when
+      relu; mean (C,) and variance (C,), the batch moments over all rows of x (the BIASED
+      variance, which the original normalises with and feeds to its moving averages).
+    Differentiable w.r.t. x, gamma and beta through y. mean and variance carry no gradient (they
+    only feed the moving averages): both implementations return them through stop_gradient. The
+    compiled gradient recomputes the normalisation and the ReLU mask from x and the two moments,
+    so no (R, C) tensor is kept for it; sums run in double over fixed row blocks, so the results
+    do not depend on the number of threads.
+    """
+    op = "batch_norm_training"
+    epsilon = checks.check_positive_float(op, "epsilon", epsilon)
+    relu = checks.check_bool(op, "relu", relu)
+    x, gamma, beta = checks.as_float32(x), checks.as_float32(gamma), checks.as_float32(beta)
+    if x.shape.rank == 0:
+        raise checks.invalid(op, f"x must have shape (..., channels), got {x.shape}")
+    checks.check_channel_vector(op, "gamma", gamma, x)
+    checks.check_channel_vector(op, "beta", beta, x)
+    return _impl().batch_norm_training(x, gamma, beta, epsilon, relu)

@@ -54,10 +54,25 @@ def check_positive_int(op, name, value):
     return int(value)
 
 
-def check_radius(op, radius):
-    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not math.isfinite(radius) or radius <= 0:
-        raise invalid(op, f"radius must be a positive finite number, got {radius!r}")
-    return float(radius)
+def check_positive_float(op, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise invalid(op, f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_bool(op, name, value):
+    if not isinstance(value, bool):
+        raise invalid(op, f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_channel_vector(op, name, v, x):
+    """v must be (channels,) with channels the last axis of x (when the static shapes say)."""
+    layout = "(channels,)"
+    check_rank(op, name, v, 1, layout)
+    channels = x.shape[-1] if x.shape.rank else None
+    if v.shape.rank == 1 and None not in (channels, v.shape[0]) and v.shape[0] != channels:
+        raise invalid(op, f"{name} must have shape {layout} = ({channels},) of x {x.shape}, got {v.shape}")
 
 
 def check_at_most_points(op, name, value, x, points_name):

@@ -5,6 +5,8 @@ kernels validate shapes, indices and coordinates themselves and raise InvalidArg
 Gradients: gather_point, group_point, three_interpolate (w.r.t. points) and gather_weight_net_sum
 (w.r.t. points, hidden, kernel and bias) are differentiable; the search ops are not, as in the
 original.
+batch_norm_training is differentiable w.r.t. x, gamma and beta through y; its mean and variance
+outputs are not (stop_gradient).
 """
 
 import tensorflow as tf
@@ -44,6 +46,11 @@ def gather_weight_net_sum(points, idx, hidden, kernel, bias):
     return library.load().jsnet_gather_weight_net_sum(points, idx, hidden, kernel, bias)
 
 
+def batch_norm_training(x, gamma, beta, epsilon, relu):
+    y, mean, variance = library.load().jsnet_batch_norm_training(x, gamma, beta, epsilon=epsilon, relu=relu)
+    return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
+
+
 @tf.RegisterGradient("JsnetGatherPoint")
 def _gather_point_grad(op, grad):
     return [library.load().jsnet_gather_point_grad(op.inputs[0], op.inputs[1], grad), None]
@@ -66,6 +73,20 @@ def _gather_weight_net_sum_grad(op, grad):
     points, idx, hidden, kernel, bias = op.inputs
     grads = library.load().jsnet_gather_weight_net_sum_grad(points, idx, hidden, kernel, bias, grad)
     return [grads[0], None, grads[1], grads[2], grads[3]]
+
+
+@tf.RegisterGradient("JsnetBatchNormTraining")
+def _batch_norm_training_grad(op, grad_y, grad_mean, grad_variance):
+    """Through y only (the moments reach the caller through stop_gradient); the normalisation and
+    the ReLU mask are recomputed from x and the saved moments."""
+    del grad_mean, grad_variance
+    x, gamma, beta = op.inputs
+    _, mean, variance = op.outputs
+    return list(
+        library.load().jsnet_batch_norm_training_grad(
+            grad_y, x, mean, variance, gamma, beta, epsilon=op.get_attr("epsilon"), relu=op.get_attr("relu")
+        )
+    )
 
 
 for _name in ("JsnetFarthestPointSample", "JsnetQueryBallPoint", "JsnetKnnPoint", "JsnetThreeNN"):

@@ -23,7 +23,18 @@ LIB_DIR = pathlib.Path(os.environ.get("JSNET_OPS_LIB_DIR") or PACKAGE_DIR / "lib
 LIB_PATH = LIB_DIR / "libjsnet_ops.so"
 INFO_PATH = LIB_DIR / "build_info.json"
 SOURCE_DIR = PACKAGE_DIR.parents[1] / "tf_ops" / "src"
-SOURCE_FILES = ("ops.cc", "point_kernels.cc", "point_kernels.h", "point_kernels_simd.inc", "point_kernels.cu")
+SOURCE_FILES = (
+    "ops.cc",
+    "cpu_isa.h",
+    "point_kernels.cc",
+    "point_kernels.h",
+    "point_kernels_simd.inc",
+    "point_kernels.cu",
+    "batch_norm_kernels.cc",
+    "batch_norm_kernels.h",
+    "batch_norm_kernels_rows.inc",
+    "batch_norm_kernels.cu",
+)
 BUILD_HINT = "build it with `python tf_ops/build.py` (or `make build`) from the repository root"
 
 

@@ -87,6 +87,47 @@ def gather_weight_net_sum_grads(upstream, points, idx, hidden, kernel, bias):
     return grad_points, u @ kernel.astype(np.float64).T, grad_kernel, u.sum(axis=(0, 1, 2))
 
 
+def batch_norm_training(x, gamma, beta, epsilon, relu):
+    """y, mean, variance (biased) in float64 over the rows of x (..., C)."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    mean, variance = flat.mean(axis=0), flat.var(axis=0)
+    y = (flat - mean) / np.sqrt(variance + epsilon) * gamma + beta
+    if relu:
+        y = np.maximum(y, 0.0)
+    return y.reshape(x.shape), mean, variance
+
+
+def batch_norm_training_grad(upstream, x, gamma, beta, epsilon, relu):
+    """Gradients of sum(y * upstream) w.r.t. x, gamma and beta in float64 (the moments depend on x)."""
+    channels = x.shape[-1]
+    flat = x.reshape(-1, channels).astype(np.float64)
+    rows = len(flat)
+    inv_std = 1.0 / np.sqrt(flat.var(axis=0) + epsilon)
+    normalised = (flat - flat.mean(axis=0)) * inv_std
+    g = upstream.reshape(-1, channels).astype(np.float64)
+    if relu:
+        g = np.where(normalised * gamma + beta > 0.0, g, 0.0)
+    grad_beta, grad_gamma = g.sum(axis=0), (g * normalised).sum(axis=0)
+    grad_x = gamma * inv_std * (g - grad_beta / rows - normalised * grad_gamma / rows)
+    return grad_x.reshape(x.shape), grad_gamma, grad_beta
+
+
+def relu_safe_beta(x, gamma):
+    """A beta (C,) that puts each channel's ReLU threshold in the middle of the widest gap between
+    consecutive normalised values of x (..., C) in their central half: about half the outputs are
+    positive and none is near 0, so float32 and float64 agree on the ReLU's mask."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    normalised = np.sort((flat - flat.mean(axis=0)) / (flat.std(axis=0) + 1e-30), axis=0)
+    rows = len(flat)
+    if rows == 1:
+        return gamma.astype(np.float32)  # every output is beta: positive where gamma is
+    low, high = rows // 4, max(rows // 4 + 1, 3 * rows // 4)
+    below = low + np.argmax(normalised[low + 1 : high + 1] - normalised[low:high], axis=0)
+    columns = np.arange(flat.shape[1])
+    threshold = 0.5 * (normalised[below, columns] + normalised[below + 1, columns])
+    return (-gamma.astype(np.float64) * threshold).astype(np.float32)
+
+
 def scatter_add(grad_out, idx, n):
     """Gradient of a gather: grad_out (B, ..., C) summed into (B, n, C) at idx (B, ...)."""
     b_size, c = grad_out.shape[0], grad_out.shape[-1]

@@ -75,6 +75,13 @@ def _weights(rng, shape):
 
 BATCH, POINTS, QUERIES, CHANNELS, UNITS = 2, 64, 16, 4, 5
 
+
+def _batch_norm_inputs(rng):
+    x = (rng.standard_normal((BATCH, POINTS, CHANNELS)) * 2.0 + 3.0).astype(np.float32)
+    gamma = (rng.random(CHANNELS) + 0.5).astype(np.float32)
+    return x, gamma, ref.relu_safe_beta(x, gamma), 1e-3, True
+
+
 CASES = (
     OpCase(
         "farthest_point_sample",
@@ -136,6 +143,16 @@ CASES = (
         reference_grad=ref.gather_weight_net_sum_grads,
         rtol=1e-4,  # sums of up to 8 * (UNITS + 1) float32 products, in an order of each kernel's choosing
         atol=1e-5,
+    ),
+    OpCase(
+        "batch_norm_training",
+        draw=_batch_norm_inputs,
+        reference=ref.batch_norm_training,
+        grad_arg=(0, 1, 2),
+        reference_grad=ref.batch_norm_training_grad,
+        # gamma's gradient sums 128 products of size ~1 that cancel to ~0.05: a float32 sum (the
+        # twin's) is off by ~1e-6 of the terms' total, ~1e-4
+        atol=1e-4,
     ),
 )
 

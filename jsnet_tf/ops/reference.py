@@ -7,8 +7,8 @@ which makes them the reference in tests and the implementation of exported Saved
 Arguments arrive converted and statically checked by `jsnet_tf.ops`; what only the data can
 reveal is asserted here with `tf.debugging` (a no-op under XLA). Like the compiled ops, the
 search ops (sampling, ball query, kNN, three_nn) are not differentiable, three_interpolate is
-differentiable with respect to `points` only, and gather_weight_net_sum with respect to all but
-`idx`.
+differentiable with respect to `points` only, gather_weight_net_sum with respect to all but
+`idx`, and batch_norm_training with respect to x, gamma and beta through y.
 """
 
 import numpy as np
@@ -185,3 +185,27 @@ def weighted_neighbour_sum(values, weights):
             return upstream * weights, upstream * values
 
     return tf.reduce_sum(values * weights, axis=2), gradient
+
+
+def batch_norm_training(x, gamma, beta, epsilon, relu):
+    """The batch norm written out: two-pass moments of the (rows, channels) matrix, normalisation,
+    ReLU; autodiff differentiates through the moments. mean and variance leave through
+    stop_gradient, as the compiled op's."""
+    op = "batch_norm_training"
+    layout = "(channels,) of x"
+    assertions = [tf.debugging.assert_rank_at_least(x, 1, message=f"{op}: x must have shape (..., channels)")]
+    with tf.control_dependencies(assertions):
+        channels = tf.shape(x)[-1:]
+    for name, v in (("gamma", gamma), ("beta", beta)):
+        message = f"{op}: {name} must have shape {layout}"
+        assertions.append(tf.debugging.assert_rank(v, 1, message=message))
+        assertions.append(tf.debugging.assert_equal(tf.shape(v), channels, message=message))
+    x, gamma, beta = checks.after(assertions, x, gamma, beta)
+    flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-1:]], 0))
+    mean = tf.reduce_mean(flat, axis=0)
+    centred = flat - mean
+    variance = tf.reduce_mean(tf.square(centred), axis=0)
+    y = centred * (gamma * tf.math.rsqrt(variance + epsilon)) + beta
+    if relu:
+        y = tf.nn.relu(y)
+    return tf.reshape(y, tf.shape(x)), tf.stop_gradient(mean), tf.stop_gradient(variance)

@@ -21,6 +21,10 @@ def idx(shape, value=0):
     return np.full(shape, value, np.int32)
 
 
+def ones(shape):
+    return np.ones(shape, np.float32)
+
+
 def weight_net(hidden_shape, channels, units=None, bias=None):
     """hidden, kernel and bias of gather_weight_net_sum: kernel (units, channels), bias (bias,),
     both by default of hidden_shape's last size and `channels`."""
@@ -79,11 +83,21 @@ CASES = [
     ("gwns kernel channels", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 5, bias=4)), r"kernel.*must have shape"),
     ("gwns bias channels", GWNS, (xyz(c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 4, bias=5)), r"bias.*must have shape"),
     ("gwns batch", GWNS, (xyz(b=2, c=4), idx((1, 2, 2)), *weight_net((1, 2, 2, 3), 4)), r"batch sizes"),
+    ("bn x scalar", ops.batch_norm_training, (ones(()), ones((1,)), ones((1,))), r"x must have shape \(\.\.\., channels\)"),
+    ("bn gamma channels", ops.batch_norm_training, (xyz(), ones((4,)), ones((3,))), r"gamma must have shape \(channels,\)"),
+    ("bn gamma scalar", ops.batch_norm_training, (xyz(), ones(()), ones((3,))), r"gamma must have shape \(channels,\)"),
+    ("bn beta rank", ops.batch_norm_training, (xyz(), ones((3,)), ones((1, 3))), r"beta must have shape \(channels,\)"),
+    ("bn epsilon 0", ops.batch_norm_training, (xyz(), ones((3,)), ones((3,)), 0.0), r"epsilon must be a positive finite"),
+    ("bn epsilon NaN", ops.batch_norm_training, (xyz(), ones((3,)), ones((3,)), float("nan")), r"epsilon must be a positive finite"),
+    ("bn relu 1", ops.batch_norm_training, (xyz(), ones((3,)), ones((3,)), 1e-3, 1), r"relu must be True or False"),
 ]
 
 # Cases whose problem only a static check can see (a bad attribute value or a rank that no
 # kernel would accept) are not repeated in the dynamic variant.
-STATIC_ONLY = {"fps npoint 0", "ball radius 0", "ball radius NaN", "ball nsample 0", "ball nsample -3", "knn k 0"}
+STATIC_ONLY = {
+    "fps npoint 0", "ball radius 0", "ball radius NaN", "ball nsample 0", "ball nsample -3", "knn k 0",
+    "bn epsilon 0", "bn epsilon NaN", "bn relu 1",
+}
 
 
 @pytest.mark.parametrize("name,fn,args,pattern", CASES, ids=[c[0] for c in CASES])

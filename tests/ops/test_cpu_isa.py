@@ -1,5 +1,5 @@
 """Every SIMD path of the CPU kernels (scalar, AVX2, AVX-512) passes the tests of the ops that have
-one (the searches and gather_weight_net_sum).
+one (the searches, gather_weight_net_sum and batch_norm_training).
 
 The library picks the widest instruction set the CPU runs when it loads; JSNET_CPU_ISA narrows
 it, so each path runs in its own process. Paths this CPU lacks fall back and are skipped."""
@@ -18,6 +18,7 @@ SIMD_TESTS = [
     "tests/ops/test_knn_point.py",
     "tests/ops/test_three_nn.py",
     "tests/ops/test_gather_weight_net_sum.py",
+    "tests/ops/test_batch_norm_training.py",
 ]
 
 

@@ -1,7 +1,8 @@
-"""Build checks of the framework-free point kernels (tf_ops/gpu_harness/build_harness.py).
+"""Build checks of the framework-free kernels (tf_ops/gpu_harness/build_harness.py).
 
 * Where nvcc is available: both shared libraries build, the CPU one loads with ctypes and exports
-  every jsnet_*_cpu function of point_kernels.h, the CUDA one exports every jsnet_*_cuda* launcher.
+  every jsnet_*_cpu function of point_kernels.h and batch_norm_kernels.h, the CUDA one exports
+  every jsnet_*_cuda* launcher.
 * Where g++ is available: the CPU kernels match the harness's NumPy brute force (quick sizes).
 
 Running the CUDA kernels needs a GPU: tf_ops/gpu_harness/check_cuda_kernels.py --build.
@@ -20,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS_DIR = REPO / "tf_ops" / "gpu_harness"
-HEADER = REPO / "tf_ops" / "src" / "point_kernels.h"
+HEADERS = [REPO / "tf_ops" / "src" / name for name in ("point_kernels.h", "batch_norm_kernels.h")]
 
 
 def _load(name: str, path: Path):
@@ -34,9 +35,9 @@ def _load(name: str, path: Path):
 build_harness = _load("jsnet_build_harness", HARNESS_DIR / "build_harness.py")
 
 
-def _declared_functions() -> tuple[set[str], set[str]]:
-    """(cpu, cuda) function names declared in point_kernels.h."""
-    text = re.sub(r"//[^\n]*", "", HEADER.read_text())
+def _declared_functions(headers=HEADERS) -> tuple[set[str], set[str]]:
+    """(cpu, cuda) function names declared in the headers."""
+    text = re.sub(r"//[^\n]*", "", "".join(header.read_text() for header in headers))
     names = set(re.findall(r"\b(jsnet_\w+)\s*\(", text))
     cpu = {n for n in names if n.endswith("_cpu")}
     cuda = {n for n in names if "_cuda" in n}
@@ -54,9 +55,12 @@ def _exported_symbols(lib: Path) -> set[str] | None:
 
 
 def test_header_declares_all_ops():
-    cpu, cuda = _declared_functions()
+    cpu, cuda = _declared_functions(HEADERS[:1])
     assert len(cpu) == 18  # 16 with work items + gather_weight_net_sum's gradient block count, workspace size
     assert len(cuda) == 15  # 14 launchers + the knn workspace size
+    cpu, cuda = _declared_functions(HEADERS[1:])
+    assert len(cpu) == 6  # the batch norm's phases
+    assert len(cuda) == 3  # 2 launchers + their workspace size
 
 
 @pytest.mark.skipif(build_harness.find_nvcc() is None,

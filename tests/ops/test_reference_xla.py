@@ -93,3 +93,23 @@ def test_gather_weight_net_sum_and_gradients(jit, rng):
     want += ref.gather_weight_net_sum_grads(upstream, points, idx, hidden, kernel, bias)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["tf.function", "jit_compile"])
+def test_batch_norm_training_and_gradients(jit, rng):
+    x = (rng.standard_normal((2, 40, 8, 6)) * 2 + 1).astype(np.float32)
+    gamma = (rng.random(6) + 0.5).astype(np.float32)
+    beta = ref.relu_safe_beta(x, gamma)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+
+    @tf.function(jit_compile=jit)
+    def run(x, gamma, beta):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y, mean, variance = ops.batch_norm_training(x, gamma, beta, 1e-3, True)
+        return y, mean, variance, *tape.gradient(y, [x, gamma, beta], output_gradients=upstream)
+
+    got = [t.numpy() for t in run(*(tf.constant(a) for a in (x, gamma, beta)))]
+    want = [*ref.batch_norm_training(x, gamma, beta, 1e-3, True), *ref.batch_norm_training_grad(upstream, x, gamma, beta, 1e-3, True)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Builds the framework-free JSNet point kernels as two plain shared libraries.
+"""Builds the framework-free JSNet kernels (point ops and batch norm) as two plain shared libraries.
 
-    libjsnet_cuda_kernels.so  tf_ops/src/point_kernels.cu compiled by nvcc (static CUDA runtime,
-                              so the library loads without libcudart on the library path)
-    libjsnet_cpu_kernels.so   tf_ops/src/point_kernels.cc compiled by g++ with
+    libjsnet_cuda_kernels.so  tf_ops/src/{point,batch_norm}_kernels.cu compiled by nvcc (static
+                              CUDA runtime, so the library loads without libcudart on the library
+                              path)
+    libjsnet_cpu_kernels.so   tf_ops/src/{point,batch_norm}_kernels.cc compiled by g++ with
                               -ffp-contract=off (no FMA: the distance contract)
 
-Both export the extern "C" functions of tf_ops/src/point_kernels.h and need no TensorFlow, so
-check_cuda_kernels.py can compare them with ctypes + NumPy + CuPy.
+Both export the extern "C" functions of tf_ops/src/point_kernels.h and batch_norm_kernels.h and
+need no TensorFlow, so check_cuda_kernels.py can compare them with ctypes + NumPy + CuPy.
 
     python3 tf_ops/gpu_harness/build_harness.py [--out DIR] [--archs 80,90] [--no-cuda]
 
@@ -28,6 +29,8 @@ SRC_DIR = REPO_ROOT / "tf_ops" / "src"
 DEFAULT_OUT = REPO_ROOT / "tf_ops" / "gpu_harness" / "build"
 CUDA_LIB_NAME = "libjsnet_cuda_kernels.so"
 CPU_LIB_NAME = "libjsnet_cpu_kernels.so"
+CPU_SOURCES = ("point_kernels.cc", "batch_norm_kernels.cc")
+CUDA_SOURCES = ("point_kernels.cu", "batch_norm_kernels.cu")
 
 
 def find_nvcc() -> str | None:
@@ -71,20 +74,28 @@ def parse_archs(archs) -> list[str]:
     return out
 
 
-def nvcc_command(nvcc: str, archs, src: Path, out: Path) -> list[str]:
+def nvcc_command(nvcc: str, archs, sources: list[Path], out: Path) -> list[str]:
     arch_list = parse_archs(archs)
     cmd = [nvcc, "-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC", "--cudart", "static"]
     for a in arch_list:
         cmd += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
     top = max(arch_list, key=int)  # PTX of the newest arch for forward compatibility
     cmd += ["-gencode", f"arch=compute_{top},code=compute_{top}"]
-    cmd += ["-o", str(out), str(src)]
+    cmd += ["-o", str(out), *map(str, sources)]
     return cmd
 
 
-def cxx_command(cxx: str, src: Path, out: Path) -> list[str]:
+def cxx_command(cxx: str, sources: list[Path], out: Path) -> list[str]:
     return [cxx, "-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-o", str(out),
-            str(src)]
+            *map(str, sources)]
+
+
+def _sources(names) -> list[Path]:
+    sources = [SRC_DIR / name for name in names]
+    missing = [str(src) for src in sources if not src.is_file()]
+    if missing:
+        raise RuntimeError(f"missing {', '.join(missing)}")
+    return sources
 
 
 def _run(cmd: list[str], verbose: bool) -> float:
@@ -111,21 +122,15 @@ def build(out_dir=None, archs="90", cuda=True, cpu=True, verbose=False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"cpu": None, "cuda": None}
     if cpu:
-        src = SRC_DIR / "point_kernels.cc"
-        if not src.is_file():
-            raise RuntimeError(f"missing {src}")
         lib = out / CPU_LIB_NAME
-        _run(cxx_command(find_cxx(), src, lib), verbose)
+        _run(cxx_command(find_cxx(), _sources(CPU_SOURCES), lib), verbose)
         result["cpu"] = lib
     if cuda:
         nvcc = find_nvcc()
         if nvcc is None:
             raise RuntimeError("nvcc not found (PATH, $NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin)")
-        src = SRC_DIR / "point_kernels.cu"
-        if not src.is_file():
-            raise RuntimeError(f"missing {src}")
         lib = out / CUDA_LIB_NAME
-        _run(nvcc_command(nvcc, archs, src, lib), verbose)
+        _run(nvcc_command(nvcc, archs, _sources(CUDA_SOURCES), lib), verbose)
         result["cuda"] = lib
     return result
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks the CUDA launchers of tf_ops/src/point_kernels.h against the CPU kernels.
+"""Checks the CUDA launchers of tf_ops/src/point_kernels.h and batch_norm_kernels.h against the CPU
+kernels.
 
 Loads libjsnet_cuda_kernels.so and libjsnet_cpu_kernels.so (see build_harness.py) with ctypes and,
 for every op, gradient and validation helper, runs the CUDA launcher on CuPy arrays and the CPU
@@ -15,6 +16,10 @@ edge cases, then compares them:
     round every product and sum in one order);
   * gradients (atomics, any summation order) and gather_weight_net_sum with its four gradients
     (fused multiply-adds, each side in its own order): |a - b| <= 1e-6 + 1e-5 * sum(|terms|).
+  * the batch norm's outputs, moments and gradients: within 1e-6 + 1e-5 * sum(|terms|) of the
+    float64 reference, and of each other (both sum in double over the same row blocks, in
+    different orders inside a block). Its CPU phases run as ops.cc runs them: the sums over row
+    blocks, their combination, then the rows (the split run cuts each parallel phase in three).
 
 The CPU results are also checked against an independent NumPy brute force (squared distances in
 float32 in the contract's order, so indices can be compared exactly; sums in float64). With
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib.util
+import re
 import statistics
 import sys
 import time
@@ -55,12 +61,28 @@ def _load_build_harness():
 
 build_harness = _load_build_harness()
 
+
+def _load_numpy_reference():
+    """jsnet_tf/ops/numpy_reference.py (NumPy only) without importing the package (TensorFlow)."""
+    path = HARNESS_DIR.parents[1] / "jsnet_tf" / "ops" / "numpy_reference.py"
+    spec = importlib.util.spec_from_file_location("jsnet_numpy_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+numpy_reference = _load_numpy_reference()
+
 F32 = np.float32
 I32 = np.int32
 VP = ctypes.c_void_p
 I64 = ctypes.c_int64
 CI = ctypes.c_int
 CF = ctypes.c_float
+
+# Rows of a block of the batch norm's partial sums (JSNET_BATCH_NORM_BLOCK_ROWS).
+BATCH_NORM_BLOCK_ROWS = int(re.search(r"#define JSNET_BATCH_NORM_BLOCK_ROWS (\d+)",
+                                      (HARNESS_DIR.parent / "src" / "batch_norm_kernels.h").read_text())[1])
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -88,6 +110,12 @@ CPU_SIGNATURES = {
                                                                VP, VP, VP, VP, VP]),
     "jsnet_gather_weight_net_sum_grad_reduce_cpu": (None, [I64, I64, CI, CI, CI, CI, VP, VP, VP]),
     "jsnet_first_non_finite_cpu": (I64, [I64, VP]),
+    "jsnet_batch_norm_moments_cpu": (None, [I64, I64, I64, CI, VP, VP]),
+    "jsnet_batch_norm_combine_moments_cpu": (None, [I64, CI, VP, VP, VP, VP]),
+    "jsnet_batch_norm_normalize_cpu": (None, [I64, I64, CI, VP, VP, VP, VP, VP, CF, CI, VP]),
+    "jsnet_batch_norm_grad_sums_cpu": (None, [I64, I64, I64, CI, VP, VP, VP, VP, VP, VP, CF, CI, VP]),
+    "jsnet_batch_norm_grad_combine_cpu": (None, [I64, CI, VP, VP, VP, CF, VP, VP, VP]),
+    "jsnet_batch_norm_grad_x_cpu": (None, [I64, I64, CI, VP, VP, VP, VP, CI, VP, VP]),
     "jsnet_first_out_of_range_cpu": (I64, [I64, VP, CI]),
 }
 
@@ -107,6 +135,9 @@ CUDA_SIGNATURES = {
     "jsnet_gather_weight_net_sum_grad_cuda": (CI, [CI, CI, CI, CI, CI, CI, VP, VP, VP, VP, VP, VP, VP, VP,
                                                    VP, VP, VP]),
     "jsnet_first_non_finite_cuda": (CI, [I64, VP, VP, VP]),
+    "jsnet_batch_norm_cuda_workspace_doubles": (I64, [I64, CI]),
+    "jsnet_batch_norm_cuda": (CI, [I64, CI, VP, VP, VP, CF, CI, VP, VP, VP, VP, VP]),
+    "jsnet_batch_norm_grad_cuda": (CI, [I64, CI, VP, VP, VP, VP, VP, VP, CF, CI, VP, VP, VP, VP, VP]),
     "jsnet_first_out_of_range_cuda": (CI, [I64, VP, CI, VP, VP]),
 }
 
@@ -300,6 +331,42 @@ def ref_gather_weight_net_sum_grad(points, idx, hidden, kernel, bias, grad_out):
             {"grad_points": grad_points_abs.reshape(b, n, c), "grad_hidden": u_abs @ np.abs(k).T,
              "grad_kernel": np.einsum("bmsh,bmsc->hc", np.abs(h), u_abs),
              "grad_bias": u_abs.sum(axis=(0, 1, 2))})
+
+
+def _batch_norm_terms(x, gamma, beta, epsilon, relu, grad_y=None):
+    """float64 pieces of the batch norm of x (R, C): mean, inverse std, normalised x, pre-ReLU
+    output and, with grad_y, the gradient masked by the ReLU."""
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0)
+    inv_std = 1.0 / np.sqrt(x64.var(axis=0) + np.float64(epsilon))
+    normalised = (x64 - mean) * inv_std
+    pre = normalised * gamma + beta
+    g = None
+    if grad_y is not None:
+        g = np.where(pre > 0, grad_y, 0.0) if relu else grad_y.astype(np.float64)
+    return mean, inv_std, normalised, pre, g
+
+
+def ref_batch_norm(x, gamma, beta, epsilon, relu):
+    mean, inv_std, normalised, pre, _ = _batch_norm_terms(x, gamma, beta, epsilon, relu)
+    y = np.maximum(pre, 0.0) if relu else pre
+    scale = np.abs(gamma) * inv_std
+    y_terms = scale * (np.abs(x - mean) + np.abs(mean)) + np.abs(beta)
+    return ({"y": y, "mean": mean, "variance": x.astype(np.float64).var(axis=0)},
+            {"y": y_terms, "mean": np.abs(x).mean(axis=0), "variance": x.astype(np.float64).var(axis=0)})
+
+
+def ref_batch_norm_grad(grad_y, x, gamma, beta, epsilon, relu):
+    rows = x.shape[0]
+    mean, inv_std, normalised, _, g = _batch_norm_terms(x, gamma, beta, epsilon, relu, grad_y)
+    grad_beta, grad_gamma = g.sum(axis=0), (g * normalised).sum(axis=0)
+    grad_x = gamma * inv_std * (g - grad_beta / rows - normalised * grad_gamma / rows)
+    size_beta = np.abs(g).sum(axis=0)
+    size_gamma = np.abs(g * normalised).sum(axis=0) + np.abs(mean) * inv_std * size_beta
+    size_x = np.abs(gamma) * inv_std * (np.abs(g) + size_beta / rows
+                                        + (np.abs(normalised) + np.abs(mean) * inv_std) * size_gamma / rows)
+    return ({"grad_x": grad_x, "grad_gamma": grad_gamma, "grad_beta": grad_beta},
+            {"grad_x": size_x, "grad_gamma": size_gamma, "grad_beta": size_beta})
 
 
 def ref_first_non_finite(values):
@@ -537,6 +604,24 @@ def make_cases(rng, quick=False) -> list[Case]:
         grad = rng.standard_normal((b, m, c)).astype(F32)
         add("gather_weight_net_sum_grad", shape, timed, points=points, idx=idx, grad_out=grad, **net)
 
+    # ---------------------------------------------------------------- batch_norm (+grad)
+    # rows, channels, relu, timed: one row, C off and below the SIMD widths, rows off the 512-row
+    # blocks, several blocks; the network's sizes at batch 8 are timed
+    bn_sizes = [(1, 1, False, False), (1, 5, True, False), (3, 13, True, False), (7, 1, False, False),
+                (513, 24, True, False), (1537, 9, False, False), (100, 300, True, False),
+                (4097, 70, True, False), (262144, 32, True, True), (32768, 128, True, True),
+                (131072, 64, False, True)]
+    for rows, c, relu, timed in bn_sizes:
+        x = (rng.standard_normal((rows, c)) * 2.0 + 3.0).astype(F32)
+        gamma = ((rng.random(c) + 0.5) * rng.choice([-1.0, 1.0], c)).astype(F32)
+        beta = numpy_reference.relu_safe_beta(x, gamma) if relu else rng.standard_normal(c).astype(F32)
+        label = f"R{rows} C{c}" + (" relu" if relu else "")
+        add("batch_norm", label, timed, x=x, gamma=gamma, beta=beta, epsilon=1e-3, relu=relu)
+        moments = {"mean": x.astype(np.float64).mean(axis=0).astype(F32),
+                   "variance": x.astype(np.float64).var(axis=0).astype(F32)}
+        add("batch_norm_grad", label, timed, grad_y=rng.standard_normal((rows, c)).astype(F32), x=x,
+            **moments, gamma=gamma, beta=beta, epsilon=1e-3, relu=relu)
+
     # ---------------------------------------------------------------- validation helpers
     for count, bad_pos in [(0, []), (1, []), (1, [0]), (1000, []), (1000, [999]),
                            (1000, [3, 700]), ((1 << 20) + 3, [(1 << 20) + 1]),
@@ -604,6 +689,14 @@ def op_outputs(case: Case) -> dict:
                 "grad_hidden": (x["hidden"].shape, F32, "grad"),
                 "grad_kernel": (x["kernel"].shape, F32, "grad"),
                 "grad_bias": (x["bias"].shape, F32, "grad")}
+    if case.op == "batch_norm":
+        rows, c = x["x"].shape
+        return {"y": ((rows, c), F32, "float"), "mean": ((c,), F32, "float"),
+                "variance": ((c,), F32, "float")}
+    if case.op == "batch_norm_grad":
+        rows, c = x["x"].shape
+        return {"grad_x": ((rows, c), F32, "grad"), "grad_gamma": ((c,), F32, "grad"),
+                "grad_beta": ((c,), F32, "grad")}
     if case.op in ("first_non_finite", "first_out_of_range"):
         return {"pos": ((1,), np.int64, "int")}
     raise KeyError(case.op)
@@ -638,6 +731,8 @@ def cpu_work_items(case: Case) -> int:
         return x["xyz1"].shape[0] * x["xyz1"].shape[1]
     if op == "three_interpolate":
         return x["idx"].shape[0] * x["idx"].shape[1]
+    if op in ("batch_norm", "batch_norm_grad"):
+        return x["x"].shape[0]
     return x["values"].size
 
 
@@ -722,9 +817,48 @@ def cpu_call(lib, case: Case, out: dict, begin: int, end: int):
         raise KeyError(op)
 
 
+def run_cpu_batch_norm(lib, case: Case, out: dict, splits: int):
+    """The batch norm's CPU phases in the order of ops.cc: sums over row blocks, their combination
+    (in block order), then the rows; each parallel phase in `splits` consecutive ranges."""
+    x = case.inputs
+    rows, c = x["x"].shape
+    blocks = -(-rows // BATCH_NORM_BLOCK_ROWS)
+    partial = np.full(max(blocks * 2 * c, 1), np.nan)
+
+    def ranges(total):
+        bounds = np.linspace(0, total, splits + 1).astype(np.int64)
+        return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    eps, relu = x["epsilon"], int(x["relu"])
+    if case.op == "batch_norm":
+        for lo, hi in ranges(blocks):
+            lib.jsnet_batch_norm_moments_cpu(lo, hi, rows, c, hp(x["x"]), hp(partial))
+        lib.jsnet_batch_norm_combine_moments_cpu(rows, c, hp(x["x"]), hp(partial), hp(out["mean"]),
+                                                 hp(out["variance"]))
+        for lo, hi in ranges(rows):
+            lib.jsnet_batch_norm_normalize_cpu(lo, hi, c, hp(x["x"]), hp(out["mean"]),
+                                               hp(out["variance"]), hp(x["gamma"]), hp(x["beta"]),
+                                               eps, relu, hp(out["y"]))
+        return
+    coefficients = np.full(3 * c, np.nan, F32)
+    for lo, hi in ranges(blocks):
+        lib.jsnet_batch_norm_grad_sums_cpu(lo, hi, rows, c, hp(x["grad_y"]), hp(x["x"]),
+                                           hp(x["mean"]), hp(x["variance"]), hp(x["gamma"]),
+                                           hp(x["beta"]), eps, relu, hp(partial))
+    lib.jsnet_batch_norm_grad_combine_cpu(rows, c, hp(partial), hp(x["variance"]), hp(x["gamma"]),
+                                          eps, hp(out["grad_gamma"]), hp(out["grad_beta"]),
+                                          hp(coefficients))
+    for lo, hi in ranges(rows):
+        lib.jsnet_batch_norm_grad_x_cpu(lo, hi, c, hp(x["grad_y"]), hp(x["x"]), hp(x["mean"]),
+                                        hp(x["beta"]), relu, hp(coefficients), hp(out["grad_x"]))
+
+
 def run_cpu(lib, case: Case, splits: int = 1):
     """Runs the CPU function over all work items, in `splits` consecutive ranges."""
     outs = {name: garbage(shape, dt) for name, (shape, dt, _) in op_outputs(case).items()}
+    if case.op in ("batch_norm", "batch_norm_grad"):
+        run_cpu_batch_norm(lib, case, outs, splits)
+        return outs
     total = cpu_work_items(case)
     if case.op in ("first_non_finite", "first_out_of_range"):
         splits = 1
@@ -764,6 +898,10 @@ def reference(case: Case):
     if op == "gather_weight_net_sum_grad":
         return ref_gather_weight_net_sum_grad(x["points"], x["idx"], x["hidden"], x["kernel"],
                                               x["bias"], x["grad_out"])
+    if op == "batch_norm":
+        return ref_batch_norm(x["x"], x["gamma"], x["beta"], x["epsilon"], x["relu"])
+    if op == "batch_norm_grad":
+        return ref_batch_norm_grad(x["grad_y"], x["x"], x["gamma"], x["beta"], x["epsilon"], x["relu"])
     if op == "first_non_finite":
         return ref_first_non_finite(x["values"]), None
     if op == "first_out_of_range":
@@ -791,6 +929,10 @@ class CudaRunner:
                 raise RuntimeError(f"negative knn workspace size {floats}")
             if floats > 0:
                 self.workspace = cp.full((floats,), np.nan, F32)
+        elif case.op in ("batch_norm", "batch_norm_grad"):
+            rows, c = case.inputs["x"].shape
+            doubles = lib.jsnet_batch_norm_cuda_workspace_doubles(rows, c)
+            self.workspace = cp.full((max(doubles, 1),), np.nan, np.float64)
         cp.cuda.Device().synchronize()
 
     def launch(self) -> int:
@@ -858,6 +1000,18 @@ class CudaRunner:
                                                              dp(o["grad_hidden"]),
                                                              dp(o["grad_kernel"]),
                                                              dp(o["grad_bias"]), s)
+        if op == "batch_norm":
+            rows, c = x["x"].shape
+            return lib.jsnet_batch_norm_cuda(rows, c, dp(d["x"]), dp(d["gamma"]), dp(d["beta"]),
+                                             x["epsilon"], int(x["relu"]), ws, dp(o["y"]),
+                                             dp(o["mean"]), dp(o["variance"]), s)
+        if op == "batch_norm_grad":
+            rows, c = x["x"].shape
+            return lib.jsnet_batch_norm_grad_cuda(rows, c, dp(d["grad_y"]), dp(d["x"]),
+                                                  dp(d["mean"]), dp(d["variance"]),
+                                                  dp(d["gamma"]), dp(d["beta"]), x["epsilon"],
+                                                  int(x["relu"]), ws, dp(o["grad_x"]),
+                                                  dp(o["grad_gamma"]), dp(o["grad_beta"]), s)
         if op == "first_non_finite":
             return lib.jsnet_first_non_finite_cuda(x["values"].size, dp(d["values"]),
                                                    dp(o["pos"]), s)

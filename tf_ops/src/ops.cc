@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 
+#include "batch_norm_kernels.h"
 #include "point_kernels.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -1098,6 +1099,276 @@ class GatherWeightNetSumGradOp : public OpKernel {
 JSNET_REGISTER_ALL(DEVICE_CPU, CPUDevice);
 #if GOOGLE_CUDA
 JSNET_REGISTER_ALL(::tensorflow::DEVICE_GPU, GPUDevice);
+#endif
+
+// ------------------------------------------------------------------------------ training-mode batch norm
+// JsnetBatchNormTraining: the batch norm of a training step over every axis of x but the last,
+// with the ReLU after it when `relu`; its gradient recomputes the ReLU mask from x and the saved
+// moments instead of keeping the outputs (arithmetic: batch_norm_kernels.h).
+
+Status BatchNormChannels(InferenceContext* c, ShapeHandle x, std::initializer_list<int> inputs,
+                         DimensionHandle* channels) {
+  *channels = c->Dim(x, -1);
+  for (int input : inputs) {
+    ShapeHandle vector;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(input), 1, &vector));
+    TF_RETURN_IF_ERROR(c->Merge(*channels, c->Dim(vector, 0), channels));
+  }
+  return absl::OkStatus();
+}
+
+REGISTER_OP("JsnetBatchNormTraining")
+    .Attr("epsilon: float")
+    .Attr("relu: bool")
+    .Input("x: float32")
+    .Input("gamma: float32")
+    .Input("beta: float32")
+    .Output("y: float32")
+    .Output("mean: float32")
+    .Output("variance: float32")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+      DimensionHandle channels;
+      TF_RETURN_IF_ERROR(BatchNormChannels(c, x, {1, 2}, &channels));
+      c->set_output(0, x);
+      c->set_output(1, c->Vector(channels));
+      c->set_output(2, c->Vector(channels));
+      return absl::OkStatus();
+    })
+    .Doc("Training-mode batch norm of x (..., C) with the batch's mean and biased variance, "
+         "then max(., 0) when relu: y, mean (C), variance (C).");
+
+REGISTER_OP("JsnetBatchNormTrainingGrad")
+    .Attr("epsilon: float")
+    .Attr("relu: bool")
+    .Input("grad_y: float32")
+    .Input("x: float32")
+    .Input("mean: float32")
+    .Input("variance: float32")
+    .Input("gamma: float32")
+    .Input("beta: float32")
+    .Output("grad_x: float32")
+    .Output("grad_gamma: float32")
+    .Output("grad_beta: float32")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(1), 1, &x));
+      TF_RETURN_IF_ERROR(c->Merge(x, c->input(0), &x));
+      DimensionHandle channels;
+      TF_RETURN_IF_ERROR(BatchNormChannels(c, x, {2, 3, 4, 5}, &channels));
+      c->set_output(0, x);
+      c->set_output(1, c->Vector(channels));
+      c->set_output(2, c->Vector(channels));
+      return absl::OkStatus();
+    });
+
+// x (..., C), C < 2^31, and each named tensor of shape (C).
+Status CheckBatchNormInputs(const std::string& op, const Tensor& x,
+                            std::initializer_list<std::pair<const char*, const Tensor*>> vectors) {
+  if (x.dims() < 1) {
+    return errors::InvalidArgument(op, ": x must have shape (..., channels), got ", ShapeString(x));
+  }
+  const int64_t channels = x.dim_size(x.dims() - 1);
+  if (channels > INT32_MAX) {
+    return errors::InvalidArgument(op, ": x ", ShapeString(x), " has more than 2^31 - 1 channels");
+  }
+  for (const auto& [name, t] : vectors) {
+    if (t->dims() != 1 || t->dim_size(0) != channels) {
+      return errors::InvalidArgument(op, ": ", name, " must have shape (channels,) = (", channels,
+                                     ",) of x ", ShapeString(x), ", got ", ShapeString(*t));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename Device>
+struct BatchNormBackend;
+
+template <>
+struct BatchNormBackend<CPUDevice> {
+  // Cycles per value of a pass (for the thread pool's sharding).
+  static constexpr int64_t kCyclesPerValue = 2;
+
+  // Partial sums of every row block: blocks * 2 * C doubles.
+  static Status Partials(OpKernelContext* ctx, int64_t rows, int c, Tensor* partial) {
+    return ctx->allocate_temp(::tensorflow::DT_DOUBLE,
+                              TensorShape({JSNET_BATCH_NORM_BLOCKS(rows) * 2 * c}), partial);
+  }
+
+  static void OverBlocks(OpKernelContext* ctx, int64_t rows, int c,
+                         const std::function<void(int64_t, int64_t)>& fn) {
+    Backend<CPUDevice>::Parallel(ctx, JSNET_BATCH_NORM_BLOCKS(rows),
+                                 kCyclesPerValue * JSNET_BATCH_NORM_BLOCK_ROWS * c, fn);
+  }
+
+  static void OverRows(OpKernelContext* ctx, int64_t rows, int c,
+                       const std::function<void(int64_t, int64_t)>& fn) {
+    Backend<CPUDevice>::Parallel(ctx, rows, kCyclesPerValue * c, fn);
+  }
+
+  static Status Forward(OpKernelContext* ctx, int64_t rows, int c, const float* x,
+                        const float* gamma, const float* beta, float epsilon, bool relu, float* y,
+                        float* mean, float* variance) {
+    Tensor partial;
+    TF_RETURN_IF_ERROR(Partials(ctx, rows, c, &partial));
+    double* sums = partial.flat<double>().data();
+    OverBlocks(ctx, rows, c, [&](int64_t s, int64_t e) {
+      jsnet_batch_norm_moments_cpu(s, e, rows, c, x, sums);
+    });
+    jsnet_batch_norm_combine_moments_cpu(rows, c, x, sums, mean, variance);
+    OverRows(ctx, rows, c, [&](int64_t s, int64_t e) {
+      jsnet_batch_norm_normalize_cpu(s, e, c, x, mean, variance, gamma, beta, epsilon, relu, y);
+    });
+    return absl::OkStatus();
+  }
+
+  static Status Gradient(OpKernelContext* ctx, int64_t rows, int c, const float* grad_y,
+                         const float* x, const float* mean, const float* variance,
+                         const float* gamma, const float* beta, float epsilon, bool relu,
+                         float* grad_x, float* grad_gamma, float* grad_beta) {
+    Tensor partial, coefficients;
+    TF_RETURN_IF_ERROR(Partials(ctx, rows, c, &partial));
+    TF_RETURN_IF_ERROR(
+        ctx->allocate_temp(::tensorflow::DT_FLOAT, TensorShape({3 * int64_t{c}}), &coefficients));
+    double* sums = partial.flat<double>().data();
+    float* k = coefficients.flat<float>().data();
+    OverBlocks(ctx, rows, c, [&](int64_t s, int64_t e) {
+      jsnet_batch_norm_grad_sums_cpu(s, e, rows, c, grad_y, x, mean, variance, gamma, beta,
+                                     epsilon, relu, sums);
+    });
+    jsnet_batch_norm_grad_combine_cpu(rows, c, sums, variance, gamma, epsilon, grad_gamma,
+                                      grad_beta, k);
+    OverRows(ctx, rows, c, [&](int64_t s, int64_t e) {
+      jsnet_batch_norm_grad_x_cpu(s, e, c, grad_y, x, mean, beta, relu, k, grad_x);
+    });
+    return absl::OkStatus();
+  }
+};
+
+#if GOOGLE_CUDA
+template <>
+struct BatchNormBackend<GPUDevice> {
+  static Status Workspace(OpKernelContext* ctx, int64_t rows, int c, Tensor* workspace) {
+    return ctx->allocate_temp(::tensorflow::DT_DOUBLE,
+                              TensorShape({jsnet_batch_norm_cuda_workspace_doubles(rows, c)}),
+                              workspace);
+  }
+
+  static Status Forward(OpKernelContext* ctx, int64_t rows, int c, const float* x,
+                        const float* gamma, const float* beta, float epsilon, bool relu, float* y,
+                        float* mean, float* variance) {
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(Workspace(ctx, rows, c, &workspace));
+    return Backend<GPUDevice>::Check(
+        jsnet_batch_norm_cuda(rows, c, x, gamma, beta, epsilon, relu,
+                              workspace.flat<double>().data(), y, mean, variance,
+                              Backend<GPUDevice>::Stream(ctx)),
+        "batch_norm_training");
+  }
+
+  static Status Gradient(OpKernelContext* ctx, int64_t rows, int c, const float* grad_y,
+                         const float* x, const float* mean, const float* variance,
+                         const float* gamma, const float* beta, float epsilon, bool relu,
+                         float* grad_x, float* grad_gamma, float* grad_beta) {
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(Workspace(ctx, rows, c, &workspace));
+    return Backend<GPUDevice>::Check(
+        jsnet_batch_norm_grad_cuda(rows, c, grad_y, x, mean, variance, gamma, beta, epsilon, relu,
+                                   workspace.flat<double>().data(), grad_x, grad_gamma, grad_beta,
+                                   Backend<GPUDevice>::Stream(ctx)),
+        "batch_norm_training_grad");
+  }
+};
+#endif  // GOOGLE_CUDA
+
+// The attributes shared by the op and its gradient.
+class BatchNormKernel : public OpKernel {
+ public:
+  explicit BatchNormKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("relu", &relu_));
+    OP_REQUIRES(ctx, std::isfinite(epsilon_) && epsilon_ > 0,
+                errors::InvalidArgument(name(), ": epsilon must be a positive finite number, got ",
+                                        epsilon_));
+  }
+
+ protected:
+  // (rows, channels) of x (..., C) seen as a matrix.
+  static void Matrix(const Tensor& x, int64_t* rows, int* channels) {
+    *channels = static_cast<int>(x.dim_size(x.dims() - 1));
+    *rows = *channels > 0 ? x.NumElements() / *channels : 0;
+  }
+
+  float epsilon_;
+  bool relu_;
+};
+
+template <typename Device>
+class BatchNormTrainingOp : public BatchNormKernel {
+ public:
+  using BatchNormKernel::BatchNormKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const std::string op = type_string();
+    const Tensor& x = ctx->input(0);
+    const Tensor& gamma = ctx->input(1);
+    const Tensor& beta = ctx->input(2);
+    OP_REQUIRES_OK(ctx, CheckBatchNormInputs(op, x, {{"gamma", &gamma}, {"beta", &beta}}));
+    int64_t rows;
+    int c;
+    Matrix(x, &rows, &c);
+    Tensor *y = nullptr, *mean = nullptr, *variance = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({c}), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({c}), &variance));
+    if (c == 0) return;
+    OP_REQUIRES_OK(ctx, BatchNormBackend<Device>::Forward(
+                            ctx, rows, c, x.flat<float>().data(), gamma.flat<float>().data(),
+                            beta.flat<float>().data(), epsilon_, relu_, y->flat<float>().data(),
+                            mean->flat<float>().data(), variance->flat<float>().data()));
+  }
+};
+
+template <typename Device>
+class BatchNormTrainingGradOp : public BatchNormKernel {
+ public:
+  using BatchNormKernel::BatchNormKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const std::string op = type_string();
+    const Tensor& grad_y = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& mean = ctx->input(2);
+    const Tensor& variance = ctx->input(3);
+    const Tensor& gamma = ctx->input(4);
+    const Tensor& beta = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckBatchNormInputs(op, x, {{"mean", &mean}, {"variance", &variance},
+                                                     {"gamma", &gamma}, {"beta", &beta}}));
+    OP_REQUIRES_OK(ctx, CheckSameShape(op, "grad_y", grad_y, "x", x));
+    int64_t rows;
+    int c;
+    Matrix(x, &rows, &c);
+    Tensor *grad_x = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &grad_x));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({c}), &grad_gamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({c}), &grad_beta));
+    if (c == 0) return;
+    OP_REQUIRES_OK(ctx, BatchNormBackend<Device>::Gradient(
+                            ctx, rows, c, grad_y.flat<float>().data(), x.flat<float>().data(),
+                            mean.flat<float>().data(), variance.flat<float>().data(),
+                            gamma.flat<float>().data(), beta.flat<float>().data(), epsilon_, relu_,
+                            grad_x->flat<float>().data(), grad_gamma->flat<float>().data(),
+                            grad_beta->flat<float>().data()));
+  }
+};
+
+JSNET_REGISTER("JsnetBatchNormTraining", BatchNormTrainingOp, DEVICE_CPU, CPUDevice);
+JSNET_REGISTER("JsnetBatchNormTrainingGrad", BatchNormTrainingGradOp, DEVICE_CPU, CPUDevice);
+#if GOOGLE_CUDA
+JSNET_REGISTER("JsnetBatchNormTraining", BatchNormTrainingOp, ::tensorflow::DEVICE_GPU, GPUDevice);
+JSNET_REGISTER("JsnetBatchNormTrainingGrad", BatchNormTrainingGradOp, ::tensorflow::DEVICE_GPU,
+               GPUDevice);
 #endif
 
 }  // namespace jsnet

@@ -15,10 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define JSNET_X86_SIMD 1
-#include <immintrin.h>
-#endif
+#include "cpu_isa.h"
 
 namespace {
 
@@ -379,27 +376,8 @@ using Simd = Avx512Simd;
 #pragma GCC pop_options
 #endif  // JSNET_X86_SIMD
 
-// The widest instruction set this CPU runs; JSNET_CPU_ISA=scalar|avx2|avx512 narrows it (tests
-// and benchmarks use that to exercise every path).
-enum class Isa { kScalar, kAvx2, kAvx512 };
-
-Isa DetectIsa() {
-  Isa best = Isa::kScalar;
-#ifdef JSNET_X86_SIMD
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
-  if (__builtin_cpu_supports("avx512f")) best = Isa::kAvx512;
-#endif
-  const char* wanted = std::getenv("JSNET_CPU_ISA");
-  if (wanted != nullptr) {
-    const std::string name(wanted);
-    const Isa asked = name == "scalar" ? Isa::kScalar : name == "avx2" ? Isa::kAvx2 : best;
-    if (asked < best) best = asked;
-  }
-  return best;
-}
-
-const Isa kIsa = DetectIsa();
+using jsnet_cpu::Isa;
+const Isa kIsa = jsnet_cpu::CpuIsa();
 
 // From this many points and picks on the leaf partition pays for its build (measured at the
 // S3DIS sizes: at 1024 -> 256 the two are about even, at 4096 -> 1024 it is 3-4x faster).
@@ -537,17 +515,6 @@ int64_t WeightNetRowsPerBlock(int64_t rows) { return std::max<int64_t>(64, (rows
 
 // Row stride of those per-block sums: whole vectors of every instruction set.
 int WeightNetStride(int c) { return (c + 15) / 16 * 16; }
-
-// The variant of a row loop of point_kernels_simd.inc for this CPU's instruction set.
-template <typename Fn>
-Fn ForIsa(Fn scalar_fn, Fn avx2_fn, Fn avx512_fn) {
-  return kIsa == Isa::kAvx512 ? avx512_fn : kIsa == Isa::kAvx2 ? avx2_fn : scalar_fn;
-}
-#ifdef JSNET_X86_SIMD
-#define JSNET_FOR_ISA(fn) ForIsa(&scalar::fn, &avx2::fn, &avx512::fn)
-#else
-#define JSNET_FOR_ISA(fn) (&scalar::fn)
-#endif
 
 }  // namespace
 
