@@ -16,7 +16,7 @@ composition of the original graph.
       - in inference (training=False) every batch norm is folded into the convolution (or the
         sum pool's bias) before it;
       - in training, a per-channel float32 batch norm on one replica is one op with the ReLU after
-        it (`ops.batch_norm_training`, via `PointBatchNorm(..., relu=True)` from `ConvBlock`), whose
+        it (`ops.batch_norm_training`, called as `bn(x, training=True, relu=True)` by `ConvBlock`), whose
         gradient recomputes what it needs from its input and the batch moments.
     Training-mode batch norms see the same values as in the plain arithmetic (the same moments,
     to float32 rounding); the variables are the same.

@@ -45,7 +45,8 @@ class BatchNormDecay:
 class PointBatchNorm(PointOpLayer):
     """Batch norm over all axes but the last (or all axes): (..., C) -> (..., C).
 
-    A PointOpLayer: its training mode calls `ops.batch_norm_training` with the fast arithmetic.
+    A PointOpLayer: in training mode, with the fast arithmetic, per-channel moments, float32 and
+    one replica, it calls `ops.batch_norm_training`.
 
     Args:
       scalar_moments: one mean/variance over all axes, scalar moving statistics.

@@ -184,6 +184,32 @@ def test_the_moments_carry_no_gradient(impl, rng):
     assert tape.gradient(variance, [x, gamma, beta]) == [None, None, None]
 
 
+def test_a_nan_stays_nan_through_the_relu(impl, rng):
+    """A NaN in x makes its channel's moments and outputs NaN, as tf.nn.relu keeps NaN (not 0)."""
+    x, gamma, beta = _inputs(rng, (20, 3), relu=True)
+    x[4, 1] = np.nan
+    (y, mean, variance), _ = _run(x, gamma, beta, relu=True)
+    assert np.isnan(y[:, 1]).all() and np.isnan(mean[1]) and np.isnan(variance[1])
+    assert np.isfinite(y[:, [0, 2]]).all()
+
+
+def test_the_gradient_masks_exactly_where_the_forward_relu_cut(impl, rng):
+    """Outputs at and around 0 (beta puts a row's pre-activation exactly at 0 where float32 allows):
+    the ReLU's gradient equals the plain gradient of upstream * (y > 0), bit for bit, so the
+    gradient's recomputed mask is the forward's."""
+    x, gamma, beta = _inputs(rng, (64, 16), relu=False)
+    (pre, _, _), _ = _run(x, gamma, beta, relu=False)
+    beta = (beta - pre[7]).astype(np.float32)  # row 7 lands on (or next to) 0 in every channel
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    (y, _, _), (gx, gg, gb) = _run(x, gamma, beta, relu=True, upstream=upstream)
+    (plain, _, _), _ = _run(x, gamma, beta, relu=False)
+    np.testing.assert_array_equal(y, np.where(plain > 0, plain, 0.0))
+    _, (px, pg, pb) = _run(x, gamma, beta, relu=False, upstream=np.where(plain > 0, upstream, 0.0).astype(np.float32))
+    assert (np.abs(plain[7]) < 1e-5).all()
+    for got, want in ((gx, px), (gg, pg), (gb, pb)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_empty_channels(impl):
     y, mean, variance = ops.batch_norm_training(np.zeros((5, 0), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
     assert (y.shape, mean.shape, variance.shape) == ((5, 0), (0,), (0,))

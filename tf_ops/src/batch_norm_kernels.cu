@@ -98,7 +98,7 @@ __global__ void normalize_kernel(int64_t rows, int c, const float* __restrict__ 
        r += static_cast<int64_t>(gridDim.x) * kLanes) {
     for (int ch = threadIdx.x; ch < c; ch += kChannels) {
       const float v = pre_activation(x[r * c + ch], mean[ch], scale[ch], beta[ch]);
-      y[r * c + ch] = relu && !(v > 0.0f) ? 0.0f : v;
+      y[r * c + ch] = relu && v <= 0.0f ? 0.0f : v;  // NaN stays NaN, as in tf.nn.relu
     }
   }
 }

@@ -12,9 +12,10 @@
 //   grad_x = scale * (g - grad_beta / R - xhat * grad_gamma / R).
 // mean and variance carry no gradient (they feed the moving averages only).
 //
-// Sums are taken in double over fixed blocks of rows (JSNET_BATCH_NORM_BLOCKS), each block's
-// rows in order, and the blocks' partial sums are added in block order: the results do not
-// depend on how the blocks are spread over threads. The moments are summed around a shift (the
+// Sums are taken in double over fixed blocks of rows (JSNET_BATCH_NORM_BLOCKS), and the blocks'
+// partial sums are added in block order: the results do not depend on how the blocks are spread
+// over threads. Inside a block the CPU adds the rows in order and the CUDA kernels in 8 strided
+// lanes, so the two may differ in the last bit of a moment. The moments are summed around a shift (the
 // first row), so E[d^2] - E[d]^2 does not cancel when the mean is large against the spread.
 //
 // CPU functions process the half-open range [begin, end) of work items (row blocks or rows, as

@@ -1249,7 +1249,14 @@ struct BatchNormBackend<CPUDevice> {
 #if GOOGLE_CUDA
 template <>
 struct BatchNormBackend<GPUDevice> {
+  // The CUDA kernels put tiles of 32 channels on the grid's y axis (at most 65535 blocks).
+  static constexpr int kMaxChannels = 65535 * 32;
+
   static Status Workspace(OpKernelContext* ctx, int64_t rows, int c, Tensor* workspace) {
+    if (c > kMaxChannels) {
+      return errors::InvalidArgument("batch_norm_training: the CUDA kernels take at most ", kMaxChannels,
+                                     " channels, got ", c);
+    }
     return ctx->allocate_temp(::tensorflow::DT_DOUBLE,
                               TensorShape({jsnet_batch_norm_cuda_workspace_doubles(rows, c)}),
                               workspace);
